@@ -1,0 +1,1 @@
+"""queueproxy component."""

@@ -1,0 +1,70 @@
+"""Header names and values of Knative's data-plane contract, as constants.
+
+Names are lower-case because the forwarding engine compares raw header names case-insensitively after
+lower-casing them once.
+"""
+
+from typing import Final
+
+# Set by the ingress to name the target revision; stripped before the user container.
+REVISION: Final = "knative-serving-revision"
+NAMESPACE: Final = "knative-serving-namespace"
+
+# Probe headers.
+NETWORK_PROBE: Final = "k-network-probe"
+NETWORK_HASH: Final = "k-network-hash"
+KUBELET_PROBE: Final = "k-kubelet-probe"
+PROBE_QUEUE: Final = "queue"
+PROBE_ACTIVATOR: Final = "activator"
+PROBE_PROBE: Final = "probe"
+
+# User agents that mark a request as a health check.
+KUBE_PROBE_UA_PREFIX: Final = "kube-probe/"
+ACTIVATOR_PROBE_UA: Final = "Knative-Activator-Probe"
+AUTOSCALING_PROBE_UA: Final = "Knative-Autoscaling-Probe"
+
+# Set by the activator: the original Host, and a mark that the request was proxied.
+ORIGINAL_HOST: Final = "k-original-host"
+PROXY_REQUEST: Final = "k-proxy-request"
+PROXY_REQUEST_ACTIVATOR: Final = "activator"
+
+# Cold-start visibility: `Server-Timing: activator;dur=<ms>` on responses that waited in the activator.
+SERVER_TIMING: Final = "server-timing"
+
+# Standard headers the proxies read or write.
+HOST: Final = "host"
+CONNECTION: Final = "connection"
+UPGRADE: Final = "upgrade"
+CONTENT_LENGTH: Final = "content-length"
+TRANSFER_ENCODING: Final = "transfer-encoding"
+FORWARDED: Final = "forwarded"
+X_FORWARDED_FOR: Final = "x-forwarded-for"
+X_FORWARDED_PROTO: Final = "x-forwarded-proto"
+X_FORWARDED_HOST: Final = "x-forwarded-host"
+RETRY_AFTER: Final = "retry-after"
+USER_AGENT: Final = "user-agent"
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded; those named in `Connection` are dropped too.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def is_health_check(user_agent: str, has_kubelet_probe: bool) -> bool:
+    """Whether a request is a health check that the proxy answers itself (Knative's rule)."""
+    return (
+        has_kubelet_probe
+        or user_agent.startswith(KUBE_PROBE_UA_PREFIX)
+        or user_agent.startswith(ACTIVATOR_PROBE_UA)
+        or user_agent.startswith(AUTOSCALING_PROBE_UA)
+    )
