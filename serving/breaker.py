@@ -2,8 +2,7 @@
 
 Used by the queue-proxy (capacity = containerConcurrency, queue = 10 x that) and by the activator's
 per-revision throttler, whose capacity changes as pods come and go. Waiters are served first-come
-first-served; a waiter
-that is cancelled (client gone, timeout) leaves the queue at once and frees its place.
+first-served; a waiter that is cancelled (client gone, timeout) leaves the queue at once and frees its place.
 """
 
 from __future__ import annotations
