@@ -1,0 +1,30 @@
+"""The HTTP/1.1 forwarding engine shared by the queue-proxy, the activator and the local router.
+
+llhttp (via httptools) on asyncio Protocols, uvloop in production: client connections are parsed and handed
+to a handler one request at a time; `Exchange.forward` relays to pooled keep-alive upstream connections, with
+bodies streamed both ways under flow control. aiohttp serves everything off the per-request hot path.
+"""
+
+from serving.http.connection import Handler, ServerLimits
+from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
+from serving.http.exchange import Exchange
+from serving.http.message import Headers, Request
+from serving.http.pool import UpstreamPool
+from serving.http.server import drain, serve
+from serving.http.upstream import ForwardTimeouts
+
+__all__ = [
+    "Exchange",
+    "ForwardTimeouts",
+    "Handler",
+    "Headers",
+    "IdleTimeout",
+    "Request",
+    "ResponseStartTimeout",
+    "ServerLimits",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamPool",
+    "drain",
+    "serve",
+]

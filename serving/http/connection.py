@@ -1,0 +1,569 @@
+"""Client connections: parse HTTP/1.1 requests with llhttp, run one handler task per request, in order.
+
+One `ServerConnection` Protocol per client connection. Requests are parsed as bytes arrive; the handler of the
+first one runs at once while pipelined ones wait (and the socket stops being read) until it has finished. A
+client that disconnects cancels the running handler task, which is how queued requests leave their queues and
+upstream requests are abandoned at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from itertools import chain
+from typing import TYPE_CHECKING, Final, cast
+
+import httptools
+
+from serving import header
+from serving.http import wire
+from serving.http.exchange import ABORTED, DONE, NEW, STARTED, Exchange
+from serving.http.message import Headers, Request
+
+if TYPE_CHECKING:
+    from serving.http.relay import Relay
+    from serving.http.upstream import UpstreamConnection
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Exchange], Awaitable[None]]
+
+# After a response that leaves unread request bytes behind, the engine half-closes and keeps reading (and
+# dropping) for this long before closing: closing at once would reset the connection and could destroy the
+# response before the client reads it (the "lingering close" of RFC 9112 section 9.6).
+_LINGER: Final = 2.0
+
+# Size of a read from a client socket, and the least a read is cut down to while a body waits for its handler.
+_READ_SIZE: Final = 64 * 1024
+_MIN_READ: Final = 4 * 1024
+_buffers = threading.local()
+
+
+def _read_view() -> memoryview:
+    """This thread's read buffer: one per thread, because one event loop parses one read at a time."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = _buffers.view = memoryview(bytearray(_READ_SIZE))
+    return view
+
+
+# Handler outcomes, for `_finish_exchange`.
+_OK: Final = 0
+_FAILED: Final = 1
+_CANCELLED: Final = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    """Protocol limits on client connections."""
+
+    max_header_bytes: int = 65536
+    """Largest request head (request line and headers) in bytes; larger ones get 431. 64 KiB, as Go's
+    default MaxHeaderBytes order of magnitude and far above what browsers send."""
+    max_headers: int = 100
+    """Most header fields in one request; more get 431 (Go and nginx accept about as many)."""
+    header_read_timeout: float = 10.0
+    """Seconds to receive a whole request head once it has started (slowloris guard): then the connection is
+    closed."""
+    keep_alive_timeout: float = 75.0
+    """Seconds an idle client connection is kept open between requests (nginx's default)."""
+
+
+class _Reject(Exception):
+    """Raised from a parser callback to answer the request with `status` and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ServerConnection(asyncio.BufferedProtocol):
+    """One client connection: parser state, the queue of exchanges, flow control.
+
+    A buffered protocol, so that the engine decides how much it reads: while a request body waits for its
+    handler, reads are cut to what is left of the high-water mark, and no more than that mark of a body is
+    ever held in memory. Reads land in a buffer shared by the thread's connections (each read is parsed at
+    once, and the parser copies out what it keeps).
+    """
+
+    def __init__(self, handler: Handler, limits: ServerLimits, registry: Connections) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._handler = handler
+        self._limits = limits
+        self._registry = registry
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._client: tuple[str, int] = ("", 0)
+        self._queue: deque[Exchange] = deque()
+        self._parsing: Exchange | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._paused = 0
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.write_listener: UpstreamConnection | None = None
+        self.relay: Relay | None = None
+        self._upgraded = False
+        self._stopped = False
+        self._closed = False
+        self.draining = False
+        self._error_status = 0
+        self._url = b""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
+        self._header_read_timeout = limits.header_read_timeout
+        self._keep_alive_timeout = limits.keep_alive_timeout
+        self._head_raw = 0
+        self._head_unchecked = False
+        self._head_started = 0.0
+        self._in_head = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_step = min(limits.header_read_timeout, limits.keep_alive_timeout)
+        self._linger: asyncio.TimerHandle | None = None
+        self._view = _read_view()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        wire.set_nodelay(transport.get_extra_info("socket"))
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._client = (str(peer[0]), int(peer[1]))
+        self._registry.add(self)
+        self._head_started = self.loop.time()
+        self._set_deadline(self._head_started + self._limits.header_read_timeout)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        ex = self._parsing
+        if ex is not None and ex._body_sink is None and not ex._body_complete:
+            # A body waits for its handler: read no more than the high-water mark leaves room for.
+            return self._view[: max(wire.BODY_HIGH_WATER - ex._buffered, _MIN_READ)]
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._view[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        if self._upgraded:
+            self._raw_received(bytes(data))
+            return
+        if self._stopped:
+            return  # closing: what the client still sends is dropped
+        in_head = self._in_head
+        if in_head or len(data) > self._max_header_bytes:
+            self._head_unchecked = True  # this head may be larger than the limit: measure it when complete
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded = True
+            rest = bytes(data[exc.args[0] :])
+            if rest:
+                self._raw_received(rest)
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status)
+            elif isinstance(exc, httptools.HttpParserCallbackError):
+                logger.error("request parsing failed", exc_info=cause)
+                self._reject(500)
+            else:
+                self._reject(400)
+            return
+        if self._in_head:
+            if len(self._raw_headers) > self._max_headers:
+                self._reject(431)
+            elif in_head:
+                # A whole read went into one unfinished head: llhttp accumulates a single header line in
+                # memory, so bound it here too.
+                self._head_raw += len(data)
+                if self._head_raw > self._max_header_bytes:
+                    self._reject(431)
+
+    def eof_received(self) -> bool | None:
+        if self.relay is not None:
+            return self.relay.client_eof()
+        return None  # close: connection_lost cancels a running handler
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._registry.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._wake_drainers()
+        if self.relay is not None:
+            self.relay.client_lost()
+            return
+        listener = self.write_listener
+        if listener is not None:
+            listener.client_lost()
+        task = self._task
+        if task is not None and not task.done() and self._queue and self._queue[0]._state in (NEW, STARTED):
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.write_listener is not None:
+            self.write_listener.pause(wire.PAUSE_PEER)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drainers()
+        if self.write_listener is not None:
+            self.write_listener.resume(wire.PAUSE_PEER)
+
+    # -- llhttp callbacks ---------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._raw_headers = []
+        self._head_raw = 0
+        self._in_head = True
+        now = self._head_started = self.loop.time()
+        if not self._queue:
+            self._deadline = now + self._header_read_timeout
+            if self._timer is None:
+                self._set_deadline(self._deadline)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect raw pairs; checking and decoding them all at the end of the head is cheaper.
+
+        Memory stays bounded: a head still unfinished after a read is checked (count and size) at the end of
+        that read in `data_received`, so at most one read's worth of header pairs ever exists at a time.
+        """
+        if self._in_head:
+            self._raw_headers.append((name, value))
+        elif self._parsing is not None:
+            if self._parsing._trailers is None:
+                self._parsing._trailers = []
+            self._parsing._trailers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        raw = self._raw_headers
+        if len(raw) > self._max_headers:
+            raise _Reject(431)
+        if self._head_unchecked:
+            # The head came in over several reads, or in one read bigger than the limit; otherwise it cannot
+            # exceed the limit and needs no counting.
+            self._head_unchecked = False
+            size = len(self._url) + sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
+            if size > self._max_header_bytes:
+                raise _Reject(431)
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Reject(400)
+        method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise _Reject(400)  # a reverse proxy has no tunnel to offer
+        request = Request(
+            method,
+            self._url.decode("latin-1"),
+            version,
+            Headers._trusted([(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]),
+            self._client,
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
+        if request.upgrade and any(
+            name == header.TRANSFER_ENCODING or (name == header.CONTENT_LENGTH and value.strip("0 "))
+            for name, value in request.headers._items
+        ):
+            raise _Reject(400)  # a body before switching protocols cannot be framed either way
+        ex = Exchange(self, request)
+        self._parsing = ex
+        queue = self._queue
+        queue.append(ex)
+        self._deadline = None  # the handler's time is the handler's business
+        if len(queue) == 1:
+            self._task = self.loop.create_task(self._run(ex))
+        else:
+            self.pause(wire.PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        if ex is None:
+            return
+        sink = ex._body_sink
+        if sink is not None:
+            sink(body)
+            return
+        if ex._body is None:
+            ex._body = [body]
+        else:
+            ex._body.append(body)
+        ex._buffered += len(body)
+        if ex._buffered > wire.BODY_HIGH_WATER:
+            self.pause(wire.PAUSE_BODY)
+
+    def on_message_complete(self) -> None:
+        ex = self._parsing
+        if ex is None:
+            return
+        ex._body_complete = True
+        end = ex._body_end
+        if end is not None:
+            ex._body_end = None
+            end()
+
+    # -- exchanges ----------------------------------------------------------------------------------------
+
+    def _start(self, ex: Exchange) -> None:
+        self._task = self.loop.create_task(self._run(ex))
+
+    async def _run(self, ex: Exchange) -> None:
+        """The task boundary of one exchange: a handler failure never takes the connection's loop down."""
+        try:
+            await self._handler(ex)
+        except asyncio.CancelledError:
+            self._finish_exchange(ex, _CANCELLED)
+            raise
+        except Exception:
+            if ex._state == NEW:
+                logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
+            else:
+                logger.debug("handler failed after the response started", exc_info=True)
+            self._finish_exchange(ex, _FAILED)
+        else:
+            self._finish_exchange(ex, _OK)
+
+    def _finish_exchange(self, ex: Exchange, outcome: int) -> None:
+        """After a handler: close, or move on to the next pipelined request."""
+        self._task = None
+        queue = self._queue
+        if (
+            ex._state == DONE
+            and ex._keep
+            and ex._body_complete
+            and len(queue) == 1
+            and not self._closed
+            and not self.draining
+            and not self._error_status
+        ):
+            # The usual case: a complete response, nothing pipelined behind it; wait for the next request.
+            queue.popleft()
+            self._parsing = None
+            if self._paused:
+                self.resume(wire.PAUSE_PIPELINE)
+            if self._in_head:
+                self._deadline = self._head_started + self._header_read_timeout
+            else:
+                self._deadline = self.loop.time() + self._keep_alive_timeout
+            if self._timer is None:
+                self._set_deadline(self._deadline)
+            return
+        if self._closed or ex._body_error:
+            return  # connection lost, or already answered by `_reject`
+        state = ex._state
+        if state in (STARTED, ABORTED):
+            self.abort()  # an incomplete response must never look complete
+            return
+        if state == NEW:
+            if outcome == _CANCELLED:
+                self.abort()
+            else:
+                if outcome == _OK:
+                    logger.error(
+                        "handler returned without responding: %s %s", ex.request.method, ex.request.target
+                    )
+                self._write_error(500)
+            return
+        if not ex._keep or not ex._body_complete or self.draining:
+            self._close(linger=not ex._body_complete and not self._upgraded)
+            return
+        queue = self._queue
+        queue.popleft()
+        if self._error_status:
+            self._write_error(self._error_status)
+            return
+        if queue:
+            if len(queue) == 1:
+                self.resume(wire.PAUSE_PIPELINE)
+            self._start(queue[0])
+            return
+        self._parsing = None
+        if self._paused:
+            self.resume(wire.PAUSE_PIPELINE)
+        if self._in_head:
+            self._deadline = self._head_started + self._header_read_timeout
+        else:
+            self._deadline = self.loop.time() + self._limits.keep_alive_timeout
+        if self._timer is None:
+            self._set_deadline(self._deadline)
+
+    def _raw_received(self, data: bytes) -> None:
+        """Bytes after an upgrade request: held until the upstream agrees to switch, then relayed."""
+        ex = self._parsing
+        if ex is None:
+            return
+        sink = ex._raw_sink
+        if sink is not None:
+            sink(data)
+            return
+        if ex._raw is None:
+            ex._raw = []
+        ex._raw.append(data)
+        if sum(map(len, ex._raw)) > wire.BODY_HIGH_WATER:
+            self.pause(wire.PAUSE_BODY)
+
+    def _reject(self, status: int) -> None:
+        """A protocol error: answer once the exchanges before it are done, then close."""
+        self._stopped = True
+        self.pause(wire.PAUSE_STOP)
+        self._error_status = status
+        queue = self._queue
+        if not queue:
+            self._write_error(status)
+            return
+        running = queue[0]
+        if running is self._parsing and not running._body_complete:
+            # The running request's own body is malformed: it can never be relayed whole. Stop its handler
+            # (which may not even have started) and answer here.
+            running._body_error = True
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
+            if running._state == NEW:
+                running._state = ABORTED
+                self._write_error(status)
+            else:
+                self.abort()
+
+    def _write_error(self, status: int) -> None:
+        if self._closed or self.transport is None:
+            return
+        body = wire.REASONS.get(status, b"error") + b"\n"
+        self.write(
+            wire.status_line(status)
+            + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(body)
+            + body
+        )
+        self._close(linger=True)
+
+    # -- transport helpers --------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.writelines(data)
+
+    async def drain(self) -> None:
+        """Wait until the client's write buffer is below its high-water mark (or the client is gone)."""
+        if not self.write_paused or self._closed:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def _wake_drainers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause(self, flag: int) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused |= flag
+
+    def resume(self, flag: int) -> None:
+        if self._paused & flag:
+            self._paused &= ~flag
+            if not self._paused and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def abort(self) -> None:
+        self._stopped = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_transport(self) -> None:
+        self._stopped = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _close(self, *, linger: bool) -> None:
+        """Close after the response; with `linger`, half-close first and drop what the client still sends."""
+        self._stopped = True
+        self._deadline = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if linger and transport.can_write_eof():
+            transport.write_eof()
+            if self._paused:
+                self._paused = 0
+                transport.resume_reading()
+            self._linger = self.loop.call_later(_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def start_drain(self) -> None:
+        """Finish the current exchange (if any) and close instead of waiting for another request."""
+        self.draining = True
+        if not self._queue and not self._in_head:
+            self._close(linger=False)
+
+    # -- timeouts -----------------------------------------------------------------------------------------
+
+    def _set_deadline(self, deadline: float) -> None:
+        """Close the connection at `deadline` unless it changes first.
+
+        The timer is armed at most `_timer_step` ahead and re-armed when it fires early, so moving the
+        deadline on every request costs an assignment, not a timer.
+        """
+        self._deadline = deadline
+        if self._timer is None:
+            at = min(deadline, self.loop.time() + self._timer_step)
+            self._timer = self.loop.call_at(at, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._closed:
+            return
+        now = self.loop.time()
+        if now < deadline:
+            self._timer = self.loop.call_at(min(deadline, now + self._timer_step), self._on_deadline)
+            return
+        # A request head took too long (slowloris) or the connection sat idle: close without a word.
+        self._deadline = None
+        self._stopped = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Connections:
+    """The open connections of one server, so that `drain` can wind them down and wait for them."""
+
+    __slots__ = ("emptied", "members")
+
+    def __init__(self) -> None:
+        self.members: set[ServerConnection] = set()
+        self.emptied: asyncio.Event | None = None
+
+    def add(self, conn: ServerConnection) -> None:
+        self.members.add(conn)
+
+    def discard(self, conn: ServerConnection) -> None:
+        self.members.discard(conn)
+        if not self.members and self.emptied is not None:
+            self.emptied.set()

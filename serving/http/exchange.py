@@ -1,0 +1,206 @@
+"""One request/response exchange on a client connection: what a handler gets and acts on.
+
+A handler either answers locally (`respond`) or relays to an upstream (`forward`). The request body stays in
+the client connection (at most a high-water mark of it is buffered) until `forward` streams it; the response
+is relayed by protocol callbacks with no task or await per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
+
+from serving import header
+from serving.http import wire
+from serving.http.error import UpstreamError
+from serving.http.message import Headers, Request, connection_tokens
+from serving.http.pool import UpstreamPool
+from serving.http.upstream import ForwardTimeouts, StaleConnection
+
+if TYPE_CHECKING:
+    from serving.http.connection import ServerConnection
+
+# Exchange states. STARTED: part of the response head or body went to the client, so a local error response is
+# no longer possible; ABORTED: the client connection was reset so a partial response never looks complete.
+NEW: Final = 0
+STARTED: Final = 1
+DONE: Final = 2
+ABORTED: Final = 3
+
+_DEFAULT_TIMEOUTS: Final = ForwardTimeouts()
+
+# Request headers the engine never copies upstream: hop-by-hop ones (Transfer-Encoding among them: the engine
+# writes its own). `Expect` is answered by the engine (100 Continue when the body is about to be streamed).
+_NOT_FORWARDED: Final = header.HOP_BY_HOP | {"expect"}
+
+# Response headers a local response never takes from the handler: the engine frames the message itself.
+_FRAMING: Final = frozenset({header.CONTENT_LENGTH, header.TRANSFER_ENCODING, header.CONNECTION})
+
+
+def _discard(data: bytes) -> None:
+    """Body sink for a request whose body nobody will read any more."""
+
+
+class Exchange:
+    """A request and the means to answer it; handed to the handler, which must answer exactly once.
+
+    Per-request state that is usually untouched lives in class attributes, so a plain GET costs only the few
+    instance attributes `__init__` sets.
+    """
+
+    _state = NEW
+    _keep = False  # the client connection stays open after this exchange
+    # The request body as the client connection hands it over.
+    _body: list[bytes] | None = None  # buffered chunks (None: nothing buffered yet)
+    _buffered = 0
+    _body_complete = False
+    _body_error = False
+    _body_taken = False
+    _body_sink: Callable[[bytes], None] | None = None
+    _body_end: Callable[[], None] | None = None
+    _trailers: list[tuple[bytes, bytes]] | None = None
+    # Body framing, known once `forward` looks at it.
+    _has_body = False
+    _chunked = False
+    _expect = False
+    # Bytes after an upgrade request, held until the upstream switches protocols.
+    _raw: list[bytes] | None = None
+    _raw_sink: Callable[[bytes], None] | None = None
+
+    def __init__(self, conn: ServerConnection, request: Request) -> None:
+        self.request = request
+        self._conn = conn
+
+    @property
+    def response_started(self) -> bool:
+        """Whether any byte of a response reached the client (a local error answer is then too late)."""
+        return self._state != NEW
+
+    async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        """Send a complete local response (probes, errors); the request body, if any, is discarded.
+
+        The connection stays open for the next request only if the request body had fully arrived; otherwise
+        it is closed after the response, because the rest of the body cannot be told from the next request
+        without reading it all.
+        """
+        if self._state != NEW:
+            raise RuntimeError("a response was already sent on this exchange")
+        if status < 200:
+            raise ValueError("interim (1xx) responses cannot be sent with respond()")
+        request = self.request
+        conn = self._conn
+        keep = request.keep_alive and self._body_complete and not request.upgrade and not conn.draining
+        parts = [wire.status_line(status)]
+        if headers:
+            parts.append(wire.encode_headers((n, v) for n, v in headers if n.lower() not in _FRAMING))
+        if status != 204 and status != 304:
+            parts.append(b"content-length: %d\r\n" % len(body))
+        if request.version == "1.1":
+            if not keep:
+                parts.append(b"connection: close\r\n")
+        elif keep:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if body and request.method != "HEAD" and status != 204 and status != 304:
+            parts.append(body)
+        self._state = DONE
+        self._keep = keep
+        if not self._body_complete:
+            self.discard_body()
+        conn.write(b"".join(parts))
+        await conn.drain()
+
+    async def forward(
+        self,
+        pool: UpstreamPool,
+        headers: Headers,
+        *,
+        timeouts: ForwardTimeouts = _DEFAULT_TIMEOUTS,
+        response_headers: Iterable[tuple[str, str]] = (),
+    ) -> int:
+        """Relay the request to `pool`'s upstream and its response back; return the upstream status.
+
+        See the package documentation for the errors raised. Cancel-safe: if the calling task is cancelled,
+        the upstream connection is closed (never pooled half-used) and a started response is aborted.
+        """
+        if self._state != NEW or self._body_taken:
+            raise RuntimeError("a response was already sent, or the body streamed, on this exchange")
+        if not self._body_complete or self._body is not None:
+            self._scan_framing()
+        head = _request_head(self.request, headers, pool.address, self._chunked)
+        extra = wire.encode_headers(response_headers) if response_headers else b""
+        loop = self._conn.loop
+        retried = False
+        while True:
+            conn = pool.take_idle(loop)
+            if conn is None:
+                conn = await pool.connect(timeouts.connect)
+            done = conn.start(self, head, extra, timeouts)
+            try:
+                return await done
+            except StaleConnection as exc:
+                # A pooled connection the upstream had already closed; nothing was processed, so one retry on
+                # a fresh connection is safe (only requests without a body get here).
+                if retried:
+                    raise UpstreamError(str(exc), response_started=False) from None
+                retried = True
+            except asyncio.CancelledError:
+                conn.cancel(self)
+                raise
+
+    def _scan_framing(self) -> None:
+        """How the request body is framed (llhttp has validated the headers); only requests with a body."""
+        self._has_body = True
+        for name, value in self.request.headers._items:
+            if name == header.TRANSFER_ENCODING:
+                self._chunked = True  # llhttp accepts only codings that end with chunked
+            elif name == "expect":
+                self._expect = self.request.version == "1.1" and value.strip().lower() == "100-continue"
+
+    def discard_body(self) -> None:
+        """Drop the rest of the request body as it arrives instead of buffering it."""
+        self._body_sink = _discard
+        self._body_end = None
+        self._body = None
+        self._buffered = 0
+        self._conn.resume(wire.PAUSE_BODY)
+
+    def take_body(self) -> list[bytes]:
+        """Hand the buffered request body chunks over to a forwarder, which streams the rest itself."""
+        chunks = self._body or []
+        self._body = None
+        self._buffered = 0
+        self._body_taken = True
+        self._conn.resume(wire.PAUSE_BODY)
+        return chunks
+
+
+def _request_head(request: Request, headers: Headers, address: str, chunked: bool) -> bytes:
+    """The upstream request head: hop-by-hop headers dropped, framing and upgrade written by the engine.
+
+    Content-Length is relayed as the client sent it (llhttp has checked it); a chunked body is re-chunked.
+    """
+    items = headers._items
+    lines = [f"{name}: {value}\r\n" for name, value in items if name not in _NOT_FORWARDED]
+    if len(lines) != len(items):
+        # Something hop-by-hop was dropped; a Connection header may name more headers to drop.
+        tokens = connection_tokens([value for name, value in items if name == header.CONNECTION])
+        if tokens:
+            lines = [
+                f"{name}: {value}\r\n"
+                for name, value in items
+                if name not in _NOT_FORWARDED and name not in tokens
+            ]
+    if not (items and items[0][0] == header.HOST) and header.HOST not in headers:
+        lines.append(f"host: {address}\r\n")
+    if request.upgrade:
+        upgrade = headers.get(header.UPGRADE) or request.headers.get(header.UPGRADE) or ""
+        lines.append(f"connection: upgrade\r\nupgrade: {upgrade}\r\n")
+    if chunked:
+        lines.append(f"transfer-encoding: {request.headers.get(header.TRANSFER_ENCODING) or 'chunked'}\r\n")
+    text = f"{request.method} {request.target} HTTP/1.1\r\n{''.join(lines)}\r\n"
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")

@@ -1,0 +1,99 @@
+"""How a relayed response is framed for the client, read from the raw response head.
+
+The engine does not have llhttp call back once per response header: it looks at the head as a whole, lowered
+once. Most upstream responses carry only end-to-end headers plus Content-Length (or `Transfer-Encoding:
+chunked` for an HTTP/1.1 client) and are relayed byte for byte; anything else is rebuilt line by line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from serving import header
+
+# How the response body is framed towards the client.
+NO_BODY: Final = 0  # HEAD, 204, 304
+LENGTH: Final = 1  # Content-Length passed through
+CHUNKED: Final = 2  # re-chunked (upstream chunked or close-delimited, HTTP/1.1 client)
+UNTIL_CLOSE: Final = 3  # close-delimited (HTTP/1.0 client and no Content-Length)
+UPGRADE: Final = 4  # 101: a raw two-way relay follows
+
+# Hop-by-hop response headers: never relayed, so a head carrying one is rebuilt.
+_DROPPED: Final = frozenset(name.encode("ascii") for name in header.HOP_BY_HOP)
+# The same names but Transfer-Encoding (relayed when it is exactly chunked), as found in a lowered head;
+# llhttp has already refused whitespace before the colon.
+_HOP_BY_HOP: Final = re.compile(
+    rb"\r\n(?:" + b"|".join(sorted(re.escape(n) for n in _DROPPED - {b"transfer-encoding"})) + rb"):"
+)
+LENGTH_HEADER: Final = b"\r\ncontent-length:"  # as found in a lowered head
+_CODING: Final = b"\r\ntransfer-encoding:"
+
+
+def coding(lower: bytes) -> bytes | None:
+    """The (lowered) Transfer-Encoding value of a lowered head, if it has one."""
+    at = lower.find(_CODING)
+    if at == -1:
+        return None
+    start = at + len(_CODING)
+    return lower[start : lower.find(b"\r\n", start)].strip()
+
+
+def relayable(raw: bytes, lower: bytes, coding: bytes | None) -> bool:
+    """Whether a head can go to the client as received: an HTTP/1.1 status line, nothing hop-by-hop but a
+    single `Transfer-Encoding: chunked`."""
+    return (
+        raw.startswith(b"HTTP/1.1 ")
+        and _HOP_BY_HOP.search(lower) is None
+        and (coding is None or (coding == b"chunked" and lower.count(_CODING) == 1))
+    )
+
+
+def frame(status: int, head_request: bool, has_length: bool, version: str) -> int:
+    """The client-side framing of a final response."""
+    if status == 101:
+        return UPGRADE
+    if head_request or status == 204 or status == 304:
+        return NO_BODY
+    if has_length:
+        return LENGTH
+    return CHUNKED if version == "1.1" else UNTIL_CLOSE
+
+
+def is_chunked(coding: bytes | None) -> bool:
+    """Whether a (lowered) Transfer-Encoding value ends with chunked; otherwise the body runs until close."""
+    return coding is not None and coding.rsplit(b",", 1)[-1].strip() == b"chunked"
+
+
+def rebuilt_head(raw: bytes, status: int, kind: int, coding: bytes | None) -> list[bytes]:
+    """Status line and header lines for the client: hop-by-hop headers (and those named in Connection)
+    dropped, trailers no longer announced (they are dropped), framing written by the engine."""
+    lines = raw.lstrip(b"\r\n").split(b"\r\n")
+    reason = lines[0].split(b" ", 2)[2] if lines[0].count(b" ") >= 2 else b""
+    out = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    kept: list[tuple[bytes, bytes]] = []
+    tokens: set[bytes] = set()
+    upgrade = b""
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        lower = name.lower()
+        if lower == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+        elif lower == b"upgrade":
+            upgrade = value.strip()
+        elif lower == b"content-length" and status == 204:
+            continue
+        if lower in _DROPPED:
+            continue
+        kept.append((lower, line + b"\r\n"))
+    out += (line for lower, line in kept if lower not in tokens)
+    if kind == UPGRADE:
+        out.append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")
+    elif kind == CHUNKED:
+        codings = [c.strip() for c in coding.split(b",")] if coding else []
+        if codings and codings[-1] == b"chunked":
+            codings.pop()
+        out.append(b"transfer-encoding: " + b", ".join([*codings, b"chunked"]) + b"\r\n")
+    return out

@@ -1,0 +1,125 @@
+"""Request heads and header multi-maps as handlers see them.
+
+Header names are stored lower-case once, at parse time, so every lookup on the hot path is a plain string
+comparison; values keep their bytes as latin-1 strings so they round-trip exactly to the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from serving import header
+
+
+class Headers:
+    """Ordered multi-map of header (name, value) str pairs; lookups are case-insensitive.
+
+    Names are stored lower-case. A handful of headers per request makes a list with linear scans faster than
+    any dict-of-lists, and keeps the original order for forwarding.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    @classmethod
+    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
+        """Wrap pairs that the parser already validated and lower-cased, without copying them."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self._items:
+            if key == name:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self._items if key == name]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        name = name.lower()
+        return any(key == name for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and other._items == self._items
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like list
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def add(self, name: str, value: str) -> None:
+        _check(name, value)
+        self._items.append((name.lower(), value))
+
+    def set(self, name: str, value: str) -> None:
+        _check(name, value)
+        name = name.lower()
+        self._items = [(key, old) for key, old in self._items if key != name]
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        name = name.lower()
+        self._items = [(key, value) for key, value in self._items if key != name]
+
+    def copy(self) -> Headers:
+        return Headers._trusted(list(self._items))
+
+
+def _check(name: str, value: str) -> None:
+    """Refuse names and values that would split or corrupt the head written to the wire."""
+    if not name or any(c in name for c in " \t\r\n:"):
+        raise ValueError(f"invalid header name {name!r}")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"invalid value for header {name!r}")
+
+
+def connection_tokens(values: Iterable[str]) -> set[str]:
+    """The lower-case option names listed in `Connection` header values (each names a hop-by-hop header)."""
+    tokens: set[str] = set()
+    for value in values:
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return tokens
+
+
+@dataclass(slots=True)
+class Request:
+    """The parsed request head; the body is streamed only by `Exchange.forward`."""
+
+    method: str
+    """The request method, e.g. "GET"."""
+    target: str
+    """The raw request-target, e.g. "/path?q=1"."""
+    version: str
+    """"1.1" or "1.0"."""
+    headers: Headers
+    """End-to-end and hop-by-hop headers as received."""
+    client: tuple[str, int]
+    """The peer address of the client connection."""
+    keep_alive: bool
+    """Whether the client wants the connection kept open after this exchange."""
+    upgrade: bool
+    """`Connection: upgrade` and `Upgrade:` are both present (websockets and the like)."""
+
+    @property
+    def host(self) -> str | None:
+        return self.headers.get(header.HOST)

@@ -1,0 +1,491 @@
+"""One keep-alive connection to an upstream, and the relay of one response at a time from it to a client.
+
+Each upstream connection is an asyncio Protocol with its own llhttp response parser. While it serves an
+exchange its parser callbacks write the response straight into the client transport: bytes produced during one
+`data_received` go out in a single write, and flow control is done by pausing whichever side reads faster than
+the other side's socket drains. No task, future or await is created per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, cast
+
+import httptools
+
+from serving.http import framing, relay, wire
+from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamError
+from serving.http.framing import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE
+
+if TYPE_CHECKING:
+    from serving.http.connection import ServerConnection
+    from serving.http.exchange import Exchange
+    from serving.http.pool import UpstreamPool
+
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+
+# Largest upstream response head accepted (llhttp itself sets no limit); four times the request-head limit.
+_MAX_HEAD: Final = 256 * 1024
+
+# Exchange states (see `serving.http.exchange`); repeated here because the exchange module imports this one.
+_NEW: Final = 0
+_STARTED: Final = 1
+_DONE: Final = 2
+_ABORTED: Final = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardTimeouts:
+    """Time limits on one forwarded request; the total request time is the handler's own business."""
+
+    connect: float = 5.0
+    """Seconds to establish a new upstream connection (pooled ones are reused at once)."""
+    response_start: float | None = None
+    """Seconds from sending the request head to receiving the response head; None: no limit."""
+    idle: float | None = None
+    """Seconds without reading anything from the upstream while the response is relayed; None: no limit."""
+
+
+class StaleConnection(UpstreamError):
+    """A pooled connection turned out closed before any response byte came back; safe to retry once."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to the upstream; serves one exchange at a time, then returns to its pool."""
+
+    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
+        self._pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.open = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._paused = 0
+        self._ex: Exchange | None = None
+        self._client: ServerConnection | None = None
+        self._client_transport: asyncio.Transport | None = None
+        self._done: asyncio.Future[int] | None = None
+        self.relay: relay.Relay | None = None
+        self._out: list[bytes] = []
+        self._extra = b""
+        # Bytes of the response head(s) received so far (interim heads included; usually one read, not copied)
+        # and where the current head starts in them: the head is relayed from these bytes, not rebuilt from
+        # per-header callbacks.
+        self._pending = b""
+        self._skip = 0
+        # Per response.
+        self._status = 0
+        self._interim = False
+        self._complete = False
+        self._reset_parser = False
+        self._framing = framing.NO_BODY
+        self._until_eof = False
+        self._keep_alive = False
+        self._reusable = True
+        self._body_sent = False
+        self._head_request = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._start_deadline: float | None = None
+        self._idle: float | None = None
+        self._last_read = 0.0
+        self._timed = False  # response-start or idle timeouts are being watched
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.open = True
+        wire.set_nodelay(transport.get_extra_info("socket"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.from_upstream(data)
+            return
+        if self._ex is None:
+            # Bytes on an idle connection: the upstream is confused; never reuse it.
+            self.close()
+            return
+        if self._idle is not None:
+            self._last_read = self.loop.time()
+        if not self._head_seen:
+            pending = self._pending = self._pending + data if self._pending else data
+            if len(pending) > _MAX_HEAD:
+                self._fail(
+                    UpstreamError(
+                        f"response head from {self._pool.address} too large", response_started=False
+                    )
+                )
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._flush()
+            self._start_relay(data[exc.args[0] :])
+            return
+        except httptools.HttpParserError as exc:
+            self._out.clear()
+            self._fail(
+                UpstreamError(f"invalid response from {self._pool.address}: {exc}", response_started=False)
+            )
+            return
+        out = self._out
+        if out:
+            transport = self._client_transport
+            if transport is not None:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._reset_parser:
+            self._reset_parser = False
+            self._parser = httptools.HttpResponseParser(self)
+        if self._complete:
+            self._finish()
+
+    def eof_received(self) -> bool | None:
+        if self.relay is not None:
+            return self.relay.upstream_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.relay is not None:
+            self.relay.upstream_lost()
+            return
+        ex = self._ex
+        if ex is None:
+            self._pool.discard(self)
+            return
+        if self._until_eof and exc is None and not self._complete:
+            # End of a close-delimited body: complete, as the upstream said by closing.
+            if self._framing == CHUNKED:
+                self._out.append(_LAST_CHUNK)
+            self._flush()
+            self._reusable = False
+            self._finish()
+            return
+        address = self._pool.address
+        if not self._head_seen and not self._pending and self.reused and not ex._has_body:
+            self._fail(StaleConnection(f"pooled connection to {address} was closed", response_started=False))
+        else:
+            self._fail(UpstreamError(f"upstream {address} closed the connection", response_started=False))
+
+    def pause_writing(self) -> None:
+        if self._client is not None:
+            self._client.pause(wire.PAUSE_PEER)
+
+    def resume_writing(self) -> None:
+        if self._client is not None:
+            self._client.resume(wire.PAUSE_PEER)
+
+    # -- llhttp callbacks ---------------------------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        ex = self._ex
+        if ex is None:
+            raise UpstreamError("response without request", response_started=False)
+        parser = self._parser
+        status = parser.get_status_code()
+        pending, start = self._pending, self._skip
+        end = pending.find(b"\r\n\r\n", start)
+        if status < 200 and status != 101:
+            # Interim responses (100, 103) are not relayed: the engine answers Expect itself.
+            self._interim = True
+            self._skip = end + 4
+            return
+        self._head_seen = True
+        self._status = status
+        self._keep_alive = parser.should_keep_alive()
+        request = ex.request
+        if status == 101 and not request.upgrade:
+            raise UpstreamError("101 to a request that did not ask to upgrade", response_started=False)
+        raw = pending[start : end + 2]
+        self._pending = b""
+        self._skip = 0
+        self._out.append(self._response_head(ex, status, raw))
+        ex._state = _STARTED
+        if self._head_request and status != 101:
+            # llhttp cannot be told the request was HEAD; the message ends here and the next response needs
+            # a fresh parser.
+            self._complete = True
+            self._reset_parser = True
+
+    def on_body(self, body: bytes) -> None:
+        kind = self._framing
+        if self._complete:
+            self._reusable = False  # bytes after a body-less response: never reuse this connection
+        elif kind in (LENGTH, UNTIL_CLOSE):
+            self._out.append(body)
+        elif kind == CHUNKED and body:
+            self._out.extend(wire.chunk(body))
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._framing == framing.UPGRADE or self._complete:
+            return
+        if self._framing == CHUNKED:
+            self._out.append(_LAST_CHUNK)  # response trailers are dropped
+        self._complete = True
+
+    # -- forwarding ---------------------------------------------------------------------------------------
+
+    def start(
+        self, ex: Exchange, head: bytes, extra: bytes, timeouts: ForwardTimeouts
+    ) -> asyncio.Future[int]:
+        """Send `ex`'s request (head and whatever body is buffered) and relay its response from now on."""
+        transport = self.transport
+        assert transport is not None
+        client = ex._conn
+        done: asyncio.Future[int] = self.loop.create_future()
+        self._ex = ex
+        self._client = client
+        self._client_transport = client.transport
+        self._done = done
+        self._extra = extra
+        self._head_seen = self._interim = self._complete = self._until_eof = False
+        self._reusable = True
+        self._head_request = ex.request.method == "HEAD"
+        client.write_listener = self
+        if client.write_paused:
+            self.pause(wire.PAUSE_PEER)
+        if not ex._has_body:
+            ex._body_taken = True
+            self._body_sent = True
+            transport.write(head)
+        else:
+            self._send_request_body(ex, head, transport)
+        if timeouts.response_start is not None or timeouts.idle is not None:
+            self._timed = True
+            now = self.loop.time()
+            rs = timeouts.response_start
+            self._start_deadline = None if rs is None else now + rs
+            self._idle = timeouts.idle
+            self._last_read = now
+            self._arm(now)
+        return done
+
+    def _send_request_body(self, ex: Exchange, head: bytes, transport: asyncio.Transport) -> None:
+        """Send the head and the buffered body; have the client connection stream the rest straight here."""
+        if ex._expect and not ex._body_complete:
+            ex._conn.write(_CONTINUE)
+        chunks = ex.take_body()
+        out = [head]
+        if ex._chunked:
+            for data in chunks:
+                out.extend(wire.chunk(data))
+            if ex._body_complete:
+                out.append(wire.last_chunk(ex._trailers or []))
+            else:
+                ex._body_sink = self._send_chunk
+                ex._body_end = self._end_chunked
+        else:
+            out += chunks
+            if not ex._body_complete:
+                ex._body_sink = transport.write
+                ex._body_end = self._end_body
+        self._body_sent = ex._body_complete
+        transport.writelines(out)
+
+    def _send_chunk(self, data: bytes) -> None:
+        if data and self.transport is not None:
+            self.transport.writelines(wire.chunk(data))
+
+    def _end_chunked(self) -> None:
+        if self.transport is not None and self._ex is not None:
+            self.transport.write(wire.last_chunk(self._ex._trailers or []))
+        self._body_sent = True
+
+    def _end_body(self) -> None:
+        self._body_sent = True
+
+    def _response_head(self, ex: Exchange, status: int, raw: bytes) -> bytes:
+        """The response head for the client: relayed as received when it can be, else rebuilt."""
+        request = ex.request
+        version = request.version
+        lower = raw.lower()
+        has_length = framing.LENGTH_HEADER in lower
+        coding = framing.coding(lower)
+        if has_length and status != 204 and status != 304 and not self._head_request:
+            kind = LENGTH  # the usual case, decided without a call
+        else:
+            kind = framing.frame(status, self._head_request, has_length, version)
+            self._until_eof = kind in (CHUNKED, UNTIL_CLOSE) and not framing.is_chunked(coding)
+        self._framing = kind
+        keep = (
+            request.keep_alive
+            and kind != UNTIL_CLOSE
+            and ex._body_complete
+            and not request.upgrade
+            and not ex._conn.draining
+        )
+        ex._keep = keep
+        if framing.relayable(raw, lower, coding) and (coding is None or kind in (CHUNKED, NO_BODY)):
+            parts = [raw]
+            if self._until_eof and kind == CHUNKED:
+                parts.append(b"transfer-encoding: chunked\r\n")
+        else:
+            parts = framing.rebuilt_head(raw, status, kind, coding)
+        if version == "1.1":
+            if not keep and status != 101:
+                parts.append(b"connection: close\r\n")
+        elif keep:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(self._extra)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _flush(self) -> None:
+        out = self._out
+        transport = self._client_transport
+        if out and transport is not None:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _start_relay(self, rest: bytes) -> None:
+        """101 relayed: from now on both connections carry raw bytes until either side closes."""
+        ex, client, done = self._ex, self._client, self._done
+        assert ex is not None
+        assert client is not None
+        assert done is not None
+        assert self.transport is not None
+        self._cancel_timer()
+        if rest:
+            client.write(rest)
+        self.relay = relay.Relay(client, self, ex, done)
+        client.relay = self.relay
+        upstream = self.transport
+        held = ex._raw
+        ex._raw = None
+        if held:
+            upstream.writelines(held)
+        ex._raw_sink = upstream.write
+        client.resume(wire.PAUSE_BODY)
+
+    def _finish(self) -> None:
+        """The response was relayed completely: hand the connection back to the pool (or close it)."""
+        ex, done = self._ex, self._done
+        assert ex is not None
+        assert done is not None
+        ex._state = _DONE
+        reusable = self._keep_alive and self._reusable and self._body_sent
+        self._detach()
+        if reusable:
+            self._pool.release(self)
+        else:
+            self.close()
+        if not done.done():
+            done.set_result(self._status)
+
+    def _fail(self, exc: Exception) -> None:
+        """The exchange cannot complete: close this connection; reset the client's if the response started."""
+        ex, client, done = self._ex, self._client, self._done
+        if ex is None or done is None:
+            return
+        self._out.clear()
+        started = ex._state != _NEW
+        self._detach()
+        self.abort()
+        if started and client is not None:
+            ex._state = _ABORTED
+            client.abort()
+        if isinstance(exc, UpstreamError):
+            exc.response_started = started
+        if not done.done():
+            done.set_exception(exc)
+
+    def _detach(self) -> None:
+        """Unbind from the exchange: the client stops feeding this connection and vice versa."""
+        if self._timed:
+            self._cancel_timer()
+        ex, client = self._ex, self._client
+        if ex is not None and not ex._body_complete:
+            ex.discard_body()
+        if client is not None:
+            if client.write_listener is self:
+                client.write_listener = None
+            if client._paused:
+                client.resume(wire.PAUSE_PEER)
+        if self._paused:
+            self.resume(wire.PAUSE_PEER)
+        self._ex = self._client = self._client_transport = self._done = None
+
+    def unbind(self) -> None:
+        """Forget the exchange after a relay ended (the relay closes this connection)."""
+        self._ex = self._client = self._client_transport = self._done = None
+
+    def cancel(self, ex: Exchange) -> None:
+        """The forwarding task was cancelled: drop the connection, abort a started response."""
+        if self.relay is not None:
+            self.relay.abort()
+            return
+        if self._ex is not ex:
+            return  # already finished and released, or failed
+        client = self._client
+        started = ex._state != _NEW
+        self._detach()
+        self.abort()
+        if started and client is not None and ex._state != _DONE:
+            ex._state = _ABORTED
+            client.abort()
+
+    def client_lost(self) -> None:
+        """The client went away mid-exchange: stop at once (the handler task is being cancelled)."""
+        if self._ex is not None:
+            self._detach()
+            self.abort()
+
+    # -- timers and flow control --------------------------------------------------------------------------
+
+    def _arm(self, now: float) -> None:
+        at: float | None = None
+        if not self._head_seen and self._start_deadline is not None:
+            at = self._start_deadline
+        if self._idle is not None:
+            idle_at = self._last_read + self._idle
+            at = idle_at if at is None else min(at, idle_at)
+        if at is not None:
+            self._timer = self.loop.call_at(max(at, now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ex is None or self.relay is not None:
+            return
+        now = self.loop.time()
+        if not self._head_seen and self._start_deadline is not None and now >= self._start_deadline:
+            self._fail(ResponseStartTimeout(f"no response from {self._pool.address} in time"))
+        elif self._idle is not None and now - self._last_read >= self._idle:
+            self._fail(IdleTimeout(f"upstream {self._pool.address} idle for {self._idle}s"))
+        else:
+            self._arm(now)
+
+    def _cancel_timer(self) -> None:
+        self._timed = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._start_deadline = None
+        self._idle = None
+
+    def pause(self, flag: int) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused |= flag
+
+    def resume(self, flag: int) -> None:
+        if self._paused & flag:
+            self._paused &= ~flag
+            if not self._paused and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.abort()
