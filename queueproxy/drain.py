@@ -1,0 +1,104 @@
+"""Graceful drain: fail probes at once, keep serving until traffic stops, then let in-flight work finish.
+
+After SIGTERM (or a `GET /wait-for-drain` from the app's preStop hook) health checks answer 503 so that load
+balancers stop sending; requests that still arrive are served and push the end of the drain back by the quiet
+period. A wait-for-drain that is not followed by SIGTERM within a second is a liveness restart of the app
+container, not a pod deletion, so the drain is called off again (Knative does the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
+
+WAIT_FOR_DRAIN_PATH: Final = "/wait-for-drain"
+RESET_AFTER: Final = 1.0
+"""Seconds a wait-for-drain waits for SIGTERM before calling the drain off (Knative's value)."""
+
+
+class Drainer:
+    """Tracks whether the pod is draining and when the last request arrived.
+
+    `last_request` is written by the request handler on every proxied request (one attribute store, cheap
+    enough for the hot path); the drain ends once `quiet_period` passed since the later of the drain's
+    start and the last request.
+    """
+
+    __slots__ = ("_changed", "_drained", "_now", "_started", "draining", "last_request", "quiet_period")
+
+    def __init__(self, quiet_period: float, *, now: Callable[[], float] = time.monotonic) -> None:
+        self.quiet_period = quiet_period
+        self._now = now
+        self.draining = False
+        self.last_request = now()
+        self._started = 0.0
+        self._drained = False
+        self._changed = asyncio.Event()
+
+    def begin(self) -> None:
+        """Start draining (idempotent): from now on health checks fail."""
+        if not self.draining:
+            logger.info("draining: health checks now fail; quiet period %.3gs", self.quiet_period)
+            self.draining = True
+            self._drained = False
+            self._started = self._now()
+
+    def reset(self) -> None:
+        """Call the drain off: health checks pass again and every waiter returns."""
+        if self.draining:
+            logger.info("drain called off (no SIGTERM followed wait-for-drain): serving normally")
+        self.draining = False
+        self._drained = False
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self) -> bool:
+        """Begin draining and wait for the quiet period; True once drained, False if the drain was reset."""
+        self.begin()
+        while not self._drained:
+            changed = self._changed
+            remaining = max(self._started, self.last_request) + self.quiet_period - self._now()
+            if remaining <= 0:
+                self._drained = True
+                logger.info("drained: no request for %.3gs", self.quiet_period)
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            if not self.draining:
+                return False
+        return True
+
+
+def admin_app(
+    drainer: Drainer, terminating: asyncio.Event, *, reset_after: float = RESET_AFTER
+) -> web.Application:
+    """`GET /wait-for-drain`: the app container's preStop hook blocks here until the pod is drained."""
+
+    async def wait_for_drain(request: web.Request) -> web.Response:
+        logger.info("wait-for-drain called by %s", request.remote)
+
+        async def reset_unless_terminating() -> None:
+            await asyncio.sleep(reset_after)
+            if not terminating.is_set():
+                drainer.reset()
+
+        watchdog = asyncio.create_task(reset_unless_terminating())
+        try:
+            await drainer.wait()
+        finally:
+            if not watchdog.done():
+                watchdog.cancel()
+        return web.Response(text="drained\n")
+
+    app = web.Application()
+    app.router.add_get(WAIT_FOR_DRAIN_PATH, wait_for_drain)
+    return app

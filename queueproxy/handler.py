@@ -1,0 +1,154 @@
+"""The queue-proxy's per-request path: answer health checks itself, admit the rest, forward them to the app.
+
+Per proxied request: one scan of the request head, the header rules, stats in/out, the breaker (when
+containerConcurrency > 0), an in-flight entry carrying the total deadline, the engine's forward, one metrics
+observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Final
+
+from queueproxy.drain import Drainer
+from queueproxy.inflight import InFlight
+from queueproxy.metrics import RequestMetrics
+from queueproxy.readiness import Readiness
+from queueproxy.requestlog import RequestLog
+from queueproxy.rewrite import prepare, scan
+from queueproxy.status import HANDLED, RequestTimeout, response_for
+from serving import header
+from serving.breaker import Breaker
+from serving.concurrency import RequestStats
+from serving.http import Exchange, ForwardTimeouts, UpstreamPool
+
+CLIENT_GONE: Final = 499
+"""Recorded (never sent) when the client left before its response ended; nginx's convention."""
+
+_TEXT: Final = (("content-type", "text/plain; charset=utf-8"),)
+
+
+class QueueHandler:
+    """The engine `Handler` of the main port."""
+
+    __slots__ = (
+        "_breaker",
+        "_drainer",
+        "_in_flight",
+        "_metrics",
+        "_now",
+        "_pool",
+        "_readiness",
+        "_request_log",
+        "_stats",
+        "_timeout",
+        "_timeouts",
+    )
+
+    def __init__(
+        self,
+        *,
+        pool: UpstreamPool,
+        breaker: Breaker | None,
+        stats: RequestStats,
+        metrics: RequestMetrics,
+        drainer: Drainer,
+        in_flight: InFlight,
+        readiness: Readiness,
+        timeout: float,
+        timeouts: ForwardTimeouts,
+        request_log: RequestLog | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._breaker = breaker
+        self._stats = stats
+        self._metrics = metrics
+        self._drainer = drainer
+        self._in_flight = in_flight
+        self._readiness = readiness
+        self._timeout = timeout
+        self._timeouts = timeouts
+        self._request_log = request_log
+        self._now = now
+
+    async def __call__(self, exchange: Exchange) -> None:
+        """Probes are answered here; everything else is proxied (inline: one coroutine per request)."""
+        request = exchange.request
+        headers = request.headers
+        seen = scan(headers)
+        probe = seen.get(header.NETWORK_PROBE)
+        if probe == header.PROBE_PROBE:
+            await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
+            return
+        if header.is_health_check(seen.get(header.USER_AGENT, ""), header.KUBELET_PROBE in seen):
+            await self._health_check(exchange, probe)
+            return
+        upgrade = request.upgrade
+        start = self._now()
+        proxied = prepare(headers, seen)
+        self._drainer.last_request = start
+        self._stats.request_in(start, proxied)
+        task: asyncio.Task[None] = asyncio.current_task()  # type: ignore[assignment]  # always in a task
+        self._in_flight.add(task, exchange, upgrade, start + self._timeout)
+        status = CLIENT_GONE
+        try:
+            breaker = self._breaker
+            if breaker is None:
+                status = await exchange.forward(self._pool, headers, timeouts=self._timeouts)
+            else:
+                if not breaker.try_acquire():  # the uncontended case creates no coroutine
+                    await breaker.acquire()
+                try:
+                    status = await exchange.forward(self._pool, headers, timeouts=self._timeouts)
+                finally:
+                    breaker.release()
+        except asyncio.CancelledError:
+            # A timeout only if the sweeper cancelled the task and nobody else (the client leaving) did too.
+            if not self._in_flight.expired(task) or task.uncancel() > 0:
+                raise
+            status = await self._fail(exchange, RequestTimeout())
+        except HANDLED as error:
+            status = await self._fail(exchange, error)
+        finally:
+            end = self._now()
+            self._stats.request_out(end, proxied)
+            self._in_flight.discard(task, upgrade)
+            self._metrics.observe(status, end - start)
+            if self._request_log is not None:
+                self._request_log.write(
+                    method=request.method,
+                    target=request.target,
+                    status=status,
+                    seconds=end - start,
+                    client=request.client[0],
+                    user_agent=seen.get(header.USER_AGENT, ""),
+                    proxied=proxied,
+                )
+
+    async def _network_probe(self, exchange: Exchange, probe_hash: str | None) -> None:
+        """Knative's network probe: echo `K-Network-Hash` so the prober knows this path reaches us."""
+        if not probe_hash:
+            await exchange.respond(400, _TEXT, b"a network probe needs a K-Network-Hash header\n")
+        else:
+            await exchange.respond(200, ((header.NETWORK_HASH, probe_hash), *_TEXT), probe_hash.encode())
+
+    async def _health_check(self, exchange: Exchange, probe: str | None) -> None:
+        if self._drainer.draining:
+            await exchange.respond(503, _TEXT, b"shutting down\n")
+        elif probe and probe != header.PROBE_QUEUE:
+            await exchange.respond(400, _TEXT, f"unexpected probe header value: {probe}\n".encode())
+        elif await self._readiness.check():
+            await exchange.respond(200, _TEXT, header.PROBE_QUEUE.encode())
+        else:
+            await exchange.respond(503, _TEXT, b"the app is not ready\n")
+
+    @staticmethod
+    async def _fail(exchange: Exchange, error: BaseException) -> int:
+        """Answer with the mapped status unless the app's response already started (then it was aborted)."""
+        response = response_for(error)
+        if not exchange.response_started:
+            await exchange.respond(response.status, response.headers, response.body)
+        return response.status

@@ -1,0 +1,114 @@
+"""The requests being proxied right now: their total-timeout deadlines, and what shutdown waits for.
+
+One sweeper checks every deadline each `SWEEP_INTERVAL` instead of one loop timer per request: a dict
+insert and delete per request cost a tenth of scheduling and cancelling a timer, and the request timeout
+(whole seconds in Knative) does not need better than 50 ms precision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Final, Protocol
+
+logger = logging.getLogger(__name__)
+
+SWEEP_INTERVAL: Final = 0.05
+"""Seconds between deadline checks; a request times out at most this much after its deadline."""
+
+CANCEL_GRACE: Final = 5.0
+"""Seconds cancelled upgrade tasks get to close their connections at shutdown."""
+
+
+class Started(Protocol):
+    """What the sweeper needs to know about an exchange: whether its response began."""
+
+    @property
+    def response_started(self) -> bool: ...
+
+
+class InFlight:
+    """Handler tasks of proxied requests with their deadlines; plain requests and upgrades apart.
+
+    An upgraded connection (websocket) that got its 101 is exempt from the request timeout: it is a
+    long-lived connection, not a slow request. At shutdown plain requests are waited for; upgrades get a
+    bounded grace and are then cancelled, which closes both of their connections.
+    """
+
+    __slots__ = ("_entries", "_expired", "_idle", "_now", "_plain", "_waiting")
+
+    def __init__(self, *, now: Callable[[], float] = time.monotonic) -> None:
+        self._entries: dict[asyncio.Task[None], tuple[float, Started, bool]] = {}
+        self._expired: set[asyncio.Task[None]] = set()
+        self._plain = 0
+        self._waiting = False
+        self._idle = asyncio.Event()
+        self._now = now
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def plain(self) -> int:
+        """Plain (not upgraded) requests in flight."""
+        return self._plain
+
+    def add(self, task: asyncio.Task[None], exchange: Started, upgrade: bool, deadline: float) -> None:
+        self._entries[task] = (deadline, exchange, upgrade)
+        if not upgrade:
+            self._plain += 1
+
+    def discard(self, task: asyncio.Task[None], upgrade: bool) -> None:
+        del self._entries[task]
+        if self._expired:
+            self._expired.discard(task)
+        if not upgrade:
+            self._plain -= 1
+            if self._waiting and not self._plain:
+                self._idle.set()
+
+    def expired(self, task: asyncio.Task[None]) -> bool:
+        """Whether the sweeper cancelled `task` because its deadline passed."""
+        return task in self._expired
+
+    def expire(self) -> int:
+        """Cancel every task past its deadline (once); returns how many were cancelled now."""
+        now = self._now()
+        cancelled = 0
+        for task, (deadline, exchange, upgrade) in self._entries.items():
+            if now < deadline or task in self._expired or (upgrade and exchange.response_started):
+                continue
+            self._expired.add(task)
+            task.cancel()
+            cancelled += 1
+        return cancelled
+
+    async def run_sweeper(self, interval: float = SWEEP_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self._entries:
+                self.expire()
+
+    async def wait_plain(self) -> None:
+        """Return when no plain request is in flight."""
+        self._waiting = True
+        while self._plain:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def close_upgrades(self, grace: float) -> None:
+        """Give open upgraded connections `grace` seconds to end, then cancel them."""
+        deadline = time.monotonic() + grace
+        while (upgrades := self._upgrades()) and time.monotonic() < deadline:
+            await asyncio.wait(upgrades, timeout=deadline - time.monotonic())
+        upgrades = self._upgrades()
+        if upgrades:
+            logger.info("closing %d upgraded connection(s) still open after %.3gs", len(upgrades), grace)
+            for task in upgrades:
+                task.cancel()
+            await asyncio.wait(upgrades, timeout=CANCEL_GRACE)
+
+    def _upgrades(self) -> set[asyncio.Task[None]]:
+        return {task for task, (_, _, upgrade) in self._entries.items() if upgrade}

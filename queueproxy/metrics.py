@@ -1,0 +1,103 @@
+"""Prometheus request metrics of the queue-proxy, served on `:QUEUE_METRICS_PORT/metrics`.
+
+`RequestMetrics` is a collector in an injected registry. A request costs two integer increments and a float
+addition (no lock, no label lookup: the handler runs on one event loop thread); labels are attached once per
+scrape, when the families are built. Gauges are read at scrape time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from queueproxy.config import Identity
+
+# Knative's label names for the revision a pod belongs to.
+_REVISION_LABELS: Final = ["namespace_name", "configuration_name", "revision_name", "pod_name"]
+
+LATENCY_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+"""Seconds; from sub-millisecond hellos to Knative's default 300 s request timeout."""
+
+
+class RequestMetrics(Collector):
+    """Counts and times proxied requests; health checks are not recorded."""
+
+    __slots__ = ("_buckets", "_by_status", "_in_flight", "_queue_depth", "_revision", "_sum")
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        identity: Identity,
+        *,
+        queue_depth: Callable[[], float],
+        in_flight: Callable[[], float],
+    ) -> None:
+        self._revision = [identity.namespace, identity.configuration, identity.revision, identity.pod]
+        self._queue_depth = queue_depth
+        self._in_flight = in_flight
+        self._by_status: dict[int, int] = {}
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, status: int, seconds: float) -> None:
+        by_status = self._by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        self._buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # `le` buckets include their bound
+        self._sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        revision = self._revision
+        requests = CounterMetricFamily(
+            "queue_requests",
+            "Requests answered, by response status code and class.",
+            labels=[*_REVISION_LABELS, "response_code", "response_code_class"],
+        )
+        for status, count in sorted(self._by_status.items()):
+            requests.add_metric([*revision, str(status), f"{status // 100}xx"], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "queue_request_duration_seconds",
+            "Time from arrival to the end of the response, queue wait included.",
+            labels=_REVISION_LABELS,
+        )
+        cumulative, total = [], 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._buckets, strict=True):
+            total += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
+        latency.add_metric(revision, cumulative, self._sum)
+        yield latency
+        depth = GaugeMetricFamily(
+            "queue_depth",
+            "Requests waiting for a slot in the breaker (containerConcurrency).",
+            labels=_REVISION_LABELS,
+        )
+        depth.add_metric(revision, self._queue_depth())
+        yield depth
+        in_flight = GaugeMetricFamily(
+            "queue_in_flight_requests",
+            "Requests admitted or waiting, that is the concurrency the autoscaler sees.",
+            labels=_REVISION_LABELS,
+        )
+        in_flight.add_metric(revision, self._in_flight())
+        yield in_flight
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app

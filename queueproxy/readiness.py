@@ -1,0 +1,156 @@
+"""Readiness of the app, found by running its probe (TCP connect or HTTP GET) from inside the pod.
+
+Health checks that reach the queue-proxy call `Readiness.check`. Concurrent callers share one in-flight
+check, so a burst of probes costs the app one probe. Aggressive mode (period 0, Knative's default) keeps
+trying every 50 ms for up to 10 s so that a pod turns ready as soon as its app listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+import aiohttp
+from multidict import CIMultiDict
+
+from queueproxy.probe import ProbeSpec
+
+logger = logging.getLogger(__name__)
+
+# Knative's aggressive probing: attempt every 50 ms, 100 ms per attempt, give up after 10 s.
+RETRY_INTERVAL: Final = 0.05
+AGGRESSIVE_ATTEMPT_TIMEOUT: Final = 0.1
+AGGRESSIVE_POLL_TIMEOUT: Final = 10.0
+
+USER_AGENT: Final = "kube-probe/1.30"
+"""Kubelet's probe User-Agent (`kube-probe/<major>.<minor>`); apps commonly recognise the prefix."""
+
+
+class Readiness:
+    """Runs the probe on demand and remembers the consecutive success/failure counts between calls.
+
+    Aggressive mode: each check polls until `success_threshold` successes in a row or the poll timeout.
+    Periodic mode: at most one attempt per `period`; the app turns ready after `success_threshold`
+    successes in a row and unready after `failure_threshold` failures in a row (kubelet's rule).
+    """
+
+    def __init__(
+        self,
+        spec: ProbeSpec,
+        user_port: int,
+        *,
+        retry_interval: float = RETRY_INTERVAL,
+        aggressive_attempt_timeout: float = AGGRESSIVE_ATTEMPT_TIMEOUT,
+        aggressive_poll_timeout: float = AGGRESSIVE_POLL_TIMEOUT,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.port = spec.resolved_port(user_port)
+        self._retry_interval = retry_interval
+        self._attempt_timeout = aggressive_attempt_timeout
+        self._poll_timeout = aggressive_poll_timeout
+        self._now = now
+        self._pending: asyncio.Task[bool] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ready = False
+        self._successes = 0
+        self._failures = 0
+        self._last_attempt: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The result of the last completed check."""
+        return self._ready
+
+    async def check(self) -> bool:
+        """Whether the app is ready; joins a check already under way instead of starting another."""
+        if self._pending is None:
+            self._pending = asyncio.create_task(self._run())
+            self._pending.add_done_callback(self._clear)
+        # Shielded: one caller leaving (its client went away) must not cancel the others' check.
+        return await asyncio.shield(self._pending)
+
+    def _clear(self, task: asyncio.Task[bool]) -> None:
+        if self._pending is task:
+            self._pending = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("readiness check failed unexpectedly", exc_info=task.exception())
+
+    async def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> bool:
+        if self.spec.aggressive:
+            self._ready = await self._poll()
+        else:
+            self._ready = await self._periodic()
+        return self._ready
+
+    async def _poll(self) -> bool:
+        deadline = self._now() + self._poll_timeout
+        successes = 0
+        while True:
+            successes = successes + 1 if await self.attempt(self._attempt_timeout) else 0
+            if successes >= self.spec.success_threshold:
+                return True
+            if self._now() + self._retry_interval > deadline:
+                return False
+            await asyncio.sleep(self._retry_interval)
+
+    async def _periodic(self) -> bool:
+        now = self._now()
+        if self._last_attempt is not None and now - self._last_attempt < self.spec.period:
+            return self._ready
+        self._last_attempt = now
+        if await self.attempt(self.spec.timeout):
+            self._successes += 1
+            self._failures = 0
+            if self._successes >= self.spec.success_threshold:
+                return True
+        else:
+            self._failures += 1
+            self._successes = 0
+            if self._failures >= self.spec.failure_threshold:
+                return False
+        return self._ready
+
+    async def attempt(self, limit: float) -> bool:
+        """One probe attempt within `limit` seconds; any error or a status outside 200-399 is a failure."""
+        try:
+            async with asyncio.timeout(limit):
+                if self.spec.kind == "tcp":
+                    return await self._tcp()
+                return await self._http()
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+            logger.debug("readiness probe failed: %s", exc)
+            return False
+
+    async def _tcp(self) -> bool:
+        _, writer = await asyncio.open_connection(self.spec.host, self.port)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def _http(self) -> bool:
+        if self._session is None:
+            # A fresh connection per probe, as kubelet does; the probe must not hold an app connection open.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        host = f"[{self.spec.host}]" if ":" in self.spec.host else self.spec.host
+        url = f"{self.spec.scheme}://{host}:{self.port}{self.spec.path}"
+        headers = CIMultiDict([("User-Agent", USER_AGENT), ("Accept", "*/*")])
+        for name in {name.lower() for name, _ in self.spec.headers}:
+            headers.popall(name, None)
+        headers.extend(self.spec.headers)
+        async with self._session.get(url, headers=headers, allow_redirects=False, ssl=False) as response:
+            await response.read()
+            return 200 <= response.status < 400

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from queueproxy.drain import Drainer, admin_app
+from serving.clock import FakeClock
+
+
+async def test_health_fails_from_the_start_and_drain_ends_after_the_quiet_period() -> None:
+    drainer = Drainer(0.03)
+    states = [drainer.draining]
+    started = time.monotonic()
+    waiter = asyncio.create_task(drainer.wait())
+    await asyncio.sleep(0)
+    states.append(drainer.draining)
+    assert states == [False, True]
+    assert await waiter is True
+    assert time.monotonic() - started >= 0.03
+
+
+async def test_a_new_request_pushes_the_end_back() -> None:
+    clock = FakeClock(10.0)
+    drainer = Drainer(5.0, now=clock.now)
+    drainer.begin()
+    clock.advance(4.0)
+    drainer.last_request = clock.now()  # a request arrived while draining
+    clock.advance(4.0)
+    # 4 s after that request: not drained yet; the waiter must sleep about 1 s more.
+    waiter = asyncio.create_task(drainer.wait())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    clock.advance(1.0)
+    drainer.reset()  # wake the waiter; reset calls the drain off
+    assert await waiter is False
+
+
+async def test_drained_once_stays_drained() -> None:
+    clock = FakeClock()
+    drainer = Drainer(1.0, now=clock.now)
+    drainer.begin()
+    clock.advance(1.0)
+    assert await drainer.wait() is True
+    assert await drainer.wait() is True
+
+
+async def test_reset_ends_waiters_and_health_passes_again() -> None:
+    drainer = Drainer(60.0)
+    waiter = asyncio.create_task(drainer.wait())
+    await asyncio.sleep(0)
+    drainer.reset()
+    assert await waiter is False
+    assert not drainer.draining
+
+
+async def test_wait_for_drain_without_sigterm_is_reset() -> None:
+    drainer = Drainer(60.0)
+    app = admin_app(drainer, asyncio.Event(), reset_after=0.02)
+    async with TestClient(TestServer(app)) as client:
+        response = await asyncio.wait_for(client.get("/wait-for-drain"), 5)
+        assert response.status == 200
+    assert not drainer.draining
+
+
+async def test_wait_for_drain_after_sigterm_waits_for_the_drain() -> None:
+    drainer = Drainer(0.03)
+    terminating = asyncio.Event()
+    terminating.set()
+    async with TestClient(TestServer(admin_app(drainer, terminating))) as client:
+        response = await asyncio.wait_for(client.get("/wait-for-drain"), 5)
+        assert response.status == 200
+        assert await response.text() == "drained\n"
+    assert drainer.draining

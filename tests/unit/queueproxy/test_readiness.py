@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestServer
+
+from queueproxy.probe import ProbeSpec
+from queueproxy.readiness import USER_AGENT, Readiness
+from serving.clock import FakeClock
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fast(spec: ProbeSpec, port: int, **kwargs: object) -> Readiness:
+    """Aggressive timings shrunk so that a failing poll gives up within a few tens of milliseconds."""
+    return Readiness(
+        spec,
+        port,
+        retry_interval=0.005,
+        aggressive_attempt_timeout=0.1,
+        aggressive_poll_timeout=0.03,
+        **kwargs,  # type: ignore[arg-type]  # only `now` is passed
+    )
+
+
+def port_of(server: BaseTestServer) -> int:
+    assert server.port is not None
+    return server.port
+
+
+class ProbedApp:
+    """A real HTTP app whose probe endpoint answers `status` and records what each probe sent."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+        self.status = status
+        self.delay = delay
+        self.calls: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append({**dict(request.headers), "path": request.path})
+        await asyncio.sleep(self.delay)
+        return web.Response(status=self.status)
+
+    def server(self) -> TestServer:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        return TestServer(app, host="127.0.0.1")
+
+
+async def test_tcp_probe_passes_when_the_app_listens() -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    async with server:
+        readiness = fast(ProbeSpec(), server.sockets[0].getsockname()[1])
+        assert await readiness.check() is True
+        assert readiness.ready
+        await readiness.close()
+
+
+async def test_tcp_probe_fails_when_nothing_listens() -> None:
+    readiness = fast(ProbeSpec(), closed_port())
+    assert await readiness.check() is False
+    await readiness.close()
+
+
+async def test_http_probe_sends_kube_probe_agent_path_and_headers() -> None:
+    app = ProbedApp()
+    async with app.server() as server:
+        spec = ProbeSpec(kind="http", path="/ready", headers=(("X-Check", "1"), ("user-agent", "custom")))
+        readiness = fast(spec, port_of(server))
+        assert await readiness.check() is True
+        await readiness.close()
+    assert app.calls[0]["path"] == "/ready"
+    assert app.calls[0]["X-Check"] == "1"
+    assert app.calls[0]["User-Agent"] == "custom"
+
+
+async def test_http_probe_default_user_agent() -> None:
+    app = ProbedApp(status=302)
+    async with app.server() as server:
+        readiness = fast(ProbeSpec(kind="http"), port_of(server))
+        assert await readiness.check() is True, "3xx counts as ready"
+        await readiness.close()
+    assert app.calls[0]["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("kube-probe/")
+
+
+async def test_http_probe_fails_on_server_error() -> None:
+    app = ProbedApp(status=500)
+    async with app.server() as server:
+        readiness = fast(ProbeSpec(kind="http"), port_of(server))
+        assert await readiness.check() is False
+        await readiness.close()
+    assert len(app.calls) >= 2, "aggressive mode retries until its poll timeout"
+
+
+async def test_aggressive_mode_needs_success_threshold_in_a_row() -> None:
+    app = ProbedApp()
+    async with app.server() as server:
+        readiness = fast(ProbeSpec(kind="http", success_threshold=3), port_of(server))
+        assert await readiness.check() is True
+        await readiness.close()
+    assert len(app.calls) == 3
+
+
+async def test_concurrent_checks_share_one_probe() -> None:
+    app = ProbedApp(delay=0.02)
+    async with app.server() as server:
+        readiness = fast(ProbeSpec(kind="http"), port_of(server))
+        results = await asyncio.gather(*(readiness.check() for _ in range(10)))
+        await readiness.close()
+    assert results == [True] * 10
+    assert len(app.calls) == 1
+
+
+async def test_a_caller_leaving_does_not_cancel_the_shared_check() -> None:
+    app = ProbedApp(delay=0.03)
+    async with app.server() as server:
+        readiness = fast(ProbeSpec(kind="http"), port_of(server))
+        leaving = asyncio.create_task(readiness.check())
+        staying = asyncio.create_task(readiness.check())
+        await asyncio.sleep(0.01)
+        leaving.cancel()
+        assert await staying is True
+        await readiness.close()
+
+
+async def test_periodic_mode_applies_kubelet_thresholds() -> None:
+    clock = FakeClock()
+    app = ProbedApp()
+    async with app.server() as server:
+        spec = ProbeSpec(kind="http", period=10.0, success_threshold=2, failure_threshold=2)
+        readiness = fast(spec, port_of(server), now=clock.now)
+        assert await readiness.check() is False, "one success of two"
+        assert await readiness.check() is False, "within the period: no new attempt"
+        assert len(app.calls) == 1
+        clock.advance(10.0)
+        assert await readiness.check() is True
+        app.status = 503
+        clock.advance(10.0)
+        assert await readiness.check() is True, "one failure of two keeps it ready"
+        clock.advance(10.0)
+        assert await readiness.check() is False
+        await readiness.close()
+    assert len(app.calls) == 4
