@@ -1,0 +1,165 @@
+"""The activator's request path: identify the revision, wait for capacity, forward to a pod, map errors.
+
+Every failure becomes a status code here and nowhere else: queue full -> 503 with Retry-After; still
+waiting (or not answered) when the revision timeout ends -> 504; a pod refusing the connection -> the
+request goes to another pod (nothing was sent, so it is safe); any other upstream failure before the
+response started -> 502. A client that goes away cancels the handler task, which leaves the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from activator.registry import Registry
+from activator.reporter import StatReporter
+from activator.revision import identify
+from activator.throttler import QueueFull
+from serving import header
+from serving.http import (
+    Exchange,
+    Headers,
+    IdleTimeout,
+    ResponseStartTimeout,
+    UpstreamConnectError,
+    UpstreamError,
+)
+from serving.platform import RevisionKey
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECT_ATTEMPTS: Final = 5
+"""Pods tried for one request when connections are refused; each refusal also takes that pod out of
+rotation, so more attempts would only wait on pods that are already known to be down."""
+RETRY_AFTER_SECONDS: Final = "1"
+"""Advice to clients turned away by a full queue: the queue drains at the pods' pace, so retry soon."""
+
+_TEXT: Final = (("content-type", "text/plain; charset=utf-8"),)
+_RETRY: Final = (*_TEXT, (header.RETRY_AFTER, RETRY_AFTER_SECONDS))
+_ACTIVATOR_BODY: Final = header.PROBE_ACTIVATOR.encode()
+
+
+class ActivatorHandler:
+    """The engine handler of the main port. `ready` reports the process's readiness to kubelet probes."""
+
+    __slots__ = ("_loop", "_ready", "_registry", "_reporter")
+
+    def __init__(self, registry: Registry, reporter: StatReporter, ready: Callable[[], bool]) -> None:
+        self._registry = registry
+        self._reporter = reporter
+        self._ready = ready
+        self._loop = asyncio.get_running_loop()
+
+    async def __call__(self, exchange: Exchange) -> None:
+        headers = exchange.request.headers
+        if await self._answered_locally(exchange, headers):
+            return
+        key = identify(headers)
+        entry = None if key is None else self._registry.get(key)
+        if key is None or entry is None:
+            await self._not_found(exchange, key, headers)
+            return
+        # One coroutine frame per held request, and its headers untouched until it leaves the queue: a
+        # revision at zero may hold 10,000 of these.
+        load = self._reporter.request_in(key)
+        throttler = entry.throttler
+        waited = 0.0
+        status = 0
+        prepared = False
+        try:
+            async with asyncio.timeout(entry.timeout) as deadline:
+                expires = deadline.when()
+                for _ in range(MAX_CONNECT_ATTEMPTS):
+                    tracker = throttler.try_acquire()
+                    if tracker is None:
+                        started = self._loop.time()
+                        try:
+                            tracker = await throttler.acquire()
+                        finally:
+                            waited += self._loop.time() - started
+                    try:
+                        if not prepared:
+                            _prepare(headers, exchange.request.client[0])
+                            prepared = True
+                            if exchange.request.upgrade:
+                                deadline.reschedule(None)  # a websocket lives past the request timeout
+                        headers.set(header.HOST, tracker.address)
+                        timing = (
+                            ((header.SERVER_TIMING, f"activator;dur={waited * 1000:.1f}"),) if waited else ()
+                        )
+                        status = await exchange.forward(
+                            entry.pool(tracker.address),
+                            headers,
+                            timeouts=entry.forward_timeouts,
+                            response_headers=timing,
+                        )
+                        return
+                    except UpstreamConnectError as exc:
+                        log.warning("%s: pod %s refused a connection (%s)", key, tracker.address, exc)
+                        entry.pod_failed(tracker.address)
+                        deadline.reschedule(expires)
+                    finally:
+                        throttler.release(tracker)
+                raise UpstreamError(
+                    f"{MAX_CONNECT_ATTEMPTS} pods refused the connection", response_started=False
+                )
+        except QueueFull:
+            status = 503
+            await exchange.respond(503, _RETRY, b"activator queue full\n")
+        except (TimeoutError, ResponseStartTimeout, IdleTimeout):
+            if exchange.response_started:
+                raise
+            status = 504
+            await exchange.respond(504, _TEXT, b"activator request timeout\n")
+        except UpstreamError as exc:
+            if exc.response_started or exchange.response_started:
+                raise
+            status = 502
+            await exchange.respond(502, _TEXT, f"activator: upstream failed: {exc}\n".encode())
+        finally:
+            self._reporter.request_out(load)
+            entry.metrics.wait.observe(waited)
+            if status:
+                entry.metrics.count(status)
+
+    async def _answered_locally(self, exchange: Exchange, headers: Headers) -> bool:
+        """Probes meant for the activator itself (network probes and kubelet probes)."""
+        probe = headers.get(header.NETWORK_PROBE)
+        if probe == header.PROBE_ACTIVATOR:
+            await exchange.respond(200, _TEXT, _ACTIVATOR_BODY)
+            return True
+        if probe == header.PROBE_PROBE and header.NETWORK_HASH in headers:
+            await exchange.respond(200, _TEXT, (headers.get(header.NETWORK_HASH) or "").encode())
+            return True
+        if header.KUBELET_PROBE in headers or (headers.get(header.USER_AGENT) or "").startswith(
+            header.KUBE_PROBE_UA_PREFIX
+        ):
+            ready = self._ready()
+            await exchange.respond(200 if ready else 503, _TEXT, b"ok\n" if ready else b"not ready\n")
+            return True
+        return False
+
+    @staticmethod
+    async def _not_found(exchange: Exchange, key: RevisionKey | None, headers: Headers) -> None:
+        if key is None:
+            body = f"no revision for host {headers.get(header.HOST)!r}\n"
+        else:
+            body = f"revision {key} not found\n"
+        await exchange.respond(404, _TEXT, body.encode())
+
+
+def _prepare(headers: Headers, client: str) -> None:
+    """Rewrite the request head for the pod: Host moves to K-Original-Host, the revision headers go, and
+    the request is marked as proxied by the activator."""
+    original_host = headers.get(header.HOST)
+    if header.REVISION in headers:
+        headers.remove(header.REVISION)
+    if header.NAMESPACE in headers:
+        headers.remove(header.NAMESPACE)
+    if original_host is not None:
+        headers.set(header.ORIGINAL_HOST, original_host)
+    headers.set(header.PROXY_REQUEST, header.PROXY_REQUEST_ACTIVATOR)
+    forwarded_for = headers.get(header.X_FORWARDED_FOR)
+    headers.set(header.X_FORWARDED_FOR, f"{forwarded_for}, {client}" if forwarded_for else client)

@@ -1,0 +1,184 @@
+"""Every revision the activator knows, each with its throttler, pod health and upstream pools.
+
+Fed by the platform's revision watch (`RevisionSource`, so the local API and a Kubernetes adapter fit alike):
+each snapshot updates settings, pods and probing; a revision missing from a snapshot is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+from activator.backends import Backends, Probe
+from activator.metrics import ActivatorMetrics, RevisionMetrics
+from activator.throttler import RevisionThrottler
+from serving.http import ForwardTimeouts, UpstreamPool
+from serving.platform import Revision, RevisionKey, RevisionSource, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def forward_timeouts(revision: Revision) -> ForwardTimeouts:
+    """The engine's per-forward limits from the revision's settings (0 = not set)."""
+    return ForwardTimeouts(
+        response_start=revision.response_start_timeout_seconds or None,
+        idle=revision.idle_timeout_seconds or None,
+    )
+
+
+class RevisionEntry:
+    """One revision's state in this activator. Requests hold a reference while they run, so an entry that
+    leaves the registry stays usable until they finish."""
+
+    __slots__ = (
+        "backends",
+        "forward_timeouts",
+        "key",
+        "metrics",
+        "pools",
+        "revision",
+        "throttler",
+        "timeout",
+    )
+
+    def __init__(
+        self, revision: Revision, throttler: RevisionThrottler, probe: Probe, metrics: RevisionMetrics
+    ) -> None:
+        self.key = revision.key
+        self.revision = revision
+        self.throttler = throttler
+        self.metrics = metrics
+        self.backends = Backends(probe=probe, on_change=throttler.update_backends)
+        self.pools: dict[str, UpstreamPool] = {}
+        self.timeout = revision.timeout_seconds
+        self.forward_timeouts = forward_timeouts(revision)
+
+    def pool(self, address: str) -> UpstreamPool:
+        pool = self.pools.get(address)
+        if pool is None:
+            host, _, port = address.rpartition(":")
+            pool = self.pools[address] = UpstreamPool(host, int(port))
+        return pool
+
+    def pod_failed(self, address: str) -> None:
+        """A connection to the pod was refused: stop sending to it until it passes a probe."""
+        self.backends.request_failed(address)
+
+    def update(self, revision: Revision) -> list[UpstreamPool]:
+        """Apply new settings and pods; returns pools of pods that are gone, for the caller to close."""
+        self.revision = revision
+        self.timeout = revision.timeout_seconds
+        self.forward_timeouts = forward_timeouts(revision)
+        self.throttler.update_concurrency(revision.container_concurrency)
+        self.backends.update(revision.pods)
+        listed = {p.address for p in revision.pods}
+        return [self.pools.pop(a) for a in list(self.pools) if a not in listed]
+
+    async def close(self) -> list[UpstreamPool]:
+        await self.backends.close()
+        pools = list(self.pools.values())
+        self.pools.clear()
+        return pools
+
+
+class Registry:
+    def __init__(
+        self,
+        *,
+        probe: Probe,
+        metrics: ActivatorMetrics,
+        queue_depth: int,
+        index: int = 0,
+        count: int = 1,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._probe = probe
+        self._metrics = metrics
+        self._queue_depth = queue_depth
+        self._index = index
+        self._count = count
+        self._rng = rng if rng is not None else random.Random()
+        self._entries: dict[RevisionKey, RevisionEntry] = {}
+        self._synced = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, key: RevisionKey) -> RevisionEntry | None:
+        return self._entries.get(key)
+
+    def __iter__(self) -> Iterator[RevisionEntry]:
+        return iter(list(self._entries.values()))
+
+    def occupancy(self) -> Iterator[tuple[RevisionKey, int, int]]:
+        for entry in list(self._entries.values()):
+            yield entry.key, entry.throttler.waiting, entry.throttler.in_flight
+
+    @property
+    def synced(self) -> bool:
+        """Whether at least one snapshot has been applied."""
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def max_timeout(self) -> float:
+        """The longest revision timeout: how long a queued request may still take after draining begins."""
+        return max((e.timeout for e in self._entries.values()), default=0.0)
+
+    def apply(self, snapshot: Snapshot) -> None:
+        seen: set[RevisionKey] = set()
+        for revision in snapshot.revisions:
+            seen.add(revision.key)
+            entry = self._entries.get(revision.key)
+            if entry is None:
+                throttler = RevisionThrottler(
+                    container_concurrency=revision.container_concurrency,
+                    queue_depth=self._queue_depth,
+                    index=self._index,
+                    count=self._count,
+                    rng=self._rng,
+                )
+                metrics = self._metrics.for_revision(revision.key)
+                entry = self._entries[revision.key] = RevisionEntry(revision, throttler, self._probe, metrics)
+            self._close_later(entry.update(revision))
+        for key in [k for k in self._entries if k not in seen]:
+            entry = self._entries.pop(key)
+            log.info("revision %s is gone", key)
+            self._metrics.forget(key, entry.metrics)
+            self._spawn(self._close_entry(entry))
+        self._synced.set()
+
+    async def run(self, source: RevisionSource) -> None:
+        """Apply the platform's snapshots as they come, forever."""
+        async for snapshot in source.watch():
+            self.apply(snapshot)
+
+    async def close(self) -> None:
+        entries = list(self._entries.values())
+        self._entries.clear()
+        for entry in entries:
+            self._spawn(self._close_entry(entry))
+        while self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _close_entry(self, entry: RevisionEntry) -> None:
+        await self._close_pools(await entry.close())
+
+    def _close_later(self, pools: list[UpstreamPool]) -> None:
+        if pools:
+            self._spawn(self._close_pools(pools))
+
+    @staticmethod
+    async def _close_pools(pools: list[UpstreamPool]) -> None:
+        for pool in pools:
+            try:
+                await pool.close()
+            except Exception:  # task boundary: a pool that fails to close is only logged
+                log.exception("closing the upstream pool of %s failed", pool.address)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
