@@ -1,0 +1,119 @@
+"""Human views of the status document: the table `serving status` prints and `serving up` keeps on screen.
+
+On a terminal `serving up` redraws the table in place every second, with the latest events below it; when
+stdout is not a terminal (a log file, CI) it prints one line per event and one per revision whose summary
+changed, so the output stays readable as a log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TextIO
+
+JSON = dict[str, Any]
+
+_COLUMNS = ("REVISION", "TRAFFIC", "READY/PODS/WANT", "MODE", "REQ/S", "QUEUED", "STABLE", "PANIC")
+_HOME = "\x1b[H"
+_CLEAR_LINE = "\x1b[K"
+_CLEAR_BELOW = "\x1b[J"
+_CLEAR_SCREEN = "\x1b[2J"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def revision_cells(rev: JSON) -> list[str]:
+    tags = f" ({', '.join(rev['tags'])})" if rev["tags"] else ""
+    return [
+        rev["name"] + tags,
+        f"{rev['traffic_percent']}%",
+        f"{rev['ready_pods']}/{rev['actual_pods']}/{rev['desired_pods']}",
+        rev["mode"] + (" panic" if rev["panic"] else ""),
+        f"{rev['requests_per_second']:.1f}",
+        "-" if rev["queued"] is None else str(rev["queued"]),
+        _number(rev["stable_concurrency"]),
+        _number(rev["panic_concurrency"]),
+    ]
+
+
+def render(report: JSON) -> list[str]:
+    """The status as text lines: one block per Service, one row per revision."""
+    lines: list[str] = []
+    for service in report["services"]:
+        lines.append(f"{service['namespace']}/{service['name']}  {service['url']}")
+        rows = [list(_COLUMNS)] + [revision_cells(r) for r in service["revisions"]]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+        for row in rows:
+            lines.append(
+                "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
+        for rev in service["revisions"]:
+            for pod in rev["pods"]:
+                if pod["reason"]:
+                    lines.append(f"    ! {pod['name']}: {pod['reason']}")
+        lines.append("")
+    if not report["services"]:
+        lines.append("no Services")
+    return lines
+
+
+def summary(rev: JSON) -> str:
+    """One line per revision for log output; printed again only when it changes."""
+    pods = f"{rev['ready_pods']}/{rev['actual_pods']} ready of {rev['desired_pods']} wanted"
+    return f"{rev['name']}: traffic {rev['traffic_percent']}%, {pods}, {rev['mode']}"
+
+
+class LiveView:
+    def __init__(
+        self, report: Callable[[], JSON], *, out: TextIO | None = None, tty: bool | None = None
+    ) -> None:
+        self._report = report
+        self._out = out or sys.stdout
+        self._tty = self._out.isatty() if tty is None else tty
+        self._events: deque[str] = deque(maxlen=10)
+        self._summaries: dict[str, str] = {}
+        self.header: list[str] = []
+        self._closed = False
+        self._drawn = False
+
+    @property
+    def tty(self) -> bool:
+        return self._tty
+
+    def event(self, line: str) -> None:
+        stamped = f"{time.strftime('%H:%M:%S')} {line}"
+        self._events.append(stamped)
+        if not self._tty or self._closed:
+            print(stamped, file=self._out, flush=True)
+
+    def close(self) -> None:
+        """Stop redrawing: later events (shutdown) are printed as plain lines below the last table."""
+        self._closed = True
+
+    def events(self, lines: list[str]) -> None:
+        for line in lines:
+            self.event(line)
+
+    def refresh(self) -> None:
+        report = self._report()
+        if self._closed:
+            return
+        if self._tty:
+            # Overwrite in place (home, each line cleared to its end, the rest of the screen cleared): no
+            # flicker, unlike clearing the whole screen first.
+            text = [*self.header, "", *render(report), "events:", *self._events]
+            start = _HOME if self._drawn else _HOME + _CLEAR_SCREEN
+            self._drawn = True
+            self._out.write(start + "".join(f"{line}{_CLEAR_LINE}\n" for line in text) + _CLEAR_BELOW)
+            self._out.flush()
+            return
+        for service in report["services"]:
+            for rev in service["revisions"]:
+                line = summary(rev)
+                if self._summaries.get(rev["name"]) != line:
+                    self._summaries[rev["name"]] = line
+                    self.event(line)

@@ -1,0 +1,80 @@
+"""The local platform API (`serving.platform`'s wire format) served from the controller on loopback.
+
+The autoscaler and the activator watch revisions and pods here and the autoscaler scales revisions and
+publishes its status here, exactly as they do against `tests.fakes.platform.FakePlatform`; behind it are the
+real store and supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from controller.store import Store
+from serving.platform import RevisionKey, snapshot_to_json, status_from_json
+
+log = logging.getLogger(__name__)
+
+
+class Scaler(Protocol):
+    """Applies a replica count to a revision (the supervisor)."""
+
+    def scale(self, key: RevisionKey, replicas: int, remove: list[str]) -> bool:
+        """Set the desired replicas, removing the named pods first; False if the revision is unknown."""
+        ...
+
+
+class PlatformServer:
+    def __init__(self, store: Store, scaler: Scaler) -> None:
+        self._store = store
+        self._scaler = scaler
+        self.scale_calls = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/revisions", self._list)
+        app.router.add_post("/v1/revisions/{ns}/{name}/scale", self._scale)
+        app.router.add_put("/v1/revisions/{ns}/{name}/status", self._status)
+        return app
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            return web.json_response(snapshot_to_json(self._store.snapshot()))
+        resp = web.StreamResponse()
+        resp.content_type = "application/x-ndjson"
+        await resp.prepare(request)
+        try:
+            async for _ in self._store.changes():
+                line = json.dumps(snapshot_to_json(self._store.snapshot())) + "\n"
+                await resp.write(line.encode())
+        except ConnectionResetError:  # the watcher went away (restart, shutdown): nothing to clean up
+            log.debug("platform watch from %s ended", request.remote)
+        return resp
+
+    async def _scale(self, request: web.Request) -> web.Response:
+        key = RevisionKey(request.match_info["ns"], request.match_info["name"])
+        try:
+            body: Any = await request.json()
+            replicas = int(body["replicas"])
+            remove = [str(name) for name in body.get("remove", [])]
+            if replicas < 0:
+                raise ValueError("replicas must be 0 or more")
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.Response(status=400, text=f"bad scale request: {exc}\n")
+        if not self._scaler.scale(key, replicas, remove):
+            return web.Response(status=404, text=f"revision {key} not found\n")
+        self.scale_calls += 1
+        return web.json_response({})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        key = RevisionKey(request.match_info["ns"], request.match_info["name"])
+        try:
+            status = status_from_json(await request.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.Response(status=400, text=f"bad status: {exc}\n")
+        if not self._store.set_status(key, status):
+            return web.Response(status=404, text=f"revision {key} not found\n")
+        return web.json_response({})

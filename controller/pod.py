@@ -1,0 +1,236 @@
+"""One local pod: the user container and its queue-proxy, two process groups on loopback ports.
+
+The pod is ready while its queue-proxy answers a kubelet-style readiness probe and the user process runs. A
+crashed user process is restarted with CrashLoopBackOff-style delays while the queue-proxy keeps running; a
+crashed queue-proxy ends the pod (the supervisor replaces it). Termination follows Knative's order: the
+queue-proxy drains first (it keeps accepting during its quiet period and waits for in-flight requests), and
+only once it has exited does the user process get SIGTERM, so the app serves every request it was handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from controller.backoff import BackoffPolicy, CrashCounter
+from controller.process import Launcher, Process, ProcessSpec, describe_exit, stop
+from serving.platform import Pod
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodPorts:
+    user: int
+    """The app's `PORT` (replaces the container's declared containerPort locally)."""
+    serving: int
+    admin: int
+    stats: int
+    metrics: int
+
+    def all(self) -> tuple[int, ...]:
+        return (self.user, self.serving, self.admin, self.stats, self.metrics)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodProcesses:
+    queue_proxy: ProcessSpec
+    user: ProcessSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodSettings:
+    probe_interval: float = 0.1
+    """Readiness probe period until the pod is ready, seconds (polled fast so cold starts end early)."""
+    ready_probe_interval: float = 1.0
+    """Readiness probe period once ready, seconds."""
+    failure_threshold: int = 3
+    """Consecutive failed probes before a ready pod is marked not ready (Kubernetes default 3)."""
+    orphan_grace: float = 2.0
+    """Seconds the user process gets after SIGTERM when its queue-proxy died, before SIGKILL."""
+    min_user_grace: float = 1.0
+    """Seconds the user process always gets after SIGTERM, even when the queue-proxy used the whole grace."""
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+
+Prober = Callable[[PodPorts], Awaitable[bool]]
+"""Asks the queue-proxy whether the pod is ready (True on 200 `queue`)."""
+
+
+class LocalPod:
+    """Runs one pod until it is terminated or its queue-proxy exits; `run` does the work."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        ports: PodPorts,
+        processes: PodProcesses,
+        grace: float,
+        launcher: Launcher,
+        prober: Prober,
+        settings: PodSettings,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.ports = ports
+        self.created = time.time()
+        self.created_monotonic = time.monotonic()
+        self.ready = False
+        self.terminating = False
+        self.failed = False
+        """The pod ended without being asked to (its queue-proxy exited)."""
+        self.waiting: str | None = None
+        """`CrashLoopBackOff: ...` while a restart of the user container is being delayed."""
+        self.last_exit: str | None = None
+        """How the user container (or the queue-proxy) last ended."""
+        self.restarts = 0
+        self._processes = processes
+        self._grace = grace
+        self._launcher = launcher
+        self._prober = prober
+        self._settings = settings
+        self._on_change = on_change
+        self._crashes = CrashCounter(settings.backoff)
+        self._stop = asyncio.Event()
+        self._qp: Process | None = None
+        self._user: Process | None = None
+        self._user_running = False
+
+    def to_platform(self) -> Pod:
+        return Pod(
+            name=self.name,
+            host="127.0.0.1",
+            port=self.ports.serving,
+            stats_port=self.ports.stats,
+            admin_port=self.ports.admin,
+            ready=self.ready,
+            started_at=self.created,
+        )
+
+    def terminate(self, grace: float | None = None) -> None:
+        """Ask the pod to stop gracefully within `grace` seconds (default: the revision's)."""
+        if grace is not None:
+            self._grace = min(self._grace, grace)
+        if not self.terminating:
+            self.terminating = True
+            self._set_ready(False)
+            self._stop.set()
+
+    async def run(self) -> None:
+        tasks: list[asyncio.Task[object]] = []
+        try:
+            try:
+                self._qp = await self._launcher.start(self._processes.queue_proxy)
+            except OSError as exc:
+                self.failed = True
+                self.last_exit = f"queue-proxy failed to start: {exc}"
+                log.error("pod %s: %s", self.name, self.last_exit)
+                return
+            keeper = asyncio.create_task(self._keep_user())
+            prober = asyncio.create_task(self._probe())
+            qp_exit = asyncio.create_task(self._qp.wait())
+            stopping = asyncio.create_task(self._stop.wait())
+            tasks = [keeper, prober, qp_exit, stopping]
+            await asyncio.wait((qp_exit, stopping), return_when=asyncio.FIRST_COMPLETED)
+            self._set_ready(False)
+            for task in (keeper, prober, stopping):
+                task.cancel()
+            await asyncio.gather(keeper, prober, stopping, return_exceptions=True)
+            if qp_exit.done():
+                await self._after_queue_proxy_exit(qp_exit.result())
+            else:
+                await self._graceful_stop(qp_exit)
+        finally:
+            for pending in tasks:
+                pending.cancel()
+            await self._kill_all()
+
+    async def _after_queue_proxy_exit(self, code: int) -> None:
+        if not self.terminating:
+            self.failed = True
+            self.last_exit = f"queue-proxy {describe_exit(code)}"
+            log.warning("pod %s: %s; replacing the pod", self.name, self.last_exit)
+        if self._user is not None and self._user.returncode is None:
+            await stop(self._user, self._settings.orphan_grace)
+
+    async def _graceful_stop(self, qp_exit: asyncio.Task[int]) -> None:
+        assert self._qp is not None
+        deadline = time.monotonic() + self._grace
+        self._qp.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(qp_exit), self._grace)
+        except TimeoutError:
+            log.warning("pod %s: queue-proxy still draining after %.1fs; killing it", self.name, self._grace)
+        self._qp.signal(signal.SIGKILL)
+        await qp_exit
+        if self._user is not None and self._user.returncode is None:
+            remaining = max(deadline - time.monotonic(), self._settings.min_user_grace)
+            await stop(self._user, remaining)
+
+    async def _kill_all(self) -> None:
+        for process in (self._qp, self._user):
+            if process is not None and process.returncode is None:
+                process.signal(signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    await process.wait()
+
+    async def _keep_user(self) -> None:
+        """Run the user process, restarting it with back-off whenever it exits."""
+        while True:
+            started = time.monotonic()
+            try:
+                self._user = await self._launcher.start(self._processes.user)
+            except OSError as exc:
+                description = f"failed to start: {exc}"
+                _append(self._processes.user, f"serving: user container {description}\n")
+            else:
+                self._user_running = True
+                self.waiting = None
+                self._on_change()
+                code = await self._user.wait()
+                self._user_running = False
+                self._user.signal(signal.SIGKILL)  # workers the app forked must not outlive it
+                description = describe_exit(code)
+            self._set_ready(False)
+            delay = self._crashes.crashed(time.monotonic() - started)
+            self.restarts = self._crashes.restarts
+            self.last_exit = f"user container {description}"
+            if delay > 0:
+                self.waiting = f"CrashLoopBackOff: restarting in {delay:g}s ({self.last_exit})"
+            log.warning("pod %s: %s; restart %d in %gs", self.name, self.last_exit, self.restarts, delay)
+            self._on_change()
+            await asyncio.sleep(delay)
+
+    async def _probe(self) -> None:
+        failures = 0
+        while True:
+            ok = self._user_running and await self._prober(self.ports)
+            if ok:
+                failures = 0
+                if self._user_running and not self.terminating:
+                    self._set_ready(True)
+            else:
+                failures += 1
+                if not self._user_running or failures >= self._settings.failure_threshold:
+                    self._set_ready(False)
+            interval = self._settings.ready_probe_interval if self.ready else self._settings.probe_interval
+            await asyncio.sleep(interval)
+
+    def _set_ready(self, ready: bool) -> None:
+        if self.ready != ready:
+            self.ready = ready
+            self._on_change()
+
+
+def _append(spec: ProcessSpec, text: str) -> None:
+    """Note an event in a container's log, where `serving logs` shows it beside the app's own output."""
+    with contextlib.suppress(OSError):
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with spec.log_path.open("a") as out:
+            out.write(text)

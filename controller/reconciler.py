@@ -1,0 +1,207 @@
+"""Service -> Configuration -> Revisions -> Route, on the local platform.
+
+`apply` takes the whole desired set of Services (every file, freshly loaded): a changed template stamps a new
+revision and starts its pods; traffic is resolved against the latest *ready* revision, so a new revision takes
+its traffic only once one of its pods has passed readiness (as Knative's Route follows
+latestReadyRevisionName), and until a Service has any ready revision its traffic goes to the latest one, where
+the activator holds requests while it starts. Old revisions stay, scaled to zero by the autoscaler when idle.
+An edit that cannot be applied is rejected whole, before anything changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.podspec import PodContext, grace_seconds, pod_processes
+from controller.routetable import RouteTable, service_routes
+from controller.store import Store
+from controller.supervisor import RevisionSpec, Supervisor
+from serving.autoscaling import DEFAULT, AutoscalerConfig, AutoscalingError, revision_scaling
+from serving.platform import Revision, RevisionKey
+from serving.route import Configuration, ConfigurationError, RouteError, RouteTarget, resolve_route
+from serving.service import Service
+from serving.template import RevisionTemplate
+
+log = logging.getLogger(__name__)
+
+
+class ApplyError(ValueError):
+    """The Services cannot be applied (a traffic target names no revision...); `problems` lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcilerSettings:
+    log_dir: Path
+    drain_quiet_period: float = 1.0
+    """Queue-proxy drain quiet period locally, seconds (Knative hard-codes 30 s; locally a pod stops fast)."""
+    host_env: Mapping[str, str] = field(default_factory=dict)
+    autoscaler: AutoscalerConfig = DEFAULT
+    """Global autoscaler settings, for each revision's initial scale."""
+
+
+@dataclass(slots=True, eq=False)
+class ServiceState:
+    service: Service
+    configuration: Configuration
+    ready: set[str] = field(default_factory=set)
+    """Revisions that have had a ready pod (Knative's Ready condition stays true when scaled to zero)."""
+    targets: list[RouteTarget] = field(default_factory=list)
+
+    @property
+    def latest_ready(self) -> str | None:
+        latest = self.configuration.latest
+        if latest in self.ready:
+            return latest
+        names = [n for n in self.configuration.revisions if n in self.ready]
+        return names[-1] if names else None
+
+    def resolve(self) -> list[RouteTarget]:
+        return resolve_route(self.service, self.configuration, self.latest_ready)
+
+    def revision_keys(self) -> list[RevisionKey]:
+        return [RevisionKey(self.service.namespace, name) for name in self.configuration.revisions]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        settings: ReconcilerSettings,
+        on_routes: Callable[[RouteTable], None],
+    ) -> None:
+        self._store = store
+        self._supervisor = supervisor
+        self._settings = settings
+        self._on_routes = on_routes
+        self._services: dict[tuple[str, str], ServiceState] = {}
+
+    @property
+    def services(self) -> list[ServiceState]:
+        return [self._services[k] for k in sorted(self._services)]
+
+    def apply(self, services: Sequence[Service]) -> list[str]:
+        """Make `services` the running set; returns what changed, one line each. Raises `ApplyError`."""
+        self._check(services)
+        changes: list[str] = []
+        wanted = {s.key: s for s in services}
+        for key in [k for k in self._services if k not in wanted]:
+            gone = self._services.pop(key)
+            for revision in gone.revision_keys():
+                self._supervisor.remove(revision)
+            changes.append(f"Service {key[0]}/{key[1]} deleted with its revisions")
+        for key, service in wanted.items():
+            state = self._services.get(key)
+            if state is None:
+                state = self._services[key] = ServiceState(service, Configuration(service.name))
+                changes.append(f"Service {service.namespace}/{service.name} created")
+            state.service = service
+            name, created = state.configuration.apply(service.template)
+            if created:
+                self._supervisor.add(self._revision_spec(service, name, service.template))
+                changes.append(f"Revision {service.namespace}/{name} created")
+        self._refresh_readiness()
+        changes += self._route()
+        return changes
+
+    def _check(self, services: Sequence[Service]) -> None:
+        """Apply to copies of the configurations to find every problem before changing anything."""
+        problems: list[str] = []
+        for service in services:
+            state = self._services.get(service.key)
+            trial = ServiceState(
+                service,
+                copy.deepcopy(state.configuration) if state else Configuration(service.name),
+                set(state.ready) if state else set(),
+            )
+            try:
+                trial.configuration.apply(service.template)
+                trial.resolve()
+            except ConfigurationError as exc:
+                problems.append(f"{service.where}: spec.template.metadata.name: {exc}")
+            except RouteError as exc:
+                problems += exc.problems
+        if problems:
+            raise ApplyError(problems)
+
+    def _revision_spec(self, service: Service, name: str, template: RevisionTemplate) -> RevisionSpec:
+        ctx = PodContext(
+            namespace=service.namespace,
+            service=service.name,
+            configuration=service.name,
+            revision=name,
+            template=template,
+            base_dir=service.base_dir,
+            log_dir=self._settings.log_dir,
+            drain_quiet_period=self._settings.drain_quiet_period,
+            host_env=self._settings.host_env,
+        )
+        try:
+            scaling = revision_scaling(
+                template.annotations, template.container_concurrency, self._settings.autoscaler
+            )
+            initial = scaling.initial_scale
+        except AutoscalingError as exc:
+            log.warning("revision %s: %s; starting with 1 pod", name, exc)
+            initial = 1
+        revision = Revision(
+            key=RevisionKey(service.namespace, name),
+            service=service.name,
+            configuration=service.name,
+            container_concurrency=template.container_concurrency,
+            timeout_seconds=float(template.timeout_seconds),
+            response_start_timeout_seconds=float(template.response_start_timeout_seconds or 0),
+            idle_timeout_seconds=float(template.idle_timeout_seconds or 0),
+            annotations=dict(template.annotations),
+        )
+        return RevisionSpec(
+            revision=revision,
+            initial_scale=initial,
+            grace=grace_seconds(ctx),
+            processes=lambda pod, ports: pod_processes(ctx, pod, ports),
+        )
+
+    def _refresh_readiness(self) -> list[str]:
+        """Mark revisions that have a ready pod; returns one line per revision that just became ready."""
+        became: list[str] = []
+        for state in self._services.values():
+            for key in state.revision_keys():
+                if key.name in state.ready:
+                    continue
+                revision = self._store.revision(key)
+                if revision is not None and any(p.ready for p in revision.pods):
+                    state.ready.add(key.name)
+                    became.append(f"Revision {key} is ready")
+        return became
+
+    def _route(self) -> list[str]:
+        changes: list[str] = []
+        routes = []
+        for state in self._services.values():
+            try:
+                targets = state.resolve()
+            except RouteError as exc:  # cannot happen after _check; keep the previous route if it does
+                log.error("route of %s: %s", state.service.name, exc)
+                targets = state.targets
+            if targets != state.targets:
+                split = ", ".join(f"{t.revision} {t.percent}%" for t in targets if t.percent) or "none"
+                changes.append(f"Route {state.service.namespace}/{state.service.name}: {split}")
+                state.targets = targets
+            routes += service_routes(state.service.namespace, state.service.name, targets)
+        self._on_routes(RouteTable(routes))
+        return changes
+
+    async def run(self, report: Callable[[list[str]], None]) -> None:
+        """Follow pod readiness: move traffic to newly ready revisions; runs until cancelled."""
+        async for _ in self._store.changes():
+            became = self._refresh_readiness()
+            if became:
+                report(became + self._route())

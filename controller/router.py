@@ -1,0 +1,186 @@
+"""The local ingress: routes each request by Host to a revision, then to the activator or straight to a pod.
+
+Per request: pick a revision by the route's weights; in Proxy mode (the autoscaler's published mode, Proxy
+until it publishes one) forward to the activator with `Knative-Serving-Revision`/`-Namespace`; in Serve mode
+forward to the ready pod with the fewest requests in flight from this router. A pod that refuses the
+connection (nothing reached the app) sends the request through the activator instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from controller.routetable import RouteTable, url
+from controller.store import Store
+from serving import header
+from serving.http import (
+    Exchange,
+    Headers,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+)
+from serving.platform import Pod, RevisionKey
+
+log = logging.getLogger(__name__)
+
+_TEXT = (("content-type", "text/plain; charset=utf-8"),)
+
+
+@dataclass(slots=True)
+class RevisionTraffic:
+    """What the router saw of one revision's traffic (for the live view and `serving status`)."""
+
+    requests: int = 0
+    """Requests routed to the revision since start."""
+    in_flight: int = 0
+    via_activator: int = 0
+    """Requests in flight through the activator: waiting for a pod or proxied by it."""
+    errors: int = 0
+    """Requests the router answered with an error of its own (5xx)."""
+
+
+class Router:
+    def __init__(
+        self,
+        store: Store,
+        activator_port: int,
+        *,
+        ingress_port: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._activator = UpstreamPool("127.0.0.1", activator_port)
+        self._pods: dict[str, UpstreamPool] = {}
+        self._in_flight: dict[str, int] = {}
+        self._rng = rng or random.Random()
+        self._ingress_port = ingress_port
+        self.table = RouteTable()
+        self.traffic: dict[RevisionKey, RevisionTraffic] = {}
+
+    def set_table(self, table: RouteTable) -> None:
+        self.table = table
+
+    def traffic_of(self, key: RevisionKey) -> RevisionTraffic:
+        found = self.traffic.get(key)
+        if found is None:
+            found = self.traffic[key] = RevisionTraffic()
+        return found
+
+    async def handle(self, ex: Exchange) -> None:
+        request = ex.request
+        route = self.table.lookup(request.host)
+        if route is None:
+            await self._unknown_host(ex, request.host)
+            return
+        key = route.pick(self._rng)
+        if key is None:
+            await ex.respond(503, _TEXT, f"{route.host} has no revision with traffic yet\n".encode())
+            return
+        traffic = self.traffic_of(key)
+        traffic.requests += 1
+        traffic.in_flight += 1
+        try:
+            headers = request.headers.copy()
+            _forwarded_for(headers, request.client[0])
+            pod = self._pod_for(key)
+            if pod is not None:
+                try:
+                    await self._to_pod(ex, pod, headers)
+                    return
+                except UpstreamConnectError as exc:
+                    log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
+            traffic.via_activator += 1
+            try:
+                await self._to_activator(ex, key, headers, traffic)
+            finally:
+                traffic.via_activator -= 1
+        finally:
+            traffic.in_flight -= 1
+
+    def _pod_for(self, key: RevisionKey) -> Pod | None:
+        """A ready pod in Serve mode (fewest in flight, ties broken at random); None means the activator."""
+        status = self._store.status(key)
+        if status is None or status.mode != "Serve":
+            return None
+        revision = self._store.revision(key)
+        if revision is None:
+            return None
+        ready = [p for p in revision.pods if p.ready]
+        if not ready:
+            return None
+        self._rng.shuffle(ready)
+        return min(ready, key=lambda p: self._in_flight.get(p.address, 0))
+
+    async def _to_pod(self, ex: Exchange, pod: Pod, headers: Headers) -> None:
+        address = pod.address
+        pool = self._pods.get(address)
+        if pool is None:
+            pool = self._pods[address] = UpstreamPool(pod.host, pod.port)
+        self._in_flight[address] = self._in_flight.get(address, 0) + 1
+        try:
+            await ex.forward(pool, headers)
+        except UpstreamError as exc:
+            if exc.response_started:
+                raise
+            await ex.respond(502, _TEXT, f"pod {pod.name} failed the request: {exc}\n".encode())
+        finally:
+            self._in_flight[address] -= 1
+
+    async def _to_activator(
+        self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic
+    ) -> None:
+        headers.set(header.REVISION, key.name)
+        headers.set(header.NAMESPACE, key.namespace)
+        try:
+            await ex.forward(self._activator, headers)
+        except UpstreamConnectError as exc:
+            traffic.errors += 1
+            body = (
+                f"the activator at {self._activator.address} is not reachable ({exc}); "
+                "it is restarted automatically, retry in a moment\n"
+            )
+            await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
+        except UpstreamError as exc:
+            if exc.response_started:
+                raise
+            traffic.errors += 1
+            await ex.respond(502, _TEXT, f"the activator failed the request: {exc}\n".encode())
+
+    async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
+        known = self.table.hosts()
+        lines = [f"no Service answers to Host {host!r} on this `serving up`.", ""]
+        if known:
+            lines.append("Known hosts:")
+            lines += [f"  {url(h, self._ingress_port)}" for h in known]
+        else:
+            lines.append("No Service is running yet.")
+        await ex.respond(404, _TEXT, ("\n".join(lines) + "\n").encode())
+
+    async def forget_pods(self, live: Iterable[str]) -> None:
+        """Close the pools of pods that are gone (and idle in this router)."""
+        keep = set(live)
+        for address in [a for a in self._pods if a not in keep and not self._in_flight.get(a)]:
+            pool = self._pods.pop(address)
+            self._in_flight.pop(address, None)
+            await pool.close()
+
+    async def run(self) -> None:
+        """Follow the store to drop connection pools of removed pods; runs until cancelled."""
+        async for _ in self._store.changes():
+            await self.forget_pods(p.address for r in self._store.revisions() for p in r.pods)
+
+    async def close(self) -> None:
+        await self.forget_pods(())
+        await self._activator.close()
+
+
+def _forwarded_for(headers: Headers, client_ip: str) -> None:
+    """Append the client to `X-Forwarded-For` and default `X-Forwarded-Proto`, as Knative's ingresses do."""
+    previous = headers.get(header.X_FORWARDED_FOR)
+    headers.set(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
+    if header.X_FORWARDED_PROTO not in headers:
+        headers.set(header.X_FORWARDED_PROTO, "http")

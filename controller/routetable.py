@@ -1,0 +1,142 @@
+"""The local ingress's routing table: Host name -> weighted revisions.
+
+A Service answers on `{service}.{namespace}.localhost` with its traffic split, and each tagged traffic target
+on `{tag}-{service}.{namespace}.localhost` with that one revision (even at 0 %). The table is rebuilt whole on
+every change and swapped in at once, so a request sees either the old routes or the new ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from serving.platform import RevisionKey
+
+log = logging.getLogger(__name__)
+
+DOMAIN: Final = "localhost"
+
+
+class TargetLike(Protocol):
+    """A resolved traffic target (`serving.route.RouteTarget` fits)."""
+
+    @property
+    def revision(self) -> str: ...
+    @property
+    def percent(self) -> int: ...
+    @property
+    def tag(self) -> str | None: ...
+
+
+def service_host(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.{DOMAIN}"
+
+
+def tag_host(tag: str, service: str, namespace: str) -> str:
+    return f"{tag}-{service}.{namespace}.{DOMAIN}"
+
+
+def url(host: str, port: int) -> str:
+    return f"http://{host}" if port == 80 else f"http://{host}:{port}"
+
+
+def normalize_host(value: str) -> str:
+    """The host name of a `Host` header: lower-case, without port or trailing dot."""
+    host = value.strip().lower()
+    if host.startswith("["):  # an IPv6 literal: "[::1]:8080"
+        end = host.find("]")
+        host = host[: end + 1] if end != -1 else host
+    else:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    revision: RevisionKey
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostRoute:
+    """Where one host name sends its requests; `splits` hold only positive percentages."""
+
+    namespace: str
+    service: str
+    host: str
+    tag: str | None
+    splits: tuple[Split, ...]
+    _bounds: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        bounds: list[int] = []
+        total = 0
+        for split in self.splits:
+            total += split.percent
+            bounds.append(total)
+        object.__setattr__(self, "_bounds", tuple(bounds))
+
+    def pick(self, rng: random.Random) -> RevisionKey | None:
+        """A revision chosen with probability proportional to its percentage; None when nothing routes."""
+        if not self.splits:
+            return None
+        if len(self.splits) == 1:
+            return self.splits[0].revision
+        point = rng.random() * self._bounds[-1]
+        return self.splits[bisect.bisect_right(self._bounds, point)].revision
+
+
+class RouteTable:
+    """Immutable map of host name -> route; build a new one to change routes."""
+
+    def __init__(self, routes: Iterable[HostRoute] = ()) -> None:
+        self._routes: dict[str, HostRoute] = {}
+        for route in routes:
+            if route.host in self._routes:
+                log.warning("host %s is claimed twice; keeping the first route", route.host)
+                continue
+            self._routes[route.host] = route
+
+    @property
+    def routes(self) -> Mapping[str, HostRoute]:
+        return self._routes
+
+    def lookup(self, host_header: str | None) -> HostRoute | None:
+        if not host_header:
+            return None
+        return self._routes.get(normalize_host(host_header))
+
+    def hosts(self) -> list[str]:
+        return sorted(self._routes)
+
+
+def service_routes(namespace: str, service: str, targets: Iterable[TargetLike]) -> list[HostRoute]:
+    """The service's own host first, then one host per tag (percentages of one revision are summed)."""
+    percents: dict[str, int] = {}
+    tags: dict[str, str] = {}
+    for target in targets:
+        percents[target.revision] = percents.get(target.revision, 0) + target.percent
+        if target.tag:
+            tags[target.tag] = target.revision
+    main = HostRoute(
+        namespace=namespace,
+        service=service,
+        host=service_host(service, namespace),
+        tag=None,
+        splits=tuple(Split(RevisionKey(namespace, rev), pct) for rev, pct in percents.items() if pct > 0),
+    )
+    tagged = [
+        HostRoute(
+            namespace=namespace,
+            service=service,
+            host=tag_host(tag, service, namespace),
+            tag=tag,
+            splits=(Split(RevisionKey(namespace, rev), 100),),
+        )
+        for tag, rev in tags.items()
+    ]
+    return [main, *tagged]

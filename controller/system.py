@@ -1,0 +1,392 @@
+"""The whole local system in one process tree: platform API, activator, autoscaler, supervisor and router.
+
+`LocalSystem.run` starts the parts in dependency order (the platform API first, since both components
+watch it; then the autoscaler, whose websocket the activator needs; then the Services and the ingress),
+follows edits of the Service files, and on SIGINT/SIGTERM stops in reverse order: the ingress stops
+accepting, pods drain and stop, components stop, and every child process group is gone before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from controller import statefile
+from controller.component import Component, ComponentFailed
+from controller.filewatch import FileWatcher
+from controller.liveview import LiveView
+from controller.platformserver import PlatformServer
+from controller.port import PortAllocator
+from controller.probe import QueueProxyProbe
+from controller.process import OsLauncher
+from controller.queuegauge import QueueGauge
+from controller.reconciler import ApplyError, Reconciler, ReconcilerSettings
+from controller.report import JSON, StatusReport
+from controller.router import Router
+from controller.store import Store
+from controller.supervisor import Supervisor
+from serving.autoscaling import DEFAULT, AutoscalerConfig
+from serving.http import drain, serve
+from serving.service import Service, ServiceFileError, load_files, local_problems
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    files: list[Path]
+    state_dir: Path
+    port: int = 8080
+    autoscaler_pairs: dict[str, str] = field(default_factory=dict)
+    """config-autoscaler `key=value` settings for the autoscaler (validated by the caller)."""
+    autoscaler_config: AutoscalerConfig = DEFAULT
+    drain_quiet_period: float = 1.0
+    """Queue-proxy drain quiet period, seconds (Knative's 30 s waits for load balancers; 1 s does here)."""
+    activator_drain: float = 1.0
+    """Activator readiness-fail period after SIGTERM, seconds (Knative 30 s)."""
+    shutdown_grace: float = 5.0
+    """Seconds pods and components get to stop when `serving up` exits, before SIGKILL."""
+    ready_timeout: float = 60.0
+    """Seconds the activator and autoscaler get to become ready at start-up."""
+    poll_interval: float = 1.0
+    """Seconds between checks of the Service files for edits."""
+
+
+def load_services(paths: Sequence[Path], autoscaler: AutoscalerConfig = DEFAULT) -> list[Service]:
+    """Parse and validate every file, including what only the local platform cannot run; annotations are
+    checked against the cluster-wide autoscaler settings in force (e.g. allow-zero-initial-scale)."""
+    return load_files(paths, config=autoscaler, checks=(local_problems,))
+
+
+def bind_ingress(port: int) -> socket.socket:
+    """Bind and listen on the ingress port before anything starts: a busy port fails fast and clearly, and a
+    request sent while the system starts waits in the listen backlog instead of being refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    sock.listen(1024)
+    return sock
+
+
+class _ViewHandler(logging.Handler):
+    """Shows the controller's warnings (pod crashes, component restarts) among the live view's events."""
+
+    def __init__(self, view: LiveView) -> None:
+        super().__init__(logging.WARNING)
+        self._view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._view.event(record.getMessage())
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class _Parts:
+    """The running pieces of one `serving up`."""
+
+    supervisor: Supervisor
+    platform: web.AppRunner
+    platform_url: str
+    control: web.AppRunner
+    components: tuple[Component, Component]
+    """(autoscaler, activator): started in this order, the activator needing the autoscaler."""
+    router: Router
+    reconciler: Reconciler
+    gauge: QueueGauge
+    report: StatusReport
+    view: LiveView
+    server: asyncio.Server | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class LocalSystem:
+    def __init__(self, options: Options, *, live: bool, watcher: FileWatcher | None = None) -> None:
+        """`watcher` should be made before the files were first read, so no edit is missed in between."""
+        self.options = options
+        self._live = live
+        self._watcher = watcher or FileWatcher(options.files)
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self.log_dir = options.state_dir / statefile.LOG_DIR
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            print("serving up: second interrupt, killing everything now", file=sys.stderr, flush=True)
+        self._stop.set()
+
+    async def run(self, services: Sequence[Service], sock: socket.socket) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        async with aiohttp.ClientSession() as session:
+            try:
+                return await self._run(session, services, sock)
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    async def _run(
+        self, session: aiohttp.ClientSession, services: Sequence[Service], sock: socket.socket
+    ) -> int:
+        parts = await self._assemble(session, sock)
+        try:
+            stop = asyncio.create_task(self._stop.wait())
+            start = asyncio.create_task(self._start(parts, services, sock))
+            await asyncio.wait((stop, start), return_when=asyncio.FIRST_COMPLETED)
+            if not start.done():  # interrupted while starting
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+                return 0
+            stop.cancel()
+            if not start.result():
+                return 1
+            return await self._serve_until_stopped(parts)
+        finally:
+            await self._teardown(parts)
+
+    async def _assemble(self, session: aiohttp.ClientSession, sock: socket.socket) -> _Parts:
+        """Build every part and start the in-process APIs (platform, control)."""
+        opts = self.options
+        store = Store()
+        ports = PortAllocator()
+        launcher = OsLauncher()
+        supervisor = Supervisor(store, launcher, QueueProxyProbe(session), ports)
+        platform = web.AppRunner(
+            PlatformServer(store, supervisor).app(), access_log=None, shutdown_timeout=0.5
+        )
+        await platform.setup()
+        await web.TCPSite(platform, "127.0.0.1", 0).start()
+        platform_url = f"http://127.0.0.1:{platform.addresses[0][1]}"
+        autoscaler_port, activator_port, activator_admin = ports.allocate_many(3)
+        autoscaler, activator = self._components(
+            session, launcher, platform_url, autoscaler_port, activator_port, activator_admin
+        )
+        ingress_port = sock.getsockname()[1]
+        router = Router(store, activator_port, ingress_port=ingress_port)
+        settings = ReconcilerSettings(
+            log_dir=self.log_dir,
+            drain_quiet_period=opts.drain_quiet_period,
+            host_env=dict(os.environ),
+            autoscaler=opts.autoscaler_config,
+        )
+        reconciler = Reconciler(store, supervisor, settings, router.set_table)
+        gauge = QueueGauge(f"http://127.0.0.1:{activator_admin}/metrics", session)
+        report = StatusReport(
+            reconciler=reconciler,
+            supervisor=supervisor,
+            store=store,
+            router=router,
+            ingress_port=ingress_port,
+            queued=gauge.get,
+            components=lambda: {c.name: _component_json(c) for c in (activator, autoscaler)},
+        )
+        view = LiveView(report.build, tty=None if self._live else False)
+        logging.getLogger("controller").addHandler(_ViewHandler(view))
+        control = web.AppRunner(_control_app(report.build), access_log=None, shutdown_timeout=0.5)
+        await control.setup()
+        await web.TCPSite(control, "127.0.0.1", 0).start()
+        return _Parts(
+            supervisor=supervisor,
+            platform=platform,
+            platform_url=platform_url,
+            control=control,
+            components=(autoscaler, activator),
+            router=router,
+            reconciler=reconciler,
+            gauge=gauge,
+            report=report,
+            view=view,
+        )
+
+    async def _start(self, parts: _Parts, services: Sequence[Service], sock: socket.socket) -> bool:
+        """Components, then Services, then the ingress; False (and a message) if a component fails."""
+        opts = self.options
+        for component in parts.components:
+            await component.start()
+        try:
+            await asyncio.gather(*(c.wait_ready(opts.ready_timeout) for c in parts.components))
+        except ComponentFailed as exc:
+            print(f"serving up: {exc}", file=sys.stderr, flush=True)
+            return False
+        parts.view.events(parts.reconciler.apply(services))
+        ingress_port = sock.getsockname()[1]
+        parts.server = await serve(parts.router.handle, "127.0.0.1", ingress_port, sock=sock)
+        statefile.write(
+            opts.state_dir,
+            statefile.UpState(
+                pid=os.getpid(),
+                control_url=f"http://127.0.0.1:{parts.control.addresses[0][1]}",
+                ingress_url=f"http://127.0.0.1:{ingress_port}",
+                platform_url=parts.platform_url,
+                files=[str(f) for f in opts.files],
+                started_at=time.time(),
+            ),
+        )
+        parts.view.header = self._header(ingress_port)
+        if not parts.view.tty:
+            parts.view.events(parts.view.header)
+        return True
+
+    async def _serve_until_stopped(self, parts: _Parts) -> int:
+        """Run every long-lived loop until a signal (0) or until one of them fails (1)."""
+        autoscaler, activator = parts.components
+        parts.tasks = [
+            asyncio.create_task(parts.supervisor.run(), name="supervisor"),
+            asyncio.create_task(parts.reconciler.run(parts.view.events), name="reconciler"),
+            asyncio.create_task(parts.router.run(), name="router"),
+            asyncio.create_task(autoscaler.run(), name="autoscaler"),
+            asyncio.create_task(activator.run(), name="activator"),
+            asyncio.create_task(self._follow_edits(parts.reconciler, parts.view), name="edits"),
+            asyncio.create_task(self._refresh(parts.view, parts.report, parts.gauge), name="view"),
+        ]
+        stopped = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stopped, *parts.tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed = [t for t in done if t is not stopped]
+        for task in failed:
+            error = task.exception()
+            print(f"serving up: {task.get_name()} failed: {error!r}", file=sys.stderr, flush=True)
+        return 1 if failed else 0
+
+    async def _teardown(self, parts: _Parts) -> None:
+        """Stop accepting, stop the loops, drain and stop pods and components, then the in-process APIs."""
+        view = parts.view
+        view.close()
+        view.event("stopping: draining pods and stopping components")
+        grace = 0.0 if self._signals > 1 else self.options.shutdown_grace
+        if parts.server is not None:
+            parts.server.close()
+        for task in parts.tasks:
+            task.cancel()
+        await asyncio.gather(*parts.tasks, return_exceptions=True)
+        await asyncio.gather(
+            parts.supervisor.shutdown(grace),
+            *(c.stop(grace) for c in parts.components),
+            return_exceptions=True,
+        )
+        if parts.server is not None:
+            with contextlib.suppress(Exception):
+                await drain(parts.server, 0.5)
+        await parts.router.close()
+        await parts.control.cleanup()
+        await parts.platform.cleanup()
+        statefile.remove(self.options.state_dir, os.getpid())
+        view.event("stopped")
+
+    def _components(
+        self,
+        session: aiohttp.ClientSession,
+        launcher: OsLauncher,
+        platform_url: str,
+        autoscaler_port: int,
+        activator_port: int,
+        activator_admin: int,
+    ) -> tuple[Component, Component]:
+        opts = self.options
+        base = dict(os.environ)
+        config = ",".join(f"{k}={v}" for k, v in opts.autoscaler_pairs.items())
+        autoscaler = Component(
+            "autoscaler",
+            env={
+                **base,
+                "AUTOSCALER_BIND_ADDRESS": "127.0.0.1",
+                "AUTOSCALER_PORT": str(autoscaler_port),
+                "SERVING_PLATFORM_URL": platform_url,
+                "ACTIVATOR_URL": f"http://127.0.0.1:{activator_port}",
+                "AUTOSCALER_CONFIG": config,
+                "LOG_FORMAT": "text",
+            },
+            ready_url=f"http://127.0.0.1:{autoscaler_port}/healthz",
+            log_path=self.log_dir / "autoscaler.log",
+            launcher=launcher,
+            session=session,
+        )
+        activator = Component(
+            "activator",
+            env={
+                **base,
+                "ACTIVATOR_BIND_ADDRESS": "127.0.0.1",
+                "ACTIVATOR_PORT": str(activator_port),
+                "ACTIVATOR_ADMIN_PORT": str(activator_admin),
+                "SERVING_PLATFORM_URL": platform_url,
+                "AUTOSCALER_URL": f"ws://127.0.0.1:{autoscaler_port}/",
+                "DRAIN_TIMEOUT": f"{opts.activator_drain:g}s",
+                "POD_NAME": "activator",
+                "LOG_FORMAT": "text",
+            },
+            ready_url=f"http://127.0.0.1:{activator_admin}/readyz",
+            log_path=self.log_dir / "activator.log",
+            launcher=launcher,
+            session=session,
+        )
+        return autoscaler, activator
+
+    def _header(self, port: int) -> list[str]:
+        return [
+            f"serving up: ingress on http://127.0.0.1:{port}, state and logs in {self.options.state_dir}",
+            "Ctrl-C stops everything; `serving status` and `serving logs SERVICE` work from this folder.",
+        ]
+
+    async def _follow_edits(self, reconciler: Reconciler, view: LiveView) -> None:
+        watcher = self._watcher
+        while True:
+            await asyncio.sleep(self.options.poll_interval)
+            if not watcher.changed():
+                continue
+            try:
+                changes = reconciler.apply(load_services(self.options.files, self.options.autoscaler_config))
+            except (ServiceFileError, ApplyError) as exc:
+                view.event("edit rejected, still running the previous version:")
+                for problem in exc.problems:
+                    view.event(f"  {problem}")
+                continue
+            for line in changes or ["files changed: nothing to apply"]:
+                view.event(line)
+
+    async def _refresh(self, view: LiveView, report: StatusReport, gauge: QueueGauge) -> None:
+        while True:
+            await gauge.scrape()
+            report.sample()
+            view.refresh()
+            await asyncio.sleep(1.0)
+
+
+def _component_json(component: Component) -> JSON:
+    return {
+        "pid": component.pid,
+        "restarts": component.restarts,
+        "last_exit": component.last_exit,
+        "log": str(component.log_path),
+    }
+
+
+def _control_app(build: Callable[[], JSON]) -> web.Application:
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(build())
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    return app
+
+
+def reset_logs(state_dir: Path) -> None:
+    """Logs of the previous run are removed when `serving up` starts (each run starts a fresh log tree)."""
+    shutil.rmtree(state_dir / statefile.LOG_DIR, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""`serving up FILE...`: run Services from Knative YAML on this machine, in the foreground, until Ctrl-C.
+
+Nothing starts while any file has a problem: every problem is printed and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+
+from controller import statefile
+from controller.filewatch import FileWatcher
+from controller.system import LocalSystem, Options, bind_ingress, load_services, reset_logs
+from serving.autoscaling import AutoscalingError, parse_config
+from serving.config import parse_duration
+from serving.service import Service, ServiceFileError
+
+DEFAULT_PORT = 8080
+"""The ingress port of the DESIGN contract: `curl http://NAME.NAMESPACE.localhost:8080/`."""
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} must look like KEY=VALUE (e.g. stable-window=10s)")
+    return key.strip(), value.strip()
+
+
+def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Run Knative Services from YAML files on this machine."
+    )
+    p.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="Service YAML files (edits are applied)"
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="ingress port on 127.0.0.1 (default 8080)")
+    p.add_argument("--state-dir", help="state and logs (default: $SERVING_STATE_DIR or ./.serving)")
+    p.add_argument(
+        "--autoscaler-config",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config-autoscaler setting, e.g. scale-to-zero-grace-period=10s (repeatable)",
+    )
+    p.add_argument(
+        "--drain-quiet-period",
+        type=_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="how long a stopping pod keeps accepting requests after the last one (default 1s; Knative 30s)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=_duration,
+        default=5.0,
+        metavar="DURATION",
+        help="how long pods and components get to stop on exit before SIGKILL (default 5s)",
+    )
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="level of the controller's own log in the state dir (default INFO)",
+    )
+    if live_flag:
+        p.add_argument(
+            "--no-live", action="store_true", help="print log lines instead of a redrawn table on a terminal"
+        )
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    options: Options
+    services: list[Service]
+    watcher: FileWatcher
+    """Stamped before the files were read: an edit made while the system starts is applied once it runs."""
+
+
+def prepare(args: argparse.Namespace) -> Prepared | int:
+    """Validate everything that can be checked before starting; an exit code when something is wrong."""
+    files = [Path(f).absolute() for f in args.files]
+    watcher = FileWatcher(files)
+    pairs = dict(args.autoscaler_config)
+    try:
+        autoscaler = parse_config(pairs)
+    except AutoscalingError as exc:
+        print("serving up: invalid --autoscaler-config; nothing was started:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    try:
+        services = load_services(files, autoscaler)
+    except ServiceFileError as exc:
+        print(f"serving up: {len(exc.problems)} problem(s); nothing was started:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    options = Options(
+        files=files,
+        state_dir=statefile.state_dir(args.state_dir),
+        port=args.port,
+        autoscaler_pairs=pairs,
+        autoscaler_config=autoscaler,
+        drain_quiet_period=args.drain_quiet_period,
+        shutdown_grace=args.shutdown_grace,
+    )
+    return Prepared(options, services, watcher)
+
+
+def raise_file_limit() -> None:
+    """Every request crosses up to three local proxies, each holding two connections: allow as many open
+    files as the hard limit permits (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def launch(prepared: Prepared, *, live: bool, log_level: str) -> int:
+    options = prepared.options
+    running = statefile.read(options.state_dir)
+    if running is not None:
+        print(
+            f"serving up: already running in {options.state_dir} (pid {running.pid}); "
+            "stop it or use --state-dir",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        sock = bind_ingress(options.port)
+    except OSError as exc:
+        print(
+            f"serving up: cannot listen on 127.0.0.1:{options.port} ({exc.strerror}); try --port",
+            file=sys.stderr,
+        )
+        return 1
+    raise_file_limit()
+    reset_logs(options.state_dir)
+    log_dir = options.state_dir / statefile.LOG_DIR
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=log_level.upper(),
+        filename=log_dir / "controller.log",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    system = LocalSystem(options, live=live, watcher=prepared.watcher)
+    with sock:
+        return uvloop.run(system.run(prepared.services, sock))
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        prepared = prepare(args)
+        if isinstance(prepared, int):
+            return prepared
+        return launch(prepared, live=not args.no_live, log_level=args.log_level)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed: nothing runs yet
+        return 130

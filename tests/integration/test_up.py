@@ -1,0 +1,131 @@
+"""`serving up` end to end: Host routing, unknown hosts, invalid files, status, logs and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tests.integration.conftest import SERVING, ServingUp, eventually, marked_processes, write_app_service
+
+Start = Callable[..., Awaitable[ServingUp]]
+
+
+async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *SERVING,
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_routes_by_host_and_unknown_host_lists_known_ones(serving_up: Start, tmp_path: Path) -> None:
+    hello = write_app_service(tmp_path, "hello", target="hi")
+    world = write_app_service(tmp_path, "world", target="earth")
+    up = await serving_up([hello, world])
+
+    status, body = await up.get("hello")
+    assert status == 200
+    assert body.startswith("hi hello-00001 ")
+    status, body = await up.get("world", host=f"WORLD.default.localhost:{up.port}")
+    assert (status, body.split()[:2]) == (200, ["earth", "world-00001"])
+
+    status, body = await up.get("hello", host=f"nobody.default.localhost:{up.port}")
+    assert status == 404
+    assert f"http://hello.default.localhost:{up.port}" in body
+    assert f"http://world.default.localhost:{up.port}" in body
+    assert "nobody.default.localhost" in body
+    assert await up.stop() == 0
+
+
+async def test_invalid_file_exits_2_naming_file_and_field_and_starts_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  template:\n"
+        "    spec:\n      containerConcurrency: 5000\n      containers:\n        - image: x\n"
+    )
+    ok = write_app_service(tmp_path, "fine")
+    code, _, err = await run_cli("up", str(ok), str(bad), "--port", "0", cwd=tmp_path)
+    assert code == 2
+    assert str(bad) in err
+    assert "spec.template.spec.containerConcurrency" in err
+    assert "nothing was started" in err
+    assert not (tmp_path / ".serving").exists()
+
+
+async def test_status_and_logs_of_a_running_up(serving_up: Start, tmp_path: Path) -> None:
+    code, _, err = await run_cli("status", cwd=tmp_path)
+    assert code == 1
+    assert "no `serving up` is running" in err
+
+    up = await serving_up([write_app_service(tmp_path, "hello")])
+    assert (await up.get("hello"))[0] == 200
+    await up.wait_revision("hello-00001", lambda r: r["ready_pods"] >= 1, 30, "hello never ready")
+
+    code, out, _ = await run_cli("status", "--json", cwd=tmp_path)
+    assert code == 0
+    report = json.loads(out)
+    [service] = report["services"]
+    assert service["url"] == f"http://hello.default.localhost:{up.port}"
+    [rev] = service["revisions"]
+    expected_keys = {
+        "name",
+        "traffic_percent",
+        "desired_pods",
+        "actual_pods",
+        "ready_pods",
+        "mode",
+        "stable_concurrency",
+        "panic_concurrency",
+        "reasons",
+    }
+    assert expected_keys <= set(rev)
+    assert rev["name"] == "hello-00001"
+    assert rev["traffic_percent"] == 100
+    assert rev["mode"] in ("Serve", "Proxy")
+    assert rev["ready_pods"] >= 1
+    assert rev["requests_total"] >= 1
+
+    code, out, _ = await run_cli("status", cwd=tmp_path)
+    assert code == 0
+    assert "hello-00001" in out
+    assert "100%" in out
+
+    code, out, _ = await run_cli("logs", "hello", cwd=tmp_path)
+    assert code == 0
+    assert "user-container | app listening on" in out
+    code, out, _ = await run_cli("logs", "hello", "-c", "queue-proxy", cwd=tmp_path)
+    assert code == 0
+    assert "queue-proxy |" in out
+
+
+async def test_sigint_stops_everything_and_sigterm_too(serving_up: Start, tmp_path: Path) -> None:
+    up = await serving_up([write_app_service(tmp_path, "hello")])
+    assert (await up.get("hello"))[0] == 200
+    assert len(marked_processes(up.marker)) >= 5  # up, activator, autoscaler, queue-proxy, app
+    assert await up.stop(signal.SIGINT) == 0
+    assert not (up.state_dir / "up.json").exists()
+    assert "stopped" in up.output()
+
+    again = await serving_up([write_app_service(tmp_path, "hello")])
+    assert (await again.get("hello"))[0] == 200
+    assert await again.stop(signal.SIGTERM) == 0
+
+
+async def test_sigint_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
+    up = ServingUp(tmp_path, [write_app_service(tmp_path, "hello")])
+    await up.start(wait=False)
+
+    async def components_spawned() -> bool:
+        return len(marked_processes(up.marker)) >= 2
+
+    await eventually(components_spawned, 30, "serving up started no child process")
+    assert await up.stop(signal.SIGINT) in (0, 130)
+    assert not (up.state_dir / "up.json").exists()

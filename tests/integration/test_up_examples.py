@@ -1,0 +1,56 @@
+"""The shipped examples under `serving up`: hello-world answers, and the traffic-split walk-through works."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tests.integration.conftest import ROOT, ServingUp, eventually
+
+Start = Callable[..., Awaitable[ServingUp]]
+EXAMPLES = ROOT / "examples"
+
+
+async def test_helloworld_python_answers_after_a_cold_start(serving_up: Start) -> None:
+    up = await serving_up([EXAMPLES / "helloworld-python" / "service.yaml"])
+    status, body = await up.get("helloworld-python")
+    assert (status, body) == (200, "Hello Python Sample v1!\n")
+
+
+async def test_traffic_split_walkthrough(serving_up: Start, tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    shutil.copytree(EXAMPLES / "helloworld-python", examples / "helloworld-python")
+    shutil.copytree(EXAMPLES / "traffic-split", examples / "traffic-split")
+    folder = examples / "traffic-split"
+    service = folder / "service.yaml"
+    shutil.copyfile(folder / "v1.yaml", service)
+    up = await serving_up([service])
+    assert await up.get("traffic-split") == (200, "Hello traffic split v1!\n")
+
+    shutil.copyfile(folder / "v2.yaml", service)
+    v2_host = up.host("traffic-split", tag="v2")
+
+    async def v2_ready() -> bool:
+        return (await up.get("traffic-split", host=v2_host))[0] == 200
+
+    await eventually(v2_ready, 30, "the v2 tag never answered")
+    assert await up.get("traffic-split", host=v2_host) == (200, "Hello traffic split v2!\n")
+    assert await up.get("traffic-split", host=up.host("traffic-split", tag="v1")) == (
+        200,
+        "Hello traffic split v1!\n",
+    )
+    latest = up.host("traffic-split", tag="latest")
+
+    async def latest_is_v2() -> bool:
+        # `latestRevision` follows the latest *ready* revision: v2 once the platform saw its pod ready.
+        return await up.get("traffic-split", host=latest) == (200, "Hello traffic split v2!\n")
+
+    await eventually(latest_is_v2, 10, "the latest tag did not move to v2")
+    counts = Counter([(await up.get("traffic-split"))[1] for _ in range(200)])
+    assert set(counts) == {"Hello traffic split v1!\n", "Hello traffic split v2!\n"}
+    assert 15 <= counts["Hello traffic split v2!\n"] <= 70, counts  # 20 % of 200, loosely
+    [svc] = (await up.status())["services"]
+    percents = {r["name"]: (r["traffic_percent"], r["tags"]) for r in svc["revisions"]}
+    assert percents == {"traffic-split-v1": (80, ["v1"]), "traffic-split-v2": (20, ["v2", "latest"])}

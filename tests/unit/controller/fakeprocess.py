@@ -1,0 +1,79 @@
+"""Processes that behave like real ones (exit codes, signals, SIGTERM delays) without forking, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+
+from controller.pod import PodPorts
+from controller.process import Process, ProcessSpec
+
+_pids = itertools.count(1000)
+
+
+POD_ENV = "SERVING_POD"
+"""Names the pod of a process (the queue-proxy's variable; the fake user processes get it too)."""
+
+
+class FakeProcess:
+    """A process that exits when told to, or on SIGTERM after `term_delay` seconds, or on SIGKILL."""
+
+    def __init__(self, spec: ProcessSpec, events: list[tuple[str, str]], term_delay: float) -> None:
+        self.spec = spec
+        self.role = "queue-proxy" if spec.argv[-1] == "queue-proxy" else "user"
+        self.pid = next(_pids)
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._events = events
+        self._term_delay = term_delay
+        self.signals: list[int] = []
+
+    @property
+    def returncode(self) -> int | None:
+        return self._exit.result() if self._exit.done() else None
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    def exit(self, code: int) -> None:
+        if not self._exit.done():
+            self._events.append((self.role, f"exit {code}"))
+            self._exit.set_result(code)
+
+    def signal(self, sig: int) -> None:
+        if self._exit.done():
+            return
+        self.signals.append(sig)
+        self._events.append((self.role, signal.Signals(sig).name))
+        if sig == signal.SIGKILL:
+            self.exit(-9)
+        elif sig == signal.SIGTERM:
+            asyncio.get_running_loop().call_later(self._term_delay, self.exit, 0)
+
+
+class FakeLauncher:
+    def __init__(self) -> None:
+        self.processes: list[FakeProcess] = []
+        self.events: list[tuple[str, str]] = []
+        self.term_delay = {"queue-proxy": 0.02, "user": 0.0}
+        self.fail_user_start = False
+
+    async def start(self, spec: ProcessSpec) -> Process:
+        role = "queue-proxy" if spec.argv[-1] == "queue-proxy" else "user"
+        if role == "user" and self.fail_user_start:
+            raise FileNotFoundError(2, "No such file or directory", spec.argv[0])
+        proc = FakeProcess(spec, self.events, self.term_delay[role])
+        self.processes.append(proc)
+        self.events.append((proc.role, "start"))
+        return proc
+
+    def alive(self, role: str, pod: str | None = None) -> list[FakeProcess]:
+        return [
+            p
+            for p in self.processes
+            if p.role == role and p.returncode is None and (pod is None or p.spec.env.get(POD_ENV) == pod)
+        ]
+
+    async def probe(self, ports: PodPorts) -> bool:
+        """Ready while the pod's queue-proxy process is alive, as a real one answers 200 `queue`."""
+        return any(p.spec.env["QUEUE_SERVING_PORT"] == str(ports.serving) for p in self.alive("queue-proxy"))

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from controller.pod import PodPorts
+from controller.podspec import PodContext, grace_seconds, pod_processes, readiness_probe_json
+from serving.service import parse_documents
+
+YAML = """
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+  namespace: team
+spec:
+  template:
+    spec:
+      containerConcurrency: 4
+      timeoutSeconds: 30
+      containers:
+        - image: example/hello
+          command: ["python3", "app.py"]
+          args: ["--port=$(PORT)", "--name=$(K_SERVICE)-$(GREETING)", "$$(PORT)", "$(UNDEFINED)"]
+          workingDir: app
+          ports:
+            - containerPort: 5000
+          readinessProbe:
+            httpGet:
+              path: /healthz
+              port: 5000
+          env:
+            - name: GREETING
+              value: hi
+            - name: MESSAGE
+              value: "$(GREETING) on $(PORT)"
+"""
+
+PORTS = PodPorts(user=21001, serving=21002, admin=21003, stats=21004, metrics=21005)
+
+
+def context(tmp_path: Path) -> PodContext:
+    [service] = parse_documents(YAML, tmp_path / "service.yaml")
+    return PodContext(
+        namespace="team",
+        service="hello",
+        configuration="hello",
+        revision="hello-00001",
+        template=service.template,
+        base_dir=tmp_path,
+        log_dir=tmp_path / ".serving" / "logs",
+        drain_quiet_period=1.0,
+        host_env={"PATH": "/usr/bin", "HOME": "/home/me", "PORT": "1"},
+    )
+
+
+def test_user_process_follows_the_runtime_contract(tmp_path: Path) -> None:
+    user = pod_processes(context(tmp_path), "hello-00001-abcde", PORTS).user
+    assert user.argv == ("python3", "app.py", "--port=21001", "--name=hello-hi", "$(PORT)", "$(UNDEFINED)")
+    assert user.cwd == tmp_path / "app"
+    assert user.env["PORT"] == "21001"
+    assert (user.env["K_SERVICE"], user.env["K_CONFIGURATION"], user.env["K_REVISION"]) == (
+        "hello",
+        "hello",
+        "hello-00001",
+    )
+    # Knative appends PORT after the user's variables, so an env value cannot see it.
+    assert user.env["MESSAGE"] == "hi on $(PORT)"
+    assert user.env["HOME"] == "/home/me"
+    assert user.env["PATH"].split(":") == ["/usr/bin", str(Path(sys.executable).parent)]
+    assert user.log_path == tmp_path / ".serving/logs/team/hello/hello-00001-abcde/user-container.log"
+
+
+def test_queue_proxy_gets_knative_environment_on_free_ports(tmp_path: Path) -> None:
+    qp = pod_processes(context(tmp_path), "hello-00001-abcde", PORTS).queue_proxy
+    assert qp.argv[1:] == ("-m", "controller.cli", "queue-proxy")
+    expected = {
+        "SERVING_NAMESPACE": "team",
+        "SERVING_CONFIGURATION": "hello",
+        "SERVING_REVISION": "hello-00001",
+        "SERVING_SERVICE": "hello",
+        "SERVING_POD": "hello-00001-abcde",
+        "SERVING_POD_IP": "127.0.0.1",
+        "CONTAINER_CONCURRENCY": "4",
+        "USER_PORT": "21001",
+        "REVISION_TIMEOUT_SECONDS": "30",
+        "QUEUE_BIND_ADDRESS": "127.0.0.1",
+        "QUEUE_SERVING_PORT": "21002",
+        "QUEUE_ADMIN_PORT": "21003",
+        "QUEUE_STATS_PORT": "21004",
+        "QUEUE_METRICS_PORT": "21005",
+        "DRAIN_QUIET_PERIOD": "1s",
+    }
+    assert {k: qp.env[k] for k in expected} == expected
+    assert json.loads(qp.env["SERVING_READINESS_PROBE"]) == {"httpGet": {"path": "/healthz"}}
+    assert grace_seconds(context(tmp_path)) == 32.0
+
+
+def test_probe_ports_are_dropped_and_absent_probe_is_empty() -> None:
+    assert readiness_probe_json(None) == ""
+    assert json.loads(readiness_probe_json({"tcpSocket": {"port": 8080}, "successThreshold": 1})) == {
+        "tcpSocket": {},
+        "successThreshold": 1,
+    }

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from controller.router import Router
+from controller.routetable import RouteTable, service_routes
+from controller.store import Store
+from serving.http import serve
+from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
+
+KEY = RevisionKey("default", "hello-00001")
+
+
+@dataclass(frozen=True)
+class Target:
+    revision: str
+    percent: int
+    tag: str | None = None
+
+
+class Upstream:
+    """A real HTTP server that names itself in its answers and keeps the request headers it saw."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[dict[str, str]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        async def handle(request: web.Request) -> web.Response:
+            self.seen.append({k.lower(): v for k, v in request.headers.items()})
+            return web.Response(text=f"{self.name} {request.path_qs}")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def status(mode: str) -> ScalerStatus:
+    return ScalerStatus(
+        desired_pods=1,
+        mode="Serve" if mode == "Serve" else "Proxy",
+        stable_concurrency=0.0,
+        panic_concurrency=0.0,
+        panic=False,
+        excess_burst_capacity=0.0,
+        activators=1,
+    )
+
+
+def pod(port: int, ready: bool = True) -> Pod:
+    return Pod(
+        name=f"hello-00001-p{port}",
+        host="127.0.0.1",
+        port=port,
+        stats_port=1,
+        admin_port=2,
+        ready=ready,
+        started_at=0.0,
+    )
+
+
+class Rig:
+    def __init__(self, store: Store, router: Router, port: int, activator: Upstream) -> None:
+        self.store = store
+        self.router = router
+        self.port = port
+        self.activator = activator
+
+    async def get(self, host: str, path: str = "/x?y=1") -> tuple[int, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.port}{path}", headers={"Host": host}) as resp,
+        ):
+            return resp.status, await resp.text()
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    activator = Upstream("activator")
+    await activator.start()
+    store = Store()
+    store.put_revision(Revision(key=KEY, service="hello", configuration="hello"))
+    router = Router(store, activator.port, ingress_port=8080)
+    router.set_table(RouteTable(service_routes("default", "hello", [Target("hello-00001", 100)])))
+    server = await serve(router.handle, "127.0.0.1", 0)
+    yield Rig(store, router, server.sockets[0].getsockname()[1], activator)
+    server.close()
+    await router.close()
+    await activator.stop()
+
+
+async def test_unknown_host_gets_404_listing_known_hosts(rig: Rig) -> None:
+    code, body = await rig.get("other.default.localhost:8080")
+    assert code == 404
+    assert "'other.default.localhost:8080'" in body
+    assert "http://hello.default.localhost:8080" in body
+
+
+async def test_proxy_mode_goes_through_the_activator_naming_the_revision(rig: Rig) -> None:
+    rig.store.set_pods(KEY, (pod(closed_port()),))
+    assert await rig.get("hello.default.localhost:8080") == (200, "activator /x?y=1")
+    [headers] = rig.activator.seen
+    assert headers["knative-serving-revision"] == "hello-00001"
+    assert headers["knative-serving-namespace"] == "default"
+    assert headers["host"] == "hello.default.localhost:8080"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert rig.router.traffic[KEY].requests == 1
+
+
+async def test_serve_mode_goes_straight_to_a_ready_pod(rig: Rig) -> None:
+    app = Upstream("pod")
+    await app.start()
+    try:
+        rig.store.set_pods(KEY, (pod(app.port), pod(closed_port(), ready=False)))
+        rig.store.set_status(KEY, status("Serve"))
+        for _ in range(5):
+            assert await rig.get("hello.default.localhost") == (200, "pod /x?y=1")
+        assert rig.activator.seen == []
+    finally:
+        await app.stop()
+
+
+async def test_refused_pod_connection_falls_back_to_the_activator(rig: Rig) -> None:
+    rig.store.set_pods(KEY, (pod(closed_port()),))
+    rig.store.set_status(KEY, status("Serve"))
+    assert await rig.get("hello.default.localhost") == (200, "activator /x?y=1")
+
+
+async def test_activator_down_gives_a_clear_503(rig: Rig) -> None:
+    await rig.activator.stop()
+    code, body = await rig.get("hello.default.localhost")
+    assert code == 503
+    assert "activator" in body
+    assert "not reachable" in body
+    assert rig.router.traffic[KEY].errors == 1
