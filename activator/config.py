@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Literal
 
 from serving.config import (
     ConfigError,
     collect,
     parse_duration,
+    parse_log_format,
+    parse_log_level,
     parse_non_negative_int,
     parse_port,
     parse_str,
     setting,
 )
-
-LOG_FORMATS: Final = ("json", "text")
 
 
 def parse_url(text: str) -> str:
@@ -36,20 +36,6 @@ def parse_positive_int(text: str) -> int:
     value = parse_non_negative_int(text)
     if value == 0:
         raise ValueError("0 is not allowed; it must be 1 or more")
-    return value
-
-
-def parse_log_format(text: str) -> str:
-    value = text.strip().lower()
-    if value not in LOG_FORMATS:
-        raise ValueError(f"{text!r} is not a log format (use json or text)")
-    return value
-
-
-def parse_log_level(text: str) -> str:
-    value = text.strip().upper()
-    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{text!r} is not a log level (use debug, info, warning or error)")
     return value
 
 
@@ -77,7 +63,7 @@ class ActivatorConfig:
     (30 s, Knative's drain period); then the listener closes and in-flight and queued requests finish."""
     pod_name: str = setting("POD_NAME", parse_str, "activator")
     """Name sent as `pod_name` in stats to the autoscaler; must be unique per activator."""
-    log_format: str = setting("LOG_FORMAT", parse_log_format, "json")
+    log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     """`json` (one object per line) or `text`."""
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
     """Lowest level logged: debug, info, warning or error."""

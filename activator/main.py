@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import resource
-import signal
 import sys
 
 import aiohttp
@@ -26,7 +25,7 @@ from activator.metrics import ActivatorMetrics
 from activator.probe import HttpProbe
 from activator.registry import Registry
 from activator.reporter import AutoscalerLink, StatReporter
-from serving import logformat
+from serving import logformat, process
 from serving.clock import MonotonicClock
 from serving.config import ConfigError
 from serving.http import drain, serve
@@ -69,10 +68,7 @@ async def _run_lifecycle(
 
 
 async def run(config: ActivatorConfig) -> int:
-    loop = asyncio.get_running_loop()
-    terminating = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, terminating.set)
+    terminating = process.termination_event()
 
     async with aiohttp.ClientSession() as session:
         prometheus = CollectorRegistry()

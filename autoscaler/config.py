@@ -12,7 +12,16 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from serving.autoscaling import DEFAULT, AutoscalerConfig, AutoscalingError, parse_config
-from serving.config import ConfigError, collect, parse_duration, parse_port, parse_str, setting
+from serving.config import (
+    ConfigError,
+    collect,
+    parse_duration,
+    parse_log_format,
+    parse_log_level,
+    parse_port,
+    parse_str,
+    setting,
+)
 
 
 def parse_http_url(text: str) -> str:
@@ -51,22 +60,6 @@ def parse_positive_duration(text: str) -> float:
     if value <= 0:
         raise ValueError(f"{text!r} must be more than 0")
     return value
-
-
-def parse_log_format(text: str) -> Literal["text", "json"]:
-    lowered = text.strip().lower()
-    if lowered == "json":
-        return "json"
-    if lowered == "text":
-        return "text"
-    raise ValueError(f"{text!r} is not a log format (use text or json)")
-
-
-def parse_log_level(text: str) -> str:
-    upper = text.strip().upper()
-    if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{text!r} is not a log level (use debug, info, warning or error)")
-    return upper
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

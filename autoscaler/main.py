@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 
 import aiohttp
@@ -22,7 +21,7 @@ from autoscaler.probe import ActivatorProbe, AssumeActivatorInPath, HttpActivato
 from autoscaler.scraper import Scraper
 from autoscaler.statclient import StatClient
 from autoscaler.statserver import StatServer
-from serving import logformat
+from serving import logformat, process
 from serving.clock import MonotonicClock
 from serving.config import ConfigError
 from serving.platformclient import HttpPlatform
@@ -34,10 +33,7 @@ async def run(settings: Settings) -> None:
     """Run until cancelled or a signal arrives."""
     registry = CollectorRegistry()
     clock = MonotonicClock()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = process.termination_event()
     stat_client = StatClient(timeout=settings.scrape_timeout)
     async with aiohttp.ClientSession() as platform_session:
         platform = HttpPlatform(settings.platform_url, platform_session)

@@ -37,7 +37,8 @@ from serving.platform import Pod, Revision, RevisionKey  # noqa: E402  # after t
 from tests.fakes.activator import ActivatorProcess  # noqa: E402
 from tests.fakes.platform import FakePlatform  # noqa: E402
 from tests.fakes.pod import FakePod  # noqa: E402
-from tests.fakes.queueproxy import QueueProxyProcess, free_port  # noqa: E402
+from tests.fakes.process import free_port  # noqa: E402
+from tests.fakes.queueproxy import QueueProxyProcess  # noqa: E402
 from tests.fakes.statserver import FakeStatServer  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "activator.md"

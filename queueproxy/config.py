@@ -15,6 +15,8 @@ from serving.config import (
     collect,
     parse_bool,
     parse_duration,
+    parse_log_format,
+    parse_log_level,
     parse_non_negative_float,
     parse_non_negative_int,
     parse_port,
@@ -28,22 +30,6 @@ def parse_positive_seconds(text: str) -> float:
     if value == 0:
         raise ValueError("must be more than 0 seconds")
     return value
-
-
-def parse_log_format(text: str) -> Literal["text", "json"]:
-    lowered = text.strip().lower()
-    if lowered == "text":
-        return "text"
-    if lowered == "json":
-        return "json"
-    raise ValueError(f"{text!r} is not a log format (use text or json)")
-
-
-def parse_log_level(text: str) -> str:
-    upper = text.strip().upper()
-    if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"{text!r} is not a log level (use debug, info, warning or error)")
-    return upper
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,10 +8,8 @@ get `DRAIN_WEBSOCKET_TIMEOUT`; the process exits 0.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from dataclasses import dataclass
 import uvloop
 from prometheus_client import CollectorRegistry
 
-from queueproxy.config import Config, LogSettings, load_config
+from queueproxy.config import Config, load_config
 from queueproxy.drain import Drainer, admin_app
 from queueproxy.handler import QueueHandler
 from queueproxy.inflight import InFlight
@@ -28,6 +26,7 @@ from queueproxy.readiness import Readiness
 from queueproxy.requestlog import RequestLog
 from queueproxy.site import run_site
 from queueproxy.stats import StatReporter, run_reporter, stats_app
+from serving import logformat, process
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.config import ConfigError
@@ -37,28 +36,6 @@ logger = logging.getLogger("queueproxy")
 
 APP_HOST = "127.0.0.1"
 """The app runs beside the queue-proxy in the same pod (network namespace)."""
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _configure_logging(settings: LogSettings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
 
 
 async def _run_lifecycle(
@@ -135,10 +112,7 @@ def _build(config: Config) -> _Parts:
 
 async def _run(config: Config) -> None:
     ports, parts = config.ports, _build(config)
-    terminating = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, terminating.set)
+    terminating = process.termination_event()
     try:
         server = await serve(parts.handler, ports.bind_address, ports.serving)
     except OSError as exc:
@@ -190,7 +164,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"serving queue-proxy: {exc}", file=sys.stderr)
         return 1
-    _configure_logging(config.log)
+    logformat.configure(config.log.log_format, config.log.log_level)
     try:
         uvloop.run(_run(config))
     except Exception as exc:  # the process boundary: one line, non-zero exit

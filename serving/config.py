@@ -11,7 +11,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -84,6 +84,24 @@ def parse_non_negative_duration(text: str) -> float:
 
 def parse_str(text: str) -> str:
     return text
+
+
+def parse_log_format(text: str) -> Literal["text", "json"]:
+    """`LOG_FORMAT`: plain `text` or `json` lines, case-insensitive."""
+    lowered = text.strip().lower()
+    if lowered == "text":
+        return "text"
+    if lowered == "json":
+        return "json"
+    raise ValueError(f"{text!r} is not a log format (use text or json)")
+
+
+def parse_log_level(text: str) -> str:
+    """`LOG_LEVEL`: a `logging` level name, upper-cased for `logging.basicConfig`."""
+    upper = text.strip().upper()
+    if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{text!r} is not a log level (use debug, info, warning or error)")
+    return upper
 
 
 def setting(env: str, parse: Callable[[str], T], default: T | None = None, *, required: bool = False) -> T:

@@ -81,7 +81,7 @@ class _Reject(Exception):
         self.status = status
 
 
-class ServerConnection(asyncio.BufferedProtocol):
+class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
     """One client connection: parser state, the queue of exchanges, flow control.
 
     A buffered protocol, so that the engine decides how much it reads: while a request body waits for its
@@ -478,17 +478,6 @@ class ServerConnection(asyncio.BufferedProtocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-
-    def pause(self, flag: int) -> None:
-        if not self._paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-        self._paused |= flag
-
-    def resume(self, flag: int) -> None:
-        if self._paused & flag:
-            self._paused &= ~flag
-            if not self._paused and self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
 
     def abort(self) -> None:
         self._stopped = True

@@ -52,7 +52,7 @@ class StaleConnection(UpstreamError):
     """A pooled connection turned out closed before any response byte came back; safe to retry once."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
     """One keep-alive connection to the upstream; serves one exchange at a time, then returns to its pool."""
 
     def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
@@ -468,17 +468,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer = None
         self._start_deadline = None
         self._idle = None
-
-    def pause(self, flag: int) -> None:
-        if not self._paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-        self._paused |= flag
-
-    def resume(self, flag: int) -> None:
-        if self._paused & flag:
-            self._paused &= ~flag
-            if not self._paused and self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
 
     def close(self) -> None:
         self.open = False

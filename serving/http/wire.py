@@ -1,6 +1,6 @@
-"""Bytes-level pieces shared by both sides of the engine: status lines, header encoding, flow-control flags.
+"""Bytes-level pieces shared by both sides of the engine: status lines, header encoding, flow control.
 
-Kept free of asyncio so the framing rules can be read (and tested) on their own.
+Kept free of asyncio at run time so the framing rules can be read (and tested) on their own.
 """
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ import contextlib
 import socket
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import asyncio
 
 # Reason phrases, pre-encoded once: the response head is assembled from bytes only.
 REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
@@ -23,6 +26,28 @@ PAUSE_BODY: Final = 1  # request body buffered above the high-water mark while t
 PAUSE_PIPELINE: Final = 2  # a pipelined request waits for the current exchange to finish
 PAUSE_PEER: Final = 4  # the other side's write buffer is full
 PAUSE_STOP: Final = 8  # the connection is being closed
+
+
+class ReadPause:
+    """Reading of `transport` paused for any set of the `PAUSE_*` reasons; it resumes when none is left.
+
+    A base of both connection protocols (client side and upstream side), so `pause`/`resume` stay one
+    method call each on the hot path. A transport that is closing is left alone.
+    """
+
+    transport: asyncio.Transport | None
+    _paused: int
+
+    def pause(self, flag: int) -> None:
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._paused |= flag
+
+    def resume(self, flag: int) -> None:
+        if self._paused & flag:
+            self._paused &= ~flag
+            if not self._paused and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
 
 
 def status_line(status: int, reason: bytes | None = None) -> bytes:

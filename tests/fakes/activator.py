@@ -9,24 +9,16 @@ unless `wait_ready=False`.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 
-from tests.fakes.queueproxy import free_port
-
-READY_TIMEOUT = 30.0
-"""Seconds to wait for a starting process; generous because the test machine may be loaded."""
+from tests.fakes.process import ComponentProcess, free_port
 
 
 def command() -> list[str]:
@@ -34,11 +26,8 @@ def command() -> list[str]:
 
 
 @dataclass
-class ActivatorProcess:
-    process: asyncio.subprocess.Process
-    env: dict[str, str]
-    log_path: Path
-    _log: IO[bytes] = field(repr=False)
+class ActivatorProcess(ComponentProcess):
+    name = "activator"
 
     @property
     def port(self) -> int:
@@ -51,13 +40,6 @@ class ActivatorProcess:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.env['ACTIVATOR_ADMIN_PORT']}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def rss_bytes(self) -> int:
         """Resident memory of the process now (Linux)."""
@@ -88,20 +70,9 @@ class ActivatorProcess:
             **(env or {}),
         }
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("ACTIVATOR_", "SERVING_"))}
-        with tempfile.NamedTemporaryFile(prefix="activator-", suffix=".log", delete=False) as log:
-            log_path = Path(log.name)
-        log_file = log_path.open("wb")
-        process = await asyncio.create_subprocess_exec(
-            *command(), env={**keep, **full_env}, stdout=log_file, stderr=asyncio.subprocess.STDOUT
-        )
-        activator = cls(process, full_env, log_path, log_file)
-        try:
+        async with cls.spawn(command(), full_env, {**keep, **full_env}) as activator:
             await activator.wait_started(wait_ready)
             yield activator
-        finally:
-            await activator.stop()
-            log_file.close()
-            os.unlink(log_path)
 
     async def ready(self, session: aiohttp.ClientSession) -> bool:
         try:
@@ -125,36 +96,8 @@ class ActivatorProcess:
         return 0.0
 
     async def wait_started(self, wait_ready: bool) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"activator exited with {self.process.returncode}:\n{self.logs()}")
-                if wait_ready:
-                    if await self.ready(session):
-                        return
-                else:
-                    try:
-                        async with session.get(self.admin_url + "/healthz") as response:
-                            if response.status == 200:
-                                return
-                    except (aiohttp.ClientError, OSError):
-                        pass
-                await asyncio.sleep(0.05)
-        raise TimeoutError(f"activator did not start within {READY_TIMEOUT}s:\n{self.logs()}")
+        await self.wait_until(self.ready if wait_ready else self._healthy)
 
-    def terminate(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    async def wait(self, timeout: float = 60.0) -> int:
-        return await asyncio.wait_for(self.process.wait(), timeout)
-
-    async def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; SIGKILL if it does not exit within `timeout`."""
-        self.terminate()
-        try:
-            return await self.wait(timeout)
-        except TimeoutError:
-            self.process.kill()
-            return await self.process.wait()
+    async def _healthy(self, session: aiohttp.ClientSession) -> bool:
+        async with session.get(self.admin_url + "/healthz") as response:
+            return response.status == 200

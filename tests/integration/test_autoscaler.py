@@ -18,7 +18,7 @@ from serving.autoscaling import PREFIX
 from serving.platform import Revision, RevisionKey
 from serving.stat import Stat
 from tests.fakes.platform import FakePlatform
-from tests.fakes.queueproxy import free_port
+from tests.fakes.process import free_port
 from tests.fakes.statfleet import FakeStatFleet
 
 KEY = RevisionKey("default", "hello-00001")

@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.stat import PROTOBUF_CONTENT_TYPE, Stat, decode_stat
 from tests.fakes.app import FakeApp, pattern
-from tests.fakes.queueproxy import QueueProxyProcess, base_env, command, free_port, process_env
+from tests.fakes.process import free_port
+from tests.fakes.queueproxy import QueueProxyProcess, base_env, command, process_env
 
 LONG = aiohttp.ClientTimeout(total=60)
 
