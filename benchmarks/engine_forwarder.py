@@ -105,7 +105,7 @@ def run_minimal(port: int, upstream_port: int) -> None:
             client, self.client = self.client, None
             assert client is not None
             if not client.transport.is_closing():
-                client.transport.write(b"".join(self.out))  # type: ignore[attr-defined]
+                client.transport.write(b"".join(self.out))  # type: ignore[attr-defined]  # transport is set in connection_made
             self.out.clear()
             idle.append(self)
 
@@ -127,7 +127,7 @@ def run_minimal(port: int, upstream_port: int) -> None:
             if idle:
                 upstream = idle.pop()
                 upstream.client = self
-                upstream.transport.write(request)  # type: ignore[attr-defined]
+                upstream.transport.write(request)  # type: ignore[attr-defined]  # transport is set in connection_made
             else:
                 connecting.add(asyncio.ensure_future(self.connect(request)))
 
@@ -135,7 +135,7 @@ def run_minimal(port: int, upstream_port: int) -> None:
             loop = asyncio.get_running_loop()
             _, upstream = await loop.create_connection(Upstream, "127.0.0.1", upstream_port)
             upstream.client = self
-            upstream.transport.write(request)  # type: ignore[attr-defined]
+            upstream.transport.write(request)  # type: ignore[attr-defined]  # transport is set in connection_made
             task = asyncio.current_task()
             if task is not None:
                 connecting.discard(task)
@@ -183,13 +183,13 @@ def wrk(port: int, connections: int, duration: float, measured_pid: int | None) 
     before = cpu_seconds(measured_pid) if measured_pid else 0.0
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     after = cpu_seconds(measured_pid) if measured_pid else 0.0
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]  # wrk always prints these lines
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]  # wrk always prints these lines
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.MULTILINE))
-    p50 = to_ms(*re.match(r"([\d.]+)(\w+)", latency["50"]).groups())  # type: ignore[union-attr]
-    p99 = to_ms(*re.match(r"([\d.]+)(\w+)", latency["99"]).groups())  # type: ignore[union-attr]
+    p50 = to_ms(*re.match(r"([\d.]+)(\w+)", latency["50"]).groups())  # type: ignore[union-attr]  # wrk always prints these lines
+    p99 = to_ms(*re.match(r"([\d.]+)(\w+)", latency["99"]).groups())  # type: ignore[union-attr]  # wrk always prints these lines
     cpu = (after - before) / requests * 1e6 if measured_pid else None
     return Run(rps, requests, p50, p99, cpu)
 
