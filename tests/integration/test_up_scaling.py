@@ -6,6 +6,7 @@ minute; every request a client sent must be answered 200.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -68,6 +69,10 @@ async def test_steady_traffic_through_zero_to_many_to_zero_never_fails(
             await up.wait_revision(
                 name, lambda r: r["ready_pods"] >= 3, 30, "did not scale out under the surge"
             )
+            # Keep the surge on the scaled-out revision long enough to count, however fast it scaled.
+            deadline = time.monotonic() + 30
+            while len(surge.results) <= 100 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
         finally:
             await surge.stop()
         await up.wait_revision(name, lambda r: r["actual_pods"] <= 1, 30, "did not scale back in")
