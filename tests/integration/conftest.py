@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -23,17 +22,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.fakes.process import free_port
+
 SERVING: tuple[str, ...] = (sys.executable, "-m", "controller.cli")
 ROOT = Path(__file__).resolve().parents[2]
 MARKER_ENV = "SERVING_TEST_MARKER"
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind 0, read, close)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from tests.fakes.process import free_port
+
 SCRIPT = Path(__file__).resolve().parents[4] / "benchmarks" / "engine_forwarder.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def get_when_up(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
