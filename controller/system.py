@@ -27,6 +27,7 @@ from aiohttp import web
 from controller import statefile
 from controller.component import Component, ComponentFailed
 from controller.filewatch import FileWatcher
+from controller.forkserver import ForkServer
 from controller.liveview import LiveView
 from controller.platformserver import PlatformServer
 from controller.port import PortAllocator
@@ -102,6 +103,8 @@ class _Parts:
     """The running pieces of one `serving up`."""
 
     supervisor: Supervisor
+    forkserver: ForkServer
+    """Forks the pods' queue-proxies; stopped after the pods."""
     platform: web.AppRunner
     platform_url: str
     control: web.AppRunner
@@ -168,7 +171,9 @@ class LocalSystem:
         store = Store()
         ports = PortAllocator()
         launcher = OsLauncher()
-        supervisor = Supervisor(store, launcher, QueueProxyProbe(session), ports)
+        forkserver = ForkServer(self.log_dir / "forkserver.log", launcher)
+        await forkserver.open()  # imports while the components start, ready before the first pod
+        supervisor = Supervisor(store, forkserver, QueueProxyProbe(session), ports)
         platform = web.AppRunner(
             PlatformServer(store, supervisor).app(), access_log=None, shutdown_timeout=0.5
         )
@@ -205,6 +210,7 @@ class LocalSystem:
         await web.TCPSite(control, "127.0.0.1", 0).start()
         return _Parts(
             supervisor=supervisor,
+            forkserver=forkserver,
             platform=platform,
             platform_url=platform_url,
             control=control,
@@ -282,6 +288,7 @@ class LocalSystem:
             *(c.stop(grace) for c in parts.components),
             return_exceptions=True,
         )
+        await parts.forkserver.close()
         if parts.server is not None:
             with contextlib.suppress(Exception):
                 await drain(parts.server, 0.5)
