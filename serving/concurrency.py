@@ -23,14 +23,17 @@ class WindowReport:
 class RequestStats:
     """Accumulates the area under the concurrency curve between reports.
 
-    `request_in`/`request_out` are on the hot path: a few float operations each, no allocation.
+    The area is kept as a running sum: a request adds `-now` when it starts and `+now` when it ends, so a
+    request that ends inside the window adds its duration, and at a report the requests still in flight add
+    `now` each; they carry into the next window as if they had started at its beginning. So
+    `request_in`/`request_out`, on the hot path, are one subtraction or addition and a counter each: no branch
+    on elapsed time, no allocation.
     """
 
     __slots__ = (
         "_area",
         "_concurrency",
         "_count",
-        "_last_change",
         "_proxied_area",
         "_proxied_concurrency",
         "_proxied_count",
@@ -39,7 +42,6 @@ class RequestStats:
 
     def __init__(self, now: float) -> None:
         self._window_start = now
-        self._last_change = now
         self._concurrency = 0
         self._proxied_concurrency = 0
         self._area = 0.0
@@ -52,42 +54,36 @@ class RequestStats:
         """Requests in flight right now."""
         return self._concurrency
 
-    def _advance(self, now: float) -> None:
-        elapsed = now - self._last_change
-        if elapsed > 0:
-            self._area += self._concurrency * elapsed
-            self._proxied_area += self._proxied_concurrency * elapsed
-            self._last_change = now
-
     def request_in(self, now: float, proxied: bool) -> None:
-        self._advance(now)
+        self._area -= now
         self._concurrency += 1
         self._count += 1
         if proxied:
+            self._proxied_area -= now
             self._proxied_concurrency += 1
             self._proxied_count += 1
 
     def request_out(self, now: float, proxied: bool) -> None:
-        self._advance(now)
+        self._area += now
         self._concurrency -= 1
         if proxied:
+            self._proxied_area += now
             self._proxied_concurrency -= 1
 
     def report(self, now: float) -> WindowReport:
         """Close the window ending at `now` and start a new one; in-flight requests carry over."""
-        self._advance(now)
+        concurrency, proxied = self._concurrency, self._proxied_concurrency
         length = now - self._window_start
         if length > 0:
-            average = self._area / length
-            proxied_average = self._proxied_area / length
+            average = (self._area + concurrency * now) / length
+            proxied_average = (self._proxied_area + proxied * now) / length
         else:
-            average = float(self._concurrency)
-            proxied_average = float(self._proxied_concurrency)
+            average = float(concurrency)
+            proxied_average = float(proxied)
         report = WindowReport(average, proxied_average, float(self._count), float(self._proxied_count))
         self._window_start = now
-        self._last_change = now
-        self._area = 0.0
-        self._proxied_area = 0.0
+        self._area = -concurrency * now
+        self._proxied_area = -proxied * now
         self._count = 0
         self._proxied_count = 0
         return report

@@ -60,11 +60,9 @@ HOP_BY_HOP: Final = frozenset(
 )
 
 
+_PROBE_AGENTS: Final = (KUBE_PROBE_UA_PREFIX, ACTIVATOR_PROBE_UA, AUTOSCALING_PROBE_UA)
+
+
 def is_health_check(user_agent: str, has_kubelet_probe: bool) -> bool:
     """Whether a request is a health check that the proxy answers itself (Knative's rule)."""
-    return (
-        has_kubelet_probe
-        or user_agent.startswith(KUBE_PROBE_UA_PREFIX)
-        or user_agent.startswith(ACTIVATOR_PROBE_UA)
-        or user_agent.startswith(AUTOSCALING_PROBE_UA)
-    )
+    return has_kubelet_probe or user_agent.startswith(_PROBE_AGENTS)

@@ -51,6 +51,9 @@ def _read_view() -> memoryview:
     return view
 
 
+# The usual methods, decoded once.
+_METHODS: Final = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
 # Handler outcomes, for `_finish_exchange`.
 _OK: Final = 0
 _FAILED: Final = 1
@@ -177,6 +180,12 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 self._reject(400)
             return
         if self._in_head:
+            if not in_head:
+                # A head began in this read and is still incomplete: from now on it is timed (slowloris).
+                # Heads that arrive whole, the usual case, are never timed and cost no clock read.
+                self._head_started = now = self.loop.time()
+                if not self._queue:
+                    self._set_deadline(now + self._header_read_timeout)
             if len(self._raw_headers) > self._max_headers:
                 self._reject(431)
             elif in_head:
@@ -229,11 +238,6 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._raw_headers = []
         self._head_raw = 0
         self._in_head = True
-        now = self._head_started = self.loop.time()
-        if not self._queue:
-            self._deadline = now + self._header_read_timeout
-            if self._timer is None:
-                self._set_deadline(self._deadline)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -267,7 +271,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Reject(400)
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise _Reject(400)  # a reverse proxy has no tunnel to offer
         request = Request(

@@ -26,6 +26,9 @@ _DROPPED: Final = frozenset(name.encode("ascii") for name in header.HOP_BY_HOP)
 _HOP_BY_HOP: Final = re.compile(
     rb"\r\n(?:" + b"|".join(sorted(re.escape(n) for n in _DROPPED - {b"transfer-encoding"})) + rb"):"
 )
+# Every hop-by-hop name, Transfer-Encoding included: a head with none of them (and Content-Length) is relayed
+# as received without a closer look.
+HOP_BY_HOP: Final = re.compile(rb"\r\n(?:" + b"|".join(sorted(re.escape(n) for n in _DROPPED)) + rb"):")
 LENGTH_HEADER: Final = b"\r\ncontent-length:"  # as found in a lowered head
 _CODING: Final = b"\r\ntransfer-encoding:"
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from serving.http.pool import UpstreamPool
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE: Final = b"connection: close\r\n"
+_KEEP_ALIVE: Final = b"connection: keep-alive\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 # Largest upstream response head accepted (llhttp itself sets no limit); four times the request-head limit.
@@ -101,12 +103,11 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         wire.set_nodelay(transport.get_extra_info("socket"))
 
     def data_received(self, data: bytes) -> None:
-        if self.relay is not None:
-            self.relay.from_upstream(data)
-            return
-        if self._ex is None:
-            # Bytes on an idle connection: the upstream is confused; never reuse it.
-            self.close()
+        if self._ex is None or self.relay is not None:
+            if self.relay is not None:
+                self.relay.from_upstream(data)
+            else:
+                self.close()  # bytes on an idle connection: the upstream is confused; never reuse it
             return
         if self._idle is not None:
             self._last_read = self.loop.time()
@@ -137,9 +138,6 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             if transport is not None:
                 transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-        if self._reset_parser:
-            self._reset_parser = False
-            self._parser = httptools.HttpResponseParser(self)
         if self._complete:
             self._finish()
 
@@ -189,17 +187,17 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         status = parser.get_status_code()
         pending, start = self._pending, self._skip
         end = pending.find(b"\r\n\r\n", start)
-        if status < 200 and status != 101:
-            # Interim responses (100, 103) are not relayed: the engine answers Expect itself.
-            self._interim = True
-            self._skip = end + 4
-            return
+        if status < 200:
+            if status != 101:
+                # Interim responses (100, 103) are not relayed: the engine answers Expect itself.
+                self._interim = True
+                self._skip = end + 4
+                return
+            if not ex.request.upgrade:
+                raise UpstreamError("101 to a request that did not ask to upgrade", response_started=False)
         self._head_seen = True
         self._status = status
         self._keep_alive = parser.should_keep_alive()
-        request = ex.request
-        if status == 101 and not request.upgrade:
-            raise UpstreamError("101 to a request that did not ask to upgrade", response_started=False)
         raw = pending[start : end + 2]
         self._pending = b""
         self._skip = 0
@@ -307,6 +305,23 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         version = request.version
         lower = raw.lower()
         has_length = framing.LENGTH_HEADER in lower
+        if (
+            has_length
+            and framing.HOP_BY_HOP.search(lower) is None
+            and status != 204
+            and status != 304
+            and not self._head_request
+            and raw.startswith(b"HTTP/1.1 ")
+        ):
+            # The usual response: Content-Length framing, nothing hop-by-hop: relayed as received.
+            self._framing = LENGTH
+            keep = ex._keep = (
+                request.keep_alive and ex._body_complete and not request.upgrade and not ex._conn.draining
+            )
+            tail = self._extra + b"\r\n"
+            if version == "1.1":
+                return raw + tail if keep else raw + _CLOSE + tail
+            return raw + _KEEP_ALIVE + tail if keep else raw + tail
         coding = framing.coding(lower)
         if has_length and status != 204 and status != 304 and not self._head_request:
             kind = LENGTH  # the usual case, decided without a call
@@ -330,9 +345,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             parts = framing.rebuilt_head(raw, status, kind, coding)
         if version == "1.1":
             if not keep and status != 101:
-                parts.append(b"connection: close\r\n")
+                parts.append(_CLOSE)
         elif keep:
-            parts.append(b"connection: keep-alive\r\n")
+            parts.append(_KEEP_ALIVE)
         parts.append(self._extra)
         parts.append(b"\r\n")
         return b"".join(parts)
@@ -370,6 +385,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         assert ex is not None
         assert done is not None
         ex._state = _DONE
+        if self._reset_parser:
+            self._reset_parser = False
+            self._parser = httptools.HttpResponseParser(self)
         reusable = self._keep_alive and self._reusable and self._body_sent
         self._detach()
         if reusable:

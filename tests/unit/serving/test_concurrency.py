@@ -36,3 +36,16 @@ def test_empty_window_reports_current_concurrency() -> None:
     stats = RequestStats(now=5.0)
     stats.request_in(5.0, proxied=False)
     assert stats.report(5.0).average_concurrency == 1.0
+
+
+def test_long_uptime_clock_keeps_precision() -> None:
+    """Monotonic clocks count from boot: a month of uptime, 1,000 requests in flight, still averaged right."""
+    start = 30 * 86400.0
+    stats = RequestStats(now=start)
+    for i in range(1000):
+        stats.request_in(start + i * 0.0005, proxied=i % 2 == 0)
+    for i in range(1000):
+        stats.request_out(start + 0.5 + i * 0.0005, proxied=i % 2 == 0)
+    report = stats.report(start + 1.0)
+    assert report.average_concurrency == pytest.approx(500.0, abs=1e-6)
+    assert report.average_proxied_concurrency == pytest.approx(250.0, abs=1e-6)
