@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
 
 from queueproxy.drain import Drainer
 from queueproxy.inflight import InFlight
@@ -22,12 +22,35 @@ from queueproxy.status import HANDLED, RequestTimeout, response_for
 from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
-from serving.http import Exchange, ForwardTimeouts, UpstreamPool
+from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
 
 CLIENT_GONE: Final = 499
 """Recorded (never sent) when the client left before its response ended; nginx's convention."""
 
 _TEXT: Final = (("content-type", "text/plain; charset=utf-8"),)
+
+
+class ProxiedExchange(Protocol):
+    """What the handler uses of the engine's `Exchange`: a request to answer here or forward to the app."""
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def response_started(self) -> bool: ...
+
+    async def respond(
+        self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b""
+    ) -> None: ...
+
+    async def forward(
+        self,
+        pool: UpstreamPool,
+        headers: Headers,
+        *,
+        timeouts: ForwardTimeouts,
+        response_headers: Iterable[tuple[str, str]] = (),
+    ) -> int: ...
 
 
 class QueueHandler:
@@ -74,21 +97,24 @@ class QueueHandler:
         self._request_log = request_log
         self._now = now
 
-    async def __call__(self, exchange: Exchange) -> None:
+    async def __call__(self, exchange: ProxiedExchange) -> None:
         """Probes are answered here; everything else is proxied (inline: one coroutine per request)."""
         request = exchange.request
         headers = request.headers
         seen = scan(headers)
-        probe = seen.get(header.NETWORK_PROBE)
-        if probe == header.PROBE_PROBE:
-            await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
-            return
-        if header.is_health_check(seen.get(header.USER_AGENT, ""), header.KUBELET_PROBE in seen):
-            await self._health_check(exchange, probe)
-            return
+        if seen:  # else nothing to answer here or to rewrite: the usual bare request
+            probe = seen.get(header.NETWORK_PROBE)
+            if probe == header.PROBE_PROBE:
+                await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
+                return
+            if header.is_health_check(seen.get(header.USER_AGENT, ""), header.KUBELET_PROBE in seen):
+                await self._health_check(exchange, probe)
+                return
+            proxied = prepare(headers, seen)
+        else:
+            proxied = False
         upgrade = request.upgrade
         start = self._now()
-        proxied = prepare(headers, seen)
         self._drainer.last_request = start
         self._stats.request_in(start, proxied)
         task: asyncio.Task[None] = asyncio.current_task()  # type: ignore[assignment]  # always in a task
@@ -128,14 +154,14 @@ class QueueHandler:
                     proxied=proxied,
                 )
 
-    async def _network_probe(self, exchange: Exchange, probe_hash: str | None) -> None:
+    async def _network_probe(self, exchange: ProxiedExchange, probe_hash: str | None) -> None:
         """Knative's network probe: echo `K-Network-Hash` so the prober knows this path reaches us."""
         if not probe_hash:
             await exchange.respond(400, _TEXT, b"a network probe needs a K-Network-Hash header\n")
         else:
             await exchange.respond(200, ((header.NETWORK_HASH, probe_hash), *_TEXT), probe_hash.encode())
 
-    async def _health_check(self, exchange: Exchange, probe: str | None) -> None:
+    async def _health_check(self, exchange: ProxiedExchange, probe: str | None) -> None:
         if self._drainer.draining:
             await exchange.respond(503, _TEXT, b"shutting down\n")
         elif probe and probe != header.PROBE_QUEUE:
@@ -146,7 +172,7 @@ class QueueHandler:
             await exchange.respond(503, _TEXT, b"the app is not ready\n")
 
     @staticmethod
-    async def _fail(exchange: Exchange, error: BaseException) -> int:
+    async def _fail(exchange: ProxiedExchange, error: BaseException) -> int:
         """Answer with the mapped status unless the app's response already started (then it was aborted)."""
         response = response_for(error)
         if not exchange.response_started:

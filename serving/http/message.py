@@ -7,7 +7,6 @@ comparison; values keep their bytes as latin-1 strings so they round-trip exactl
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from serving import header
 
@@ -29,7 +28,7 @@ class Headers:
     @classmethod
     def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
         """Wrap pairs that the parser already validated and lower-cased, without copying them."""
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._items = items
         return headers
 
@@ -101,24 +100,42 @@ def connection_tokens(values: Iterable[str]) -> set[str]:
     return tokens
 
 
-@dataclass(slots=True)
 class Request:
-    """The parsed request head; the body is streamed only by `Exchange.forward`."""
+    """The parsed request head; the body is streamed only by `Exchange.forward`.
 
-    method: str
-    """The request method, e.g. "GET"."""
-    target: str
-    """The raw request-target, e.g. "/path?q=1"."""
-    version: str
-    """"1.1" or "1.0"."""
-    headers: Headers
-    """End-to-end and hop-by-hop headers as received."""
-    client: tuple[str, int]
-    """The peer address of the client connection."""
-    keep_alive: bool
-    """Whether the client wants the connection kept open after this exchange."""
-    upgrade: bool
-    """`Connection: upgrade` and `Upgrade:` are both present (websockets and the like)."""
+    A plain class with its own `__init__` rather than a dataclass: one is made per request, and a generated
+    `__init__` would stay interpreted code in the compiled build.
+    """
+
+    __slots__ = ("client", "headers", "keep_alive", "method", "target", "upgrade", "version")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: Headers,
+        client: tuple[str, int],
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.method = method
+        """The request method, e.g. "GET"."""
+        self.target = target
+        """The raw request-target, e.g. "/path?q=1"."""
+        self.version = version
+        """"1.1" or "1.0"."""
+        self.headers = headers
+        """End-to-end and hop-by-hop headers as received."""
+        self.client = client
+        """The peer address of the client connection."""
+        self.keep_alive = keep_alive
+        """Whether the client wants the connection kept open after this exchange."""
+        self.upgrade = upgrade
+        """`Connection: upgrade` and `Upgrade:` are both present (websockets and the like)."""
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target} HTTP/{self.version}, {len(self.headers)} headers)"
 
     @property
     def host(self) -> str | None:

@@ -1,0 +1,58 @@
+"""Build hook: the modules every proxied request runs through are compiled to C extensions with mypyc.
+
+They are ordinary, strictly typed Python; compiled, the forwarding engine and the queue-proxy's handler do
+about a third less work per request. Set SERVING_PURE_PYTHON=1 (or build where there is no C compiler) to
+install them as plain Python: behaviour is the same, only slower. Everything else is configured in
+pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+
+from setuptools import setup
+
+# The per-request path: the HTTP engine, the queue-proxy's handler and what it calls on every request.
+COMPILED = [
+    "serving/http/connection.py",
+    "serving/http/error.py",
+    "serving/http/exchange.py",
+    "serving/http/framing.py",
+    "serving/http/message.py",
+    "serving/http/pool.py",
+    "serving/http/relay.py",
+    "serving/http/upstream.py",
+    "serving/http/wire.py",
+    "serving/breaker.py",
+    "serving/concurrency.py",
+    "serving/header.py",
+    "queueproxy/handler.py",
+    "queueproxy/metrics.py",
+    "queueproxy/rewrite.py",
+]
+
+
+def can_compile() -> bool:
+    """Whether this build compiles: not turned off, and a C compiler and the Python headers are there."""
+    if os.environ.get("SERVING_PURE_PYTHON", "") not in ("", "0"):
+        return False
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    return shutil.which(compiler) is not None and os.path.exists(headers)
+
+
+def _extensions() -> list[object]:
+    if not can_compile():
+        return []
+    from mypyc.build import mypycify
+
+    # The build environment has only the build requirements: the runtime libraries' types are not needed to
+    # compile (values from them are handled as Python objects), and the strict checking is CI's business.
+    options = ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent"]
+    return list(mypycify([*options, *COMPILED], opt_level="3"))
+
+
+if __name__ == "__main__":
+    setup(ext_modules=_extensions())

@@ -1,0 +1,63 @@
+"""The per-request modules run compiled (setup.py) wherever they can be, and never from a stale build."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_setup() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("serving_setup", ROOT / "setup.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # `setup()` runs only when the file is the main program
+    return module
+
+
+SETUP = load_setup()
+
+
+@pytest.mark.parametrize("path", SETUP.COMPILED)
+def test_hot_path_module_is_compiled_when_the_build_can_compile(path: str) -> None:
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    compiled = not str(module.__file__).endswith(".py")
+    assert compiled == SETUP.can_compile(), (
+        f"{path}: compiled={compiled} but this build {'can' if SETUP.can_compile() else 'cannot'} compile"
+        " (SERVING_PURE_PYTHON, a C compiler and Python.h decide); reinstall with `pip install -e .`"
+    )
+
+
+@pytest.mark.parametrize("path", SETUP.COMPILED)
+def test_compiled_module_is_not_older_than_its_source(path: str) -> None:
+    """An extension module shadows the .py beside it: after an edit it is rebuilt, or the old code runs."""
+    source = ROOT / path
+    built = [p for p in source.parent.glob(f"{source.stem}.*") if p.suffix in (".so", ".pyd")]
+    for extension in built:
+        assert extension.stat().st_mtime >= source.stat().st_mtime, (
+            f"{extension.name} is older than {path}: run `pip install -e .` to rebuild it"
+        )
+
+
+def test_setup_compiles_only_modules_that_exist() -> None:
+    for path in SETUP.COMPILED:
+        assert (ROOT / path).is_file(), path
+
+
+def test_no_extension_is_left_from_an_older_build() -> None:
+    """A module dropped from the compiled list keeps its old extension (and that one its old shared library)
+    until removed, and the stale one would be imported instead of the source."""
+    packages = ("serving", "queueproxy", "activator", "autoscaler", "controller")
+    stale = [
+        str(extension.relative_to(ROOT))
+        for package in packages
+        for extension in (ROOT / package).rglob("*.so")
+        if str(extension.relative_to(ROOT)).split(".", 1)[0] + ".py" not in SETUP.COMPILED
+    ]
+    assert stale == [], f"remove these leftovers of an older build: {stale}"
