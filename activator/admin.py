@@ -1,5 +1,8 @@
 """The activator's admin port (aiohttp): Prometheus metrics, liveness and readiness.
 
+`/metrics?name[]=NAME` returns only the named series, as Prometheus' own client servers do: a reader that
+wants one gauge (the local platform's live view, every second) does not pay for every histogram.
+
 Readiness fails after SIGTERM (so load balancers stop sending before the listener closes), while the
 websocket to the autoscaler is down (requests held here could not wake their revision), and until the
 first revision snapshot arrived (every request would be a 404).
@@ -37,8 +40,9 @@ class Health:
 
 
 def admin_app(health: Health, registry: CollectorRegistry) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
+    async def metrics(request: web.Request) -> web.Response:
+        names = request.query.getall("name[]", [])
+        body = generate_latest(registry.restricted_registry(names) if names else registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:

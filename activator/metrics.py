@@ -24,19 +24,28 @@ Occupancy = Callable[[], Iterable[tuple[RevisionKey, int, int]]]
 """Yields (revision, queued, in flight) for every known revision."""
 
 
+def _occupancy_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    queued = GaugeMetricFamily(
+        "activator_requests_queued", "Requests waiting in the activator for capacity.", labels=LABELS
+    )
+    in_flight = GaugeMetricFamily(
+        "activator_requests_in_flight",
+        "Requests the activator has sent to a pod and not yet finished.",
+        labels=LABELS,
+    )
+    return queued, in_flight
+
+
 class _OccupancyCollector(Collector):
     def __init__(self, occupancy: Occupancy) -> None:
         self._occupancy = occupancy
 
+    def describe(self) -> Iterator[Metric]:
+        """The series' names, so that the registry can serve them alone (`/metrics?name[]=`)."""
+        yield from _occupancy_families()
+
     def collect(self) -> Iterator[Metric]:
-        queued = GaugeMetricFamily(
-            "activator_requests_queued", "Requests waiting in the activator for capacity.", labels=LABELS
-        )
-        in_flight = GaugeMetricFamily(
-            "activator_requests_in_flight",
-            "Requests the activator has sent to a pod and not yet finished.",
-            labels=LABELS,
-        )
+        queued, in_flight = _occupancy_families()
         for key, waiting, running in self._occupancy():
             queued.add_metric([key.namespace, key.name], waiting)
             in_flight.add_metric([key.namespace, key.name], running)

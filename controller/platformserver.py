@@ -3,6 +3,10 @@
 The autoscaler and the activator watch revisions and pods here and the autoscaler scales revisions and
 publishes its status here, exactly as they do against `tests.fakes.platform.FakePlatform`; behind it are the
 real store and supervisor.
+
+A watch sends a snapshot line only when revisions or pods changed (an autoscaler status is not part of the
+snapshot), and every watcher gets the same encoded line: when many pods start at once each change would
+otherwise be encoded once per watcher, and the lines grow with every revision.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class PlatformServer:
         self._store = store
         self._scaler = scaler
         self.scale_calls = 0
+        self._line: tuple[int, bytes] = (0, b"")
+        """The last encoded snapshot line and the store's `revisions_version` it shows."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -46,13 +52,21 @@ class PlatformServer:
         resp = web.StreamResponse()
         resp.content_type = "application/x-ndjson"
         await resp.prepare(request)
+        sent = 0
         try:
             async for _ in self._store.changes():
-                line = json.dumps(snapshot_to_json(self._store.snapshot())) + "\n"
-                await resp.write(line.encode())
+                version = self._store.revisions_version
+                if version != sent:
+                    sent = version
+                    await resp.write(self._snapshot_line(version))
         except ConnectionResetError:  # the watcher went away (restart, shutdown): nothing to clean up
             log.debug("platform watch from %s ended", request.remote)
         return resp
+
+    def _snapshot_line(self, version: int) -> bytes:
+        if self._line[0] != version:
+            self._line = (version, (json.dumps(snapshot_to_json(self._store.snapshot())) + "\n").encode())
+        return self._line[1]
 
     async def _scale(self, request: web.Request) -> web.Response:
         key = RevisionKey(request.match_info["ns"], request.match_info["name"])

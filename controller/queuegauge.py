@@ -1,4 +1,8 @@
-"""Requests waiting in the activator per revision, read from its Prometheus metrics for the live view."""
+"""Requests waiting in the activator per revision, read from its Prometheus metrics for the live view.
+
+Only that one gauge is asked for (`?name[]=`): the full exposition grows with every revision's histogram,
+and the view reads it every second.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class QueueGauge:
 
     def __init__(self, metrics_url: str, session: aiohttp.ClientSession) -> None:
         self._url = metrics_url
+        self._params = {"name[]": METRIC}
         self._session = session
         self._queued: dict[RevisionKey, int] | None = None
 
@@ -40,7 +45,9 @@ class QueueGauge:
 
     async def scrape(self) -> None:
         try:
-            async with self._session.get(self._url, timeout=aiohttp.ClientTimeout(total=1.0)) as resp:
+            async with self._session.get(
+                self._url, params=self._params, timeout=aiohttp.ClientTimeout(total=1.0)
+            ) as resp:
                 text = await resp.text()
                 self._queued = parse_queued(text) if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError):

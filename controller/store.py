@@ -3,7 +3,8 @@
 One process-wide store, written by the reconciler (revisions), the supervisor (pods) and the platform API
 (statuses), read by the platform API's watch, the router and `serving status`. Every change bumps
 `version` and wakes the watchers; a watcher that falls behind skips to the newest snapshot, which is all the
-watch contract promises.
+watch contract promises. `revisions_version` moves only when revisions or pods change (not on an autoscaler
+status), so a watcher of the snapshot can skip versions that did not change it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ class Store:
         self._revisions: dict[RevisionKey, Revision] = {}
         self._statuses: dict[RevisionKey, ScalerStatus] = {}
         self._version = 1
+        self._revisions_version = 1
         self._changed = asyncio.Event()
 
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def revisions_version(self) -> int:
+        """The `version` at which revisions or their pods (everything `snapshot` holds) last changed."""
+        return self._revisions_version
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self._version, tuple(self._revisions[k] for k in sorted(self._revisions)))
@@ -43,19 +50,19 @@ class Store:
         current = self._revisions.get(revision.key)
         pods = current.pods if current is not None else revision.pods
         self._revisions[revision.key] = replace(revision, pods=pods)
-        self._bump()
+        self._bump(revisions=True)
 
     def remove_revision(self, key: RevisionKey) -> None:
         if self._revisions.pop(key, None) is not None:
             self._statuses.pop(key, None)
-            self._bump()
+            self._bump(revisions=True)
 
     def set_pods(self, key: RevisionKey, pods: tuple[Pod, ...]) -> None:
         current = self._revisions.get(key)
         if current is None or current.pods == pods:
             return
         self._revisions[key] = replace(current, pods=pods)
-        self._bump()
+        self._bump(revisions=True)
 
     def set_status(self, key: RevisionKey, status: ScalerStatus) -> bool:
         """Record the autoscaler's status; False when the revision is unknown."""
@@ -76,8 +83,10 @@ class Store:
             seen = self._version
             yield seen
 
-    def _bump(self) -> None:
+    def _bump(self, *, revisions: bool = False) -> None:
         self._version += 1
+        if revisions:
+            self._revisions_version = self._version
         # Waking every waiter and handing out a fresh event avoids a Condition's lock on the write path.
         self._changed.set()
         self._changed = asyncio.Event()

@@ -3,13 +3,20 @@
 Health checks that reach the queue-proxy call `Readiness.check`. Concurrent callers share one in-flight
 check, so a burst of probes costs the app one probe. Aggressive mode (period 0, Knative's default) keeps
 trying every 50 ms for up to 10 s so that a pod turns ready as soon as its app listens.
+
+A TCP probe of an IP address is a bare non-blocking connect whose outcome is read once the socket turns
+writable: half the CPU of an event-loop connection with its transport and streams, which matters when many
+pods start on a few CPUs at once, each probing its app 20 times a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Final
@@ -50,6 +57,8 @@ class Readiness:
     ) -> None:
         self.spec = spec
         self.port = spec.resolved_port(user_port)
+        self._family = _address_family(spec.host)
+        """AF_INET/AF_INET6 when the probe's host is an IP address (the fast TCP path), else None."""
         self._retry_interval = retry_interval
         self._attempt_timeout = aggressive_attempt_timeout
         self._poll_timeout = aggressive_poll_timeout
@@ -135,10 +144,31 @@ class Readiness:
             return False
 
     async def _tcp(self) -> bool:
+        if self._family is not None:
+            return await self._connect(self._family)
         _, writer = await asyncio.open_connection(self.spec.host, self.port)
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+        return True
+
+    async def _connect(self, family: socket.AddressFamily) -> bool:
+        """A bare non-blocking connect to an IP address: no transport, no stream objects."""
+        loop = asyncio.get_running_loop()
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            code = sock.connect_ex((self.spec.host, self.port))
+            if code == errno.EINPROGRESS:
+                done: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(sock, _resolve, done)
+                try:
+                    await done
+                finally:
+                    loop.remove_writer(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            logger.debug("readiness probe failed: port %d: %s", self.port, errno.errorcode.get(code))
+            return False
         return True
 
     async def _http(self) -> bool:
@@ -154,3 +184,16 @@ class Readiness:
         async with self._session.get(url, headers=headers, allow_redirects=False, ssl=False) as response:
             await response.read()
             return 200 <= response.status < 400
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _address_family(host: str) -> socket.AddressFamily | None:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: resolved by the loop, never by a blocking lookup here
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
 
@@ -54,10 +55,17 @@ class ProbedApp:
         return TestServer(app, host="127.0.0.1")
 
 
-async def test_tcp_probe_passes_when_the_app_listens() -> None:
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("127.0.0.1", id="address-bare-connect"),
+        pytest.param("localhost", id="name-resolved-by-the-loop"),
+    ],
+)
+async def test_tcp_probe_passes_when_the_app_listens(host: str) -> None:
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     async with server:
-        readiness = fast(ProbeSpec(), server.sockets[0].getsockname()[1])
+        readiness = fast(ProbeSpec(host=host), server.sockets[0].getsockname()[1])
         assert await readiness.check() is True
         assert readiness.ready
         await readiness.close()
@@ -67,6 +75,20 @@ async def test_tcp_probe_fails_when_nothing_listens() -> None:
     readiness = fast(ProbeSpec(), closed_port())
     assert await readiness.check() is False
     await readiness.close()
+
+
+async def test_tcp_probe_turns_ready_once_the_app_starts_listening() -> None:
+    """The aggressive poll keeps trying: a port refused at first passes once something listens on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        readiness = Readiness(ProbeSpec(), port, retry_interval=0.005, aggressive_poll_timeout=5.0)
+        check = asyncio.create_task(readiness.check())
+        await asyncio.sleep(0.03)
+        assert not check.done(), "refused attempts keep the poll going"
+        sock.listen()
+        assert await asyncio.wait_for(check, 5.0) is True
+        await readiness.close()
 
 
 async def test_http_probe_sends_kube_probe_agent_path_and_headers() -> None:
