@@ -26,6 +26,8 @@ ACTIVATOR: Final = "ingress + activator + queue-proxy"
 PATHS: Final = (DIRECT, QUEUE, INGRESS_QUEUE, ACTIVATOR)
 _GAP: Final = 1.0
 """Seconds of quiet between paths, so one path's tail does not overlap the next one's start."""
+_LEAD: Final = 0.05
+"""Seconds between the end of a warm-up and the first measured request, for the generator to start."""
 
 
 def app_kinds(ctx: Context) -> list[tuple[str, float]]:
@@ -128,7 +130,9 @@ async def run(ctx: Context) -> RunResult:
                 t0=t0,
                 progress=ctx.progress,
             )
-            offset += warmup
+            # The warm-up returns once its last answers are in (an app's delay after its last send): the
+            # measured schedule starts after that, or its first requests would count the warm-up's tail.
+            offset = max(offset + warmup, time.monotonic() - t0 + _LEAD)
             result.markers.append(Marker(t=offset, label=target.name))
             phase = await run_phase(
                 target.name,
