@@ -32,6 +32,7 @@ COMPILED = [
     "serving/concurrency.py",
     "serving/header.py",
     "queueproxy/handler.py",
+    "queueproxy/inflight.py",
     "queueproxy/rewrite.py",
 ]
 
