@@ -145,43 +145,23 @@ def path_queue_proxy(processes: Processes, app_port: int, container_concurrency:
     return Target(f"queue-proxy CC={container_concurrency}", f"http://127.0.0.1:{port}/", process.pid)
 
 
+def _forwarder(processes: Processes, app_port: int, role: str, name: str) -> Target:
+    """One of benchmarks/engine_forwarder.py's forwarders in front of the app."""
+    port = free_port()
+    argv = ["benchmarks/engine_forwarder.py", "--role", role, "--port", str(port), "--upstream-port"]
+    process = processes.start([sys.executable, *argv, str(app_port)])
+    wait_listening(port)
+    return Target(name, f"http://127.0.0.1:{port}/", process.pid)
+
+
 def path_engine(processes: Processes, app_port: int) -> Target:
     """Reference point: the bare forwarding engine (no probes, breaker, stats, timeouts or header rules)."""
-    port = free_port()
-    processes.start(
-        [
-            sys.executable,
-            "benchmarks/engine_forwarder.py",
-            "--role",
-            "forwarder",
-            "--port",
-            str(port),
-            "--upstream-port",
-            str(app_port),
-        ]
-    )
-    wait_listening(port)
-    pid = processes.running[-1].pid
-    return Target("bare engine", f"http://127.0.0.1:{port}/", pid)
+    return _forwarder(processes, app_port, "forwarder", "bare engine")
 
 
 def path_minimal(processes: Processes, app_port: int) -> Target:
     """Calibration floor: the least a Python forwarder on uvloop does per request (not a product)."""
-    port = free_port()
-    processes.start(
-        [
-            sys.executable,
-            "benchmarks/engine_forwarder.py",
-            "--role",
-            "minimal",
-            "--port",
-            str(port),
-            "--upstream-port",
-            str(app_port),
-        ]
-    )
-    wait_listening(port)
-    return Target(MINIMAL, f"http://127.0.0.1:{port}/", processes.running[-1].pid)
+    return _forwarder(processes, app_port, "minimal", MINIMAL)
 
 
 MINIMAL: Final = "minimal forwarder"

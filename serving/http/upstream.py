@@ -308,6 +308,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         if (
             has_length
             and framing.HOP_BY_HOP.search(lower) is None
+            and status != 101
             and status != 204
             and status != 304
             and not self._head_request
