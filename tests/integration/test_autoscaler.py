@@ -86,8 +86,9 @@ async def test_scales_up_under_load_then_to_zero_when_idle(
         try:
             await eventually(lambda: any(n >= 3 for _, n, _ in platform.scale_calls), "a scale-up", log)
             assert platform.scale_calls[0][0] == KEY
-            status = platform.statuses.get(KEY)
-            assert status is not None
+            # The status is published by its own request, which may arrive after the scale call.
+            await eventually(lambda: KEY in platform.statuses, "a status report", log)
+            status = platform.statuses[KEY]
             assert status.stable_concurrency > 0
 
             async with aiohttp.ClientSession() as session:
