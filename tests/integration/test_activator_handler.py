@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
@@ -51,6 +52,9 @@ class Rig:
             probe=HttpProbe(session),
             metrics=ActivatorMetrics(self.prometheus, lambda: self.registry.occupancy()),
             queue_depth=queue_depth,
+            # Seeded: with containerConcurrency 0 ties between two idle pods are broken at random, and a test
+            # that needs both pods tried must not depend on luck (this seed picks each within two requests).
+            rng=random.Random(1),
         )
         self.server: asyncio.Server | None = None
         self.url = ""
