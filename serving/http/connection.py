@@ -1,9 +1,16 @@
-"""Client connections: parse HTTP/1.1 requests with llhttp, run one handler task per request, in order.
+"""Client connections: parse HTTP/1.1 requests with llhttp, run their handlers one after another, in order.
 
 One `ServerConnection` Protocol per client connection. Requests are parsed as bytes arrive; the handler of the
 first one runs at once while pipelined ones wait (and the socket stops being read) until it has finished. A
-client that disconnects cancels the running handler task, which is how queued requests leave their queues and
+client that disconnects cancels the running handler, which is how queued requests leave their queues and
 upstream requests are abandoned at once.
+
+Handlers run in one task per connection, started with the connection's first request and kept while the
+connection stays open: between requests it waits for the next one. A task per request would cost more than
+the rest of the engine's own work on a small request (creating, registering and freeing an asyncio task is
+several thousand instructions in CPython 3.11). So a handler shares its task, and the context variables it
+sets, with the handlers of the connection's earlier requests; `asyncio.timeout` and cancellation behave as in
+a task of its own, because a cancellation always ends the connection.
 """
 
 from __future__ import annotations
@@ -104,6 +111,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._queue: deque[Exchange] = deque()
         self._parsing: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # the task waits on it for the next request
         self._paused = 0
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -216,6 +224,11 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         listener = self.write_listener
         if listener is not None:
             listener.client_lost()
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set_result(None)  # the task finds the connection closed and ends
+            return
         task = self._task
         if task is not None and not task.done() and self._queue and self._queue[0]._state in (NEW, STARTED):
             task.cancel()
@@ -295,7 +308,12 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         queue.append(ex)
         self._deadline = None  # the handler's time is the handler's business
         if len(queue) == 1:
-            self._task = self.loop.create_task(self._run(ex))
+            idle = self._idle
+            if idle is not None:
+                self._idle = None
+                idle.set_result(None)
+            elif self._task is None:
+                self._task = self.loop.create_task(self._serve())
         else:
             self.pause(wire.PAUSE_PIPELINE)
 
@@ -327,11 +345,22 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
 
     # -- exchanges ----------------------------------------------------------------------------------------
 
-    def _start(self, ex: Exchange) -> None:
-        self._task = self.loop.create_task(self._run(ex))
+    async def _serve(self) -> None:
+        """The connection's task: each queued exchange in turn, then a wait for the next request."""
+        try:
+            while await self._run(self._queue[0]):
+                if not self._queue:
+                    idle = self._idle = self.loop.create_future()
+                    await idle  # resolved by the next request's head, or by the connection's loss
+                    if not self._queue:
+                        return
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
 
-    async def _run(self, ex: Exchange) -> None:
-        """The task boundary of one exchange: a handler failure never takes the connection's loop down."""
+    async def _run(self, ex: Exchange) -> bool:
+        """One exchange: a handler failure never takes the connection down. True when the connection goes on
+        to another request."""
         try:
             await self._handler(ex)
         except asyncio.CancelledError:
@@ -342,13 +371,11 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
             else:
                 logger.debug("handler failed after the response started", exc_info=True)
-            self._finish_exchange(ex, _FAILED)
-        else:
-            self._finish_exchange(ex, _OK)
+            return self._finish_exchange(ex, _FAILED)
+        return self._finish_exchange(ex, _OK)
 
-    def _finish_exchange(self, ex: Exchange, outcome: int) -> None:
-        """After a handler: close, or move on to the next pipelined request."""
-        self._task = None
+    def _finish_exchange(self, ex: Exchange, outcome: int) -> bool:
+        """After a handler: close, or go on to the next request (pipelined or yet to come): True then."""
         queue = self._queue
         if (
             ex._state == DONE
@@ -370,13 +397,13 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 self._deadline = self.loop.time() + self._keep_alive_timeout
             if self._timer is None:
                 self._set_deadline(self._deadline)
-            return
+            return True
         if self._closed or ex._body_error:
-            return  # connection lost, or already answered by `_reject`
+            return False  # connection lost, or already answered by `_reject`
         state = ex._state
         if state in (STARTED, ABORTED):
             self.abort()  # an incomplete response must never look complete
-            return
+            return False
         if state == NEW:
             if outcome == _CANCELLED:
                 self.abort()
@@ -386,20 +413,18 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                         "handler returned without responding: %s %s", ex.request.method, ex.request.target
                     )
                 self._write_error(500)
-            return
+            return False
         if not ex._keep or not ex._body_complete or self.draining:
             self._close(linger=not ex._body_complete and not self._upgraded)
-            return
-        queue = self._queue
+            return False
         queue.popleft()
         if self._error_status:
             self._write_error(self._error_status)
-            return
+            return False
         if queue:
             if len(queue) == 1:
                 self.resume(wire.PAUSE_PIPELINE)
-            self._start(queue[0])
-            return
+            return True
         self._parsing = None
         if self._paused:
             self.resume(wire.PAUSE_PIPELINE)
@@ -409,6 +434,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             self._deadline = self.loop.time() + self._limits.keep_alive_timeout
         if self._timer is None:
             self._set_deadline(self._deadline)
+        return True
 
     def _raw_received(self, data: bytes) -> None:
         """Bytes after an upgrade request: held until the upstream agrees to switch, then relayed."""

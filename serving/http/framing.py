@@ -8,6 +8,7 @@ chunked` for an HTTP/1.1 client) and are relayed byte for byte; anything else is
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Final
 
 from serving import header
@@ -19,16 +20,32 @@ CHUNKED: Final = 2  # re-chunked (upstream chunked or close-delimited, HTTP/1.1 
 UNTIL_CLOSE: Final = 3  # close-delimited (HTTP/1.0 client and no Content-Length)
 UPGRADE: Final = 4  # 101: a raw two-way relay follows
 
+
+def alternation(names: Iterable[bytes]) -> bytes:
+    """A regular expression matching any of `names`, factored by common prefixes: sre skips a branch on its
+    first byte, so a line is rejected after a byte or two instead of after a try of every name (this halves
+    the cost of a search of a usual head)."""
+    groups: dict[bytes, list[bytes]] = {}
+    empty = False
+    for name in names:
+        if name:
+            groups.setdefault(name[:1], []).append(name[1:])
+        else:
+            empty = True
+    branches = [re.escape(first) + alternation(rest) for first, rest in sorted(groups.items())]
+    if empty:
+        branches.append(b"")
+    return branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+
+
 # Hop-by-hop response headers: never relayed, so a head carrying one is rebuilt.
 _DROPPED: Final = frozenset(name.encode("ascii") for name in header.HOP_BY_HOP)
 # The same names but Transfer-Encoding (relayed when it is exactly chunked), as found in a lowered head;
 # llhttp has already refused whitespace before the colon.
-_HOP_BY_HOP: Final = re.compile(
-    rb"\r\n(?:" + b"|".join(sorted(re.escape(n) for n in _DROPPED - {b"transfer-encoding"})) + rb"):"
-)
+_HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED - {b"transfer-encoding"}) + b":")
 # Every hop-by-hop name, Transfer-Encoding included: a head with none of them (and Content-Length) is relayed
 # as received without a closer look.
-HOP_BY_HOP: Final = re.compile(rb"\r\n(?:" + b"|".join(sorted(re.escape(n) for n in _DROPPED)) + rb"):")
+HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED) + b":")
 LENGTH_HEADER: Final = b"\r\ncontent-length:"  # as found in a lowered head
 _CODING: Final = b"\r\ntransfer-encoding:"
 

@@ -304,7 +304,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         request = ex.request
         version = request.version
         lower = raw.lower()
-        has_length = framing.LENGTH_HEADER in lower
+        has_length = lower.find(framing.LENGTH_HEADER) != -1  # `in` would first try the needle as an int
         if (
             has_length
             and framing.HOP_BY_HOP.search(lower) is None

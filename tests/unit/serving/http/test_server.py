@@ -293,3 +293,78 @@ async def test_drain_aborts_what_does_not_finish_in_time() -> None:
     assert await client.closed()
     await asyncio.wait_for(cancelled.wait(), 5)
     await client.close()
+
+
+async def test_a_connection_runs_its_requests_in_one_task_that_ends_with_it() -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def handler(ex: Exchange) -> None:
+        tasks.append(asyncio.current_task())
+        await ex.respond(200, body=b"ok")
+
+    def pending() -> set[asyncio.Task[object]]:
+        return {t for t in asyncio.all_tasks() if t in tasks}
+
+    async with engine(handler) as port:
+        client = await RawClient.connect(port)
+        for _ in range(3):
+            assert (await client.request(get())).status == 200
+        other = await RawClient.connect(port)
+        assert (await other.request(get())).status == 200
+        assert len(tasks) == 4
+        assert len(set(tasks)) == 2  # one task per connection, reused between requests
+        assert len(pending()) == 2  # both connections idle, their tasks waiting for a next request
+        await client.close()
+        await other.close()
+        for _ in range(100):
+            if not pending():
+                break
+            await asyncio.sleep(0.01)
+        assert not pending()  # a closed idle connection leaves no task behind
+
+
+async def test_a_timeout_in_one_request_leaves_the_next_on_the_same_connection_alone() -> None:
+    async def handler(ex: Exchange) -> None:
+        if ex.request.target == "/slow":
+            try:
+                async with asyncio.timeout(0.02):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                await ex.respond(504, body=b"timed out")
+                return
+        await asyncio.sleep(0.05)  # longer than the first request's timeout: a stale one would cancel this
+        task = asyncio.current_task()
+        assert task is not None
+        await ex.respond(200, body=str(task.cancelling()).encode())
+
+    async with engine(handler) as port:
+        client = await RawClient.connect(port)
+        assert (await client.request(get("/slow"))).status == 504
+        response = await client.request(get("/next"))
+        assert (response.status, response.body) == (200, b"0")
+        await client.close()
+
+
+async def test_client_gone_mid_request_ends_the_connections_task() -> None:
+    started = asyncio.Event()
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def handler(ex: Exchange) -> None:
+        tasks.append(asyncio.current_task())
+        started.set()
+        await asyncio.sleep(5)
+        await ex.respond(200)
+
+    async with engine(handler) as port:
+        client = await RawClient.connect(port)
+        await client.send(get())
+        await started.wait()
+        await client.close()  # cancels the running handler, and with it the connection's task
+        for _ in range(100):
+            if all(t is not None and t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.01)
+        assert len(tasks) == 1
+        task = tasks[0]
+        assert task is not None
+        assert task.cancelled()
