@@ -4,6 +4,10 @@ pod to start, its readiness, the activator's own delay after the pod was ready, 
 
 The parts come from the platform's watch stream (when each pod started and was first seen ready) and from the
 `Server-Timing: activator;dur=` header (how long the request waited in the activator).
+
+With `floor` on, each group size is first run without the platform (`controller.bench.floor`: the same
+commands started at once, straight from the scenario): on a small machine, most of a wide wake is the apps
+competing for CPU, and the floor shows how much of the wake is theirs and how much the platform's.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
-from controller.bench import services
+from controller.bench import floor, services
 from controller.bench.loadgen import RunStats, Shot, Target, constant_rate
 from controller.bench.phase import generator_json, run_phase
 from controller.bench.plot import Marker, PodPoint
@@ -178,6 +182,10 @@ async def run(ctx: Context) -> RunResult:
     result = ctx.new_result(f"scale-from-zero ({ctx.text('app')})")
     wakes: list[Wake] = []
     stats: list[RunStats] = []
+    floors: list[floor.FloorRun] = []
+    if ctx.flag("floor"):
+        for count in ctx.ints("counts"):
+            floors.append(await floor.run(_app(ctx), count, ctx.session, ctx.num("request_timeout")))
     for count in ctx.ints("counts"):
         group = await _group(ctx, count)
         # Groups run one after the other; each is shifted onto one time axis for the plots.
@@ -193,6 +201,9 @@ async def run(ctx: Context) -> RunResult:
     result.breakdown = {w.service: w.parts() for w in wakes}
     result.extra["wakes"] = [asdict(w) for w in wakes]
     _judge(ctx, result, wakes)
+    if floors:
+        result.extra["floor"] = [asdict(f) for f in floors]
+        result.sections.append(("The same apps without the platform", _floor_table(floors, wakes)))
     return result
 
 
@@ -260,5 +271,31 @@ def _wakes_table(wakes: list[Wake]) -> str:
         lines.append(
             f"| {w.group} | {w.service} | {_ms(w.time_to_first_200)} | {_ms(w.pod_start)} "
             f"| {_ms(w.readiness)} | {_ms(w.activator_wait)} | {_ms(w.activator_after_ready)} | {w.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def _floor_table(floors: list[floor.FloorRun], wakes: list[Wake]) -> str:
+    lines = [
+        "Milliseconds to the first 200 when the same commands are started at the same instant with no "
+        "platform (no queue-proxy, activator, autoscaler or controller; asked every 50 ms until they "
+        "answer), measured in this run before the wakes above. *Added by the platform*: the slowest wake "
+        "minus the slowest start without the platform.",
+        "",
+        "| at once | without the platform: p50 | slowest | woken through the platform: p50 | slowest "
+        "| added by the platform |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in floors:
+        bare = run.answered
+        woken = sorted(
+            w.time_to_first_200 for w in wakes if w.group == run.count and w.time_to_first_200 is not None
+        )
+        complete = len(woken) == sum(1 for w in wakes if w.group == run.count)
+        slowest = woken[-1] if woken and complete else None
+        added = None if slowest is None or run.slowest is None else slowest - run.slowest
+        lines.append(
+            f"| {run.count} | {_ms(percentile(bare, 50) if bare else None)} | {_ms(run.slowest)} "
+            f"| {_ms(percentile(woken, 50) if woken else None)} | {_ms(slowest)} | {_ms(added)} |"
         )
     return "\n".join(lines)

@@ -48,6 +48,9 @@ class Context:
     def text(self, key: str) -> str:
         return str(self.params[key])
 
+    def flag(self, key: str) -> bool:
+        return bool(self.params[key])
+
     def ints(self, key: str) -> list[int]:
         return [int(v) for v in self.params[key]]
 

@@ -94,6 +94,11 @@ def test_scale_from_zero_smoke(tmp_path: Path) -> None:
     assert all(w["pod_start"] is not None and w["pod_start"] >= 0 for w in wakes)
     assert (out / "time-to-first-response.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "pods-over-time.png").read_bytes()[:8] == PNG_MAGIC
+    # The machine's floor: the same two apps started without the platform, both answered.
+    [floor] = summary["floor"]
+    assert floor["count"] == 2
+    assert all(t is not None and t > 0 for t in floor["times_ms"])
+    assert "The same apps without the platform" in (out / "report.md").read_text()
 
 
 def test_load_test_smoke(tmp_path: Path) -> None:
