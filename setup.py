@@ -31,6 +31,7 @@ COMPILED = [
     "serving/breaker.py",
     "serving/concurrency.py",
     "serving/header.py",
+    "serving/tally.py",
     "queueproxy/handler.py",
     "queueproxy/inflight.py",
     "queueproxy/rewrite.py",

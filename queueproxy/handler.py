@@ -23,6 +23,7 @@ from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
+from serving.tally import RequestTally
 
 CLIENT_GONE: Final = 499
 """Recorded (never sent) when the client left before its response ended; nginx's convention."""
@@ -38,6 +39,9 @@ class ProxiedExchange(Protocol):
 
     @property
     def response_started(self) -> bool: ...
+
+    @property
+    def task(self) -> asyncio.Task[None]: ...
 
     async def respond(
         self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b""
@@ -60,12 +64,12 @@ class QueueHandler:
         "_breaker",
         "_drainer",
         "_in_flight",
-        "_metrics",
         "_now",
         "_pool",
         "_readiness",
         "_request_log",
         "_stats",
+        "_tally",
         "_timeout",
         "_timeouts",
     )
@@ -88,7 +92,7 @@ class QueueHandler:
         self._pool = pool
         self._breaker = breaker
         self._stats = stats
-        self._metrics = metrics
+        self._tally: RequestTally = metrics.tally
         self._drainer = drainer
         self._in_flight = in_flight
         self._readiness = readiness
@@ -117,7 +121,7 @@ class QueueHandler:
         start = self._now()
         self._drainer.last_request = start
         self._stats.request_in(start, proxied)
-        task: asyncio.Task[None] = asyncio.current_task()  # type: ignore[assignment]  # always in a task
+        task = exchange.task
         self._in_flight.add(task, exchange, upgrade, start + self._timeout)
         status = CLIENT_GONE
         try:
@@ -142,7 +146,7 @@ class QueueHandler:
             end = self._now()
             self._stats.request_out(end, proxied)
             self._in_flight.discard(task, upgrade)
-            self._metrics.observe(status, end - start)
+            self._tally.observe(status, end - start)
             if self._request_log is not None:
                 self._request_log.write(
                     method=request.method,

@@ -1,13 +1,12 @@
 """Prometheus request metrics of the queue-proxy, served on `:QUEUE_METRICS_PORT/metrics`.
 
-`RequestMetrics` is a collector in an injected registry. A request costs two integer increments and a float
-addition (no lock, no label lookup: the handler runs on one event loop thread); labels are attached once per
+`RequestMetrics` is a collector in an injected registry. Requests are recorded in its `tally` (compiled plain
+numbers: no lock, no label lookup, as the handler runs on one event loop thread); labels are attached once per
 scrape, when the families are built. Gauges are read at scrape time.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -18,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from queueproxy.config import Identity
+from serving.tally import RequestTally
 
 # Knative's label names for the revision a pod belongs to.
 _REVISION_LABELS: Final = ["namespace_name", "configuration_name", "revision_name", "pod_name"]
@@ -31,7 +31,7 @@ LATENCY_BUCKETS: Final = (
 class RequestMetrics(Collector):
     """Counts and times proxied requests; health checks are not recorded."""
 
-    __slots__ = ("_buckets", "_by_status", "_in_flight", "_queue_depth", "_revision", "_sum")
+    __slots__ = ("_in_flight", "_queue_depth", "_revision", "tally")
 
     def __init__(
         self,
@@ -44,16 +44,11 @@ class RequestMetrics(Collector):
         self._revision = [identity.namespace, identity.configuration, identity.revision, identity.pod]
         self._queue_depth = queue_depth
         self._in_flight = in_flight
-        self._by_status: dict[int, int] = {}
-        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
-        self._sum = 0.0
+        self.tally = RequestTally(LATENCY_BUCKETS)
         registry.register(self)
 
     def observe(self, status: int, seconds: float) -> None:
-        by_status = self._by_status
-        by_status[status] = by_status.get(status, 0) + 1
-        self._buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # `le` buckets include their bound
-        self._sum += seconds
+        self.tally.observe(status, seconds)
 
     def collect(self) -> Iterator[Metric]:
         revision = self._revision
@@ -62,7 +57,8 @@ class RequestMetrics(Collector):
             "Requests answered, by response status code and class.",
             labels=[*_REVISION_LABELS, "response_code", "response_code_class"],
         )
-        for status, count in sorted(self._by_status.items()):
+        tally = self.tally
+        for status, count in sorted(tally.by_status.items()):
             requests.add_metric([*revision, str(status), f"{status // 100}xx"], count)
         yield requests
         latency = HistogramMetricFamily(
@@ -70,11 +66,11 @@ class RequestMetrics(Collector):
             "Time from arrival to the end of the response, queue wait included.",
             labels=_REVISION_LABELS,
         )
-        cumulative, total = [], 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._buckets, strict=True):
-            total += count
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
-        latency.add_metric(revision, cumulative, self._sum)
+        cumulative = [
+            ("+Inf" if bound == float("inf") else repr(bound), float(total))
+            for bound, total in tally.cumulative()
+        ]
+        latency.add_metric(revision, cumulative, tally.sum)
         yield latency
         depth = GaugeMetricFamily(
             "queue_depth",

@@ -346,33 +346,41 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
     # -- exchanges ----------------------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        """The connection's task: each queued exchange in turn, then a wait for the next request."""
+        """The connection's task: each queued exchange in turn, then a wait for the next request.
+
+        A handler failure never takes the connection down. One coroutine for the whole loop (the handler
+        runs directly inside it): every resumption of a handler passes through each coroutine above it.
+        """
+        handler = self._handler
+        queue = self._queue
         try:
-            while await self._run(self._queue[0]):
-                if not self._queue:
+            while True:
+                ex: Exchange | None = queue[0]
+                assert ex is not None
+                try:
+                    await handler(ex)
+                except asyncio.CancelledError:
+                    self._finish_exchange(ex, _CANCELLED)
+                    raise
+                except Exception:
+                    if ex._state == NEW:
+                        logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
+                    else:
+                        logger.debug("handler failed after the response started", exc_info=True)
+                    go_on = self._finish_exchange(ex, _FAILED)
+                else:
+                    go_on = self._finish_exchange(ex, _OK)
+                if not go_on:
+                    return
+                ex = None  # not kept alive while the connection waits
+                if not queue:
                     idle = self._idle = self.loop.create_future()
                     await idle  # resolved by the next request's head, or by the connection's loss
-                    if not self._queue:
+                    if not queue:
                         return
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
-
-    async def _run(self, ex: Exchange) -> bool:
-        """One exchange: a handler failure never takes the connection down. True when the connection goes on
-        to another request."""
-        try:
-            await self._handler(ex)
-        except asyncio.CancelledError:
-            self._finish_exchange(ex, _CANCELLED)
-            raise
-        except Exception:
-            if ex._state == NEW:
-                logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
-            else:
-                logger.debug("handler failed after the response started", exc_info=True)
-            return self._finish_exchange(ex, _FAILED)
-        return self._finish_exchange(ex, _OK)
 
     def _finish_exchange(self, ex: Exchange, outcome: int) -> bool:
         """After a handler: close, or go on to the next request (pipelined or yet to come): True then."""

@@ -41,6 +41,12 @@ class FakeExchange:
         self.forwarded: list[Headers] = []
         self._behaviour = behaviour
 
+    @property
+    def task(self) -> asyncio.Task[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        return task  # the test's own task runs the handler
+
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         self.responses.append((status, dict(headers), body))
         self.response_started = True
