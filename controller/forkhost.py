@@ -157,6 +157,8 @@ class _Server:
             os.closerange(3, keep if keep >= 0 else _MAX_FD)
             os.closerange(max(keep + 1, 3), _MAX_FD)
             os.chdir(request["cwd"])
+            if request.get("nice"):
+                os.nice(request["nice"])
             os.environ.clear()
             os.environ.update(request["env"])
         except BaseException:  # the child's boundary: it must never return into the server's loop

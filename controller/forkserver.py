@@ -4,10 +4,11 @@ so that starting a pod never blocks the controller's event loop on fork and exec
 `serving up` end (a `Launcher`); the server's own process is `controller.forkhost`.
 
 Protocol: one SOCK_SEQPACKET socketpair, one JSON object per packet. `serving up` sends `{"id", "env", "cwd"}`
-plus `"args"` (run `serving ARGS` in the fork) or `"exec"` (an argv), with the log file's descriptor attached
-(SCM_RIGHTS). The server answers `{"id", "pid"}` (for an exec, once exec succeeded: a close-on-exec pipe
-tells) or `{"id", "errno", "strerror", "filename"}`, and `{"pid", "exit"}` when it reaps that child: the
-server is the parent, and the code is the exit status or -N for death by signal N, as asyncio reports it.
+(and `"nice"`, added to the child's niceness, when not 0) plus `"args"` (run `serving ARGS` in the fork) or
+`"exec"` (an argv), with the log file's descriptor attached (SCM_RIGHTS). The server answers `{"id", "pid"}`
+(for an exec, once exec succeeded: a close-on-exec pipe tells) or `{"id", "errno", "strerror", "filename"}`,
+and `{"pid", "exit"}` when it reaps that child: the server is the parent, and the code is the exit status or
+-N for death by signal N, as asyncio reports it.
 One ordered socket carries both, so a child's exit never arrives before its pid.
 
 Lifetime: the server ends at EOF on its socket (`serving up` closed it or died), after SIGKILLing every child
@@ -105,6 +106,8 @@ class ForkServer:
         if not spec.argv or self._closed or not await self._connect():
             return await self._fallback.start(spec)
         request: dict[str, Any] = {"id": next(self._ids), "env": spec.env, "cwd": str(spec.cwd)}
+        if spec.nice:
+            request["nice"] = spec.nice
         request["args" if args is not None else "exec"] = args if args is not None else list(spec.argv)
         reply: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
         self._pending[request["id"]] = reply

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +33,8 @@ class ProcessSpec:
     cwd: Path
     log_path: Path
     """stdout and stderr are appended here."""
+    nice: int = 0
+    """Added to the child's niceness before it runs (a lower scheduling priority); 0 keeps the parent's."""
 
 
 class Process(Protocol):
@@ -58,6 +61,13 @@ def die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _child_setup(nice: int) -> None:
+    """In the child before exec: death with the parent, then the lower priority asked for."""
+    die_with_parent()
+    if nice:
+        os.nice(nice)
 
 
 class OsProcess:
@@ -94,7 +104,7 @@ class OsLauncher:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=partial(_child_setup, spec.nice),
             )
         return OsProcess(proc)
 

@@ -270,3 +270,29 @@ async def test_server_and_children_die_with_their_owner(tmp_path: Path, app: Fak
         await owner.wait()
     await until(lambda: not alive(server_pid), "the fork server outlived its owner")
     await until(lambda: not alive(child_pid), "a forked queue-proxy outlived its owner")
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("through", ["fork server", "plain launcher"])
+async def test_a_spec_s_nice_lowers_the_child_s_priority(
+    forkserver: ForkServer, tmp_path: Path, through: str
+) -> None:
+    launcher = forkserver if through == "fork server" else OsLauncher()
+    spec = ProcessSpec(
+        argv=("python3", "-c", "import os, sys, time; print(os.nice(0)); sys.stdout.flush(); time.sleep(60)"),
+        env={"PATH": str(Path(sys.executable).parent)},
+        cwd=tmp_path,
+        log_path=tmp_path / "nice.log",
+        nice=5,
+    )
+    process = await launcher.start(spec)
+    try:
+        await until(lambda: spec.log_path.exists() and spec.log_path.read_text() != "", "no output")
+        assert int(spec.log_path.read_text()) == os.nice(0) + 5
+        assert niceness(process.pid) == os.nice(0) + 5
+    finally:
+        process.signal(signal.SIGKILL)
+        await wait_exit(process)

@@ -5,7 +5,13 @@ import sys
 from pathlib import Path
 
 from controller.pod import PodPorts
-from controller.podspec import PodContext, grace_seconds, pod_processes, readiness_probe_json
+from controller.podspec import (
+    USER_CONTAINER_NICE,
+    PodContext,
+    grace_seconds,
+    pod_processes,
+    readiness_probe_json,
+)
 from serving.service import parse_documents
 
 YAML = """
@@ -70,6 +76,8 @@ def test_user_process_follows_the_runtime_contract(tmp_path: Path) -> None:
     assert user.env["HOME"] == "/home/me"
     assert user.env["PATH"].split(":") == ["/usr/bin", str(Path(sys.executable).parent)]
     assert user.log_path == tmp_path / ".serving/logs/team/hello/hello-00001-abcde/user-container.log"
+    # A lower priority than the platform's processes, as a container without a CPU request has on a node.
+    assert user.nice == USER_CONTAINER_NICE > 0
 
 
 def test_queue_proxy_gets_knative_environment_on_free_ports(tmp_path: Path) -> None:
@@ -95,6 +103,7 @@ def test_queue_proxy_gets_knative_environment_on_free_ports(tmp_path: Path) -> N
     assert {k: qp.env[k] for k in expected} == expected
     assert json.loads(qp.env["SERVING_READINESS_PROBE"]) == {"httpGet": {"path": "/healthz"}}
     assert grace_seconds(context(tmp_path)) == 32.0
+    assert qp.nice == 0
 
 
 def test_probe_ports_are_dropped_and_absent_probe_is_empty() -> None:
