@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -21,6 +20,7 @@ import aiohttp
 
 from controller.bench import services
 from controller.expansion import expand
+from controller.port import PortAllocator
 
 _RETRY: Final = 0.05
 """Seconds between attempts while the app's port refuses connections."""
@@ -45,12 +45,6 @@ class FloorRun:
         return answered[-1] if answered and len(answered) == self.count else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _first_200(session: aiohttp.ClientSession, port: int, t0: float, deadline: float) -> float | None:
     url = f"http://127.0.0.1:{port}/"
     while time.monotonic() < deadline:
@@ -68,7 +62,7 @@ async def _first_200(session: aiohttp.ClientSession, port: int, t0: float, deadl
 
 async def run(app: services.App, count: int, session: aiohttp.ClientSession, within: float) -> FloorRun:
     """Start `count` copies of `app` at once; every copy is stopped (with its children) before returning."""
-    ports = [_free_port() for _ in range(count)]
+    ports = PortAllocator().allocate_many(count)  # as `serving up` picks its pods' ports
     processes: list[asyncio.subprocess.Process] = []
     t0 = time.monotonic()
     try:
