@@ -225,10 +225,7 @@ def _judge(ctx: Context, result: RunResult, wakes: list[Wake]) -> None:
     )
     counts = sorted({w.group for w in wakes})
     for count in counts:
-        times = sorted(
-            w.time_to_first_200 for w in wakes if w.group == count and w.time_to_first_200 is not None
-        )
-        answered = len(times) == sum(1 for w in wakes if w.group == count)
+        times, answered = _group_times(wakes, count)
         if count == max(counts):
             result.checks.append(
                 Check(
@@ -253,6 +250,13 @@ def _judge(ctx: Context, result: RunResult, wakes: list[Wake]) -> None:
         Check(name="errors", value=sum(w.errors for w in wakes), limit=0, unit="", knative="0", digits=0)
     )
     result.sections.append(("Each Service's wake", _wakes_table(wakes)))
+
+
+def _group_times(wakes: list[Wake], count: int) -> tuple[list[float], bool]:
+    """The group's times to first 200, ascending, and whether every Service of the group got one."""
+    group = [w for w in wakes if w.group == count]
+    times = sorted(w.time_to_first_200 for w in group if w.time_to_first_200 is not None)
+    return times, len(times) == len(group)
 
 
 def _ms(value: float | None) -> str:
@@ -290,10 +294,7 @@ def _floor_table(floors: list[floor.FloorRun], wakes: list[Wake]) -> str:
     ]
     for run in floors:
         bare = run.answered
-        woken = sorted(
-            w.time_to_first_200 for w in wakes if w.group == run.count and w.time_to_first_200 is not None
-        )
-        complete = len(woken) == sum(1 for w in wakes if w.group == run.count)
+        woken, complete = _group_times(wakes, run.count)
         slowest = woken[-1] if woken and complete else None
         added = None if slowest is None or run.slowest is None else slowest - run.slowest
         lines.append(
