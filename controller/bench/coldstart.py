@@ -185,9 +185,10 @@ async def run(ctx: Context) -> RunResult:
     floors: list[floor.FloorRun] = []
     if ctx.flag("floor"):
         # One unmeasured start first: the wakes find the app's files in the page cache, and so must the floor.
-        await floor.run(_app(ctx), 1, ctx.session, ctx.num("request_timeout"))
+        logs = ctx.out / "floor"
+        await floor.run(_app(ctx), 1, ctx.session, ctx.num("request_timeout"), logs / "warm-up")
         for count in ctx.ints("counts"):
-            floors.append(await floor.run(_app(ctx), count, ctx.session, ctx.num("request_timeout")))
+            floors.append(await floor.run(_app(ctx), count, ctx.session, ctx.num("request_timeout"), logs))
     for count in ctx.ints("counts"):
         group = await _group(ctx, count)
         # Groups run one after the other; each is shifted onto one time axis for the plots.

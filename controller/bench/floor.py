@@ -1,6 +1,7 @@
 """The machine's floor for a cold start: N copies of an app started at the same instant, with no platform.
 
-Each copy is the Service's own command, run directly on a free port with the Service's environment; the time
+Each copy is the Service's own command, started as a local pod's user container is (same launcher, niceness
+and environment, `$(PORT)` expanded) but with no queue-proxy, activator or controller around it; the time
 of each is from the common start to its first 200, found by asking every 50 ms (Knative's aggressive
 readiness cadence) until the port takes the connection and then waiting for the answer. What the platform
 adds to a wake is its time to first 200 minus this floor, measured on the same machine in the same run.
@@ -9,18 +10,19 @@ adds to a wake is its time to first 200 minus this floor, measured on the same m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import aiohttp
 
 from controller.bench import services
 from controller.expansion import expand
+from controller.podspec import USER_CONTAINER_NICE
 from controller.port import PortAllocator
+from controller.process import OsLauncher, Process, ProcessSpec, stop
 
 _RETRY: Final = 0.05
 """Seconds between attempts while the app's port refuses connections."""
@@ -60,40 +62,28 @@ async def _first_200(session: aiohttp.ClientSession, port: int, t0: float, deadl
     return None
 
 
-async def run(app: services.App, count: int, session: aiohttp.ClientSession, within: float) -> FloorRun:
-    """Start `count` copies of `app` at once; every copy is stopped (with its children) before returning."""
+async def run(
+    app: services.App, count: int, session: aiohttp.ClientSession, within: float, log_dir: Path
+) -> FloorRun:
+    """Start `count` copies of `app` at once, each with its output in `log_dir`; every copy is stopped (its
+    whole process group) before returning."""
     ports = PortAllocator().allocate_many(count)  # as `serving up` picks its pods' ports
-    processes: list[asyncio.subprocess.Process] = []
+    launcher = OsLauncher()
+    processes: list[Process] = []
     t0 = time.monotonic()
     try:
-        for port in ports:
+        for i, port in enumerate(ports, 1):
             container_env = {**app.env, "PORT": str(port)}  # what `$(VAR)` may name, as on a pod
-            argv = [expand(arg, container_env) for arg in app.command]
-            processes.append(
-                await asyncio.create_subprocess_exec(
-                    *argv,
-                    cwd=app.working_dir,
-                    env={**os.environ, **container_env},
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group, so that its workers stop with it
-                )
+            spec = ProcessSpec(
+                argv=tuple(expand(arg, container_env) for arg in app.command),
+                env={**os.environ, **container_env},
+                cwd=app.working_dir or Path.cwd(),
+                log_path=log_dir / f"{count}-at-once-{i:02d}.log",
+                nice=USER_CONTAINER_NICE,  # as a local pod's user container runs
             )
+            processes.append(await launcher.start(spec))
         deadline = t0 + within
         times = await asyncio.gather(*(_first_200(session, port, t0, deadline) for port in ports))
     finally:
-        await _stop(processes)
+        await asyncio.gather(*(stop(p, _STOP_GRACE) for p in processes))
     return FloorRun(count=count, times_ms=list(times))
-
-
-async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for process in processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-        waits = [asyncio.wait_for(p.wait(), _STOP_GRACE) for p in processes if p.returncode is None]
-        results = await asyncio.gather(*waits, return_exceptions=True)
-        if not any(isinstance(r, TimeoutError) for r in results):
-            return

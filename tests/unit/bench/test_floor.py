@@ -24,11 +24,11 @@ def _children() -> set[int]:
     return found
 
 
-async def test_copies_are_timed_to_their_first_200_and_stopped() -> None:
+async def test_copies_are_timed_to_their_first_200_and_stopped(tmp_path: Path) -> None:
     before = _children()
     app = services.benchapp(startup_ms=200)
     async with aiohttp.ClientSession() as session:
-        run = await floor.run(app, 3, session, within=30)
+        run = await floor.run(app, 3, session, within=30, log_dir=tmp_path)
     assert run.count == 3
     assert len(run.answered) == 3
     assert all(t >= 200 for t in run.answered)  # none answers before its own start-up delay
@@ -36,7 +36,7 @@ async def test_copies_are_timed_to_their_first_200_and_stopped() -> None:
     assert _children() == before
 
 
-async def test_a_copy_that_never_answers_counts_as_none_and_is_stopped() -> None:
+async def test_a_copy_that_never_answers_counts_as_none_and_is_stopped(tmp_path: Path) -> None:
     before = _children()
     # Listens on nothing and ignores SIGTERM: only SIGKILL of its process group ends it.
     app = services.App(
@@ -47,7 +47,7 @@ async def test_a_copy_that_never_answers_counts_as_none_and_is_stopped() -> None
         )
     )
     async with aiohttp.ClientSession() as session:
-        run = await floor.run(app, 1, session, within=0.3)
+        run = await floor.run(app, 1, session, within=0.3, log_dir=tmp_path)
     assert run.times_ms == [None]
     assert run.slowest is None
     assert _children() == before
