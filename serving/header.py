@@ -28,6 +28,10 @@ ORIGINAL_HOST: Final = "k-original-host"
 PROXY_REQUEST: Final = "k-proxy-request"
 PROXY_REQUEST_ACTIVATOR: Final = "activator"
 
+# On a queue-proxy's 502 when its app refused the connection: nothing reached the app, so the activator or
+# the router may try another pod. The engine consumes it; it never reaches a client.
+APP_REFUSED: Final = "k-app-refused"
+
 # Cold-start visibility: `Server-Timing: activator;dur=<ms>` on responses that waited in the activator.
 SERVER_TIMING: Final = "server-timing"
 
@@ -58,6 +62,30 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
+
+
+# Headers that frame, route or describe a request as a proxy forwards it: a client's `Connection` tokens may
+# never make a proxy drop them (dropping Content-Length while relaying the body is request smuggling).
+_PROTECTED: Final = frozenset(
+    {
+        HOST,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        FORWARDED,
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        ORIGINAL_HOST,
+        PROXY_REQUEST,
+        APP_REFUSED,
+    }
+)
+_PROTECTED_PREFIXES: Final = ("knative-serving-", "k-network-", "k-kubelet-")
+
+
+def is_protected(name: str) -> bool:
+    """Whether `name` (lower-case) is a header that `Connection` tokens cannot remove."""
+    return name in _PROTECTED or name.startswith(_PROTECTED_PREFIXES)
 
 
 _PROBE_AGENTS: Final = (KUBE_PROBE_UA_PREFIX, ACTIVATOR_PROBE_UA, AUTOSCALING_PROBE_UA)

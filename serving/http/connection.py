@@ -28,6 +28,7 @@ import httptools
 
 from serving import header
 from serving.http import wire
+from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
 from serving.http.exchange import ABORTED, DONE, NEW, STARTED, Exchange
 from serving.http.message import Headers, Request
 
@@ -89,6 +90,40 @@ class _Reject(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+def _status_of(exc: Exception) -> int:
+    """What the client gets for an exception that escaped its handler before any response: an upstream's
+    failure is the upstream's (502, or 504 for its timeouts), never a 500 of the proxy's own."""
+    if isinstance(exc, (UpstreamError, UpstreamConnectError)):
+        return 502
+    if isinstance(exc, (ResponseStartTimeout, IdleTimeout)):
+        return 504
+    return 500
+
+
+def _origin_form(target: str, items: list[tuple[str, str]]) -> str:
+    """The origin-form of a request-target that is not one: `*` (OPTIONS) stays; an absolute-form target
+    (`http://host/path`) becomes its path, and its authority replaces Host, as RFC 9112 section 3.2.2 asks of
+    a proxy, so that every hop routes by the same name the app sees. Anything else is refused."""
+    if target == "*":
+        return target
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise _Reject(400)
+    slash = rest.find("/")
+    query = rest.find("?")
+    end = min(i for i in (slash, query, len(rest)) if i != -1)
+    authority, path = rest[:end], rest[end:]
+    if not authority or "@" in authority or any(c in authority for c in " \t\\"):
+        raise _Reject(400)
+    for i, (name, _) in enumerate(items):
+        if name == header.HOST:
+            items[i] = (header.HOST, authority)
+            break
+    else:
+        items.append((header.HOST, authority))
+    return path if path.startswith("/") else "/" + path
 
 
 class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
@@ -288,11 +323,21 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise _Reject(400)  # a reverse proxy has no tunnel to offer
+        items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+        target = self._url.decode("latin-1")
+        hosts = 0
+        for name, _ in items:
+            if name == header.HOST:
+                hosts += 1
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise _Reject(400)  # RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0
+        if not target.startswith("/"):
+            target = _origin_form(target, items)
         request = Request(
             method,
-            self._url.decode("latin-1"),
+            target,
             version,
-            Headers._trusted([(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]),
+            Headers._trusted(items),
             self._client,
             parser.should_keep_alive(),
             parser.should_upgrade(),
@@ -362,12 +407,20 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 except asyncio.CancelledError:
                     self._finish_exchange(ex, _CANCELLED)
                     raise
-                except Exception:
-                    if ex._state == NEW:
+                except Exception as exc:
+                    status = _status_of(exc)
+                    if ex._state != NEW:
+                        logger.debug("handler failed after the response started", exc_info=True)
+                    elif status == 500:
                         logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
                     else:
-                        logger.debug("handler failed after the response started", exc_info=True)
-                    go_on = self._finish_exchange(ex, _FAILED)
+                        logger.warning(
+                            "handler left an upstream failure unanswered: %s %s: %s",
+                            ex.request.method,
+                            ex.request.target,
+                            exc,
+                        )
+                    go_on = self._finish_exchange(ex, _FAILED, status)
                 else:
                     go_on = self._finish_exchange(ex, _OK)
                 if not go_on:
@@ -382,7 +435,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             if self._task is asyncio.current_task():
                 self._task = None
 
-    def _finish_exchange(self, ex: Exchange, outcome: int) -> bool:
+    def _finish_exchange(self, ex: Exchange, outcome: int, status: int = 500) -> bool:
         """After a handler: close, or go on to the next request (pipelined or yet to come): True then."""
         queue = self._queue
         if (
@@ -420,7 +473,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                     logger.error(
                         "handler returned without responding: %s %s", ex.request.method, ex.request.target
                     )
-                self._write_error(500)
+                self._write_error(status)
             return False
         if not ex._keep or not ex._body_complete or self.draining:
             self._close(linger=not ex._body_complete and not self._upgraded)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 
 from serving import header
 from serving.http import wire
-from serving.http.error import UpstreamError
+from serving.http.error import UpstreamConnectError, UpstreamError
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.pool import UpstreamPool
 from serving.http.upstream import ForwardTimeouts, StaleConnection
@@ -63,6 +63,7 @@ class Exchange:
     # Body framing, known once `forward` looks at it.
     _has_body = False
     _chunked = False
+    _length: str | None = None  # the client's Content-Length of a body that is not chunked
     _expect = False
     # Bytes after an upgrade request, held until the upstream switches protocols.
     _raw: list[bytes] | None = None
@@ -137,7 +138,7 @@ class Exchange:
             raise RuntimeError("a response was already sent, or the body streamed, on this exchange")
         if not self._body_complete or self._body is not None:
             self._scan_framing()
-        head = _request_head(self.request, headers, pool.address, self._chunked)
+        head = _request_head(self.request, headers, pool.address, self._chunked, self._length)
         extra = wire.encode_headers(response_headers) if response_headers else b""
         loop = self._conn.loop
         retried = False
@@ -151,9 +152,15 @@ class Exchange:
             except StaleConnection as exc:
                 # A pooled connection the upstream had already closed; nothing was processed, so one retry on
                 # a fresh connection is safe (only requests without a body get here).
+                self._body_taken = False
                 if retried:
                     raise UpstreamError(str(exc), response_started=False) from None
                 retried = True
+            except UpstreamConnectError:
+                # The upstream's app refused (a marked 502): nothing reached it and the request has no body,
+                # so the handler may forward this exchange again, elsewhere.
+                self._body_taken = False
+                raise
             except asyncio.CancelledError:
                 conn.cancel(self)
                 raise
@@ -164,6 +171,8 @@ class Exchange:
         for name, value in self.request.headers._items:
             if name == header.TRANSFER_ENCODING:
                 self._chunked = True  # llhttp accepts only codings that end with chunked
+            elif name == header.CONTENT_LENGTH:
+                self._length = value.strip()  # llhttp refuses a second, different one
             elif name == "expect":
                 self._expect = self.request.version == "1.1" and value.strip().lower() == "100-continue"
 
@@ -185,10 +194,16 @@ class Exchange:
         return chunks
 
 
-def _request_head(request: Request, headers: Headers, address: str, chunked: bool) -> bytes:
+def _request_head(
+    request: Request, headers: Headers, address: str, chunked: bool, length: str | None
+) -> bytes:
     """The upstream request head: hop-by-hop headers dropped, framing and upgrade written by the engine.
 
-    Content-Length is relayed as the client sent it (llhttp has checked it); a chunked body is re-chunked.
+    The body's framing is always the engine's: a chunked body is re-chunked, and a body of `length` bytes
+    gets the client's Content-Length (llhttp has checked it) whatever the handler's headers say. A client's
+    `Connection` tokens drop the headers they name, except those that frame the message, route it or that a
+    proxy writes itself (`header.is_protected`): dropping Content-Length while relaying the body would make
+    the next hop read the body as another request.
     """
     items = headers._items
     lines = [f"{name}: {value}\r\n" for name, value in items if name not in _NOT_FORWARDED]
@@ -196,11 +211,18 @@ def _request_head(request: Request, headers: Headers, address: str, chunked: boo
         # Something hop-by-hop was dropped; a Connection header may name more headers to drop.
         tokens = connection_tokens([value for name, value in items if name == header.CONNECTION])
         if tokens:
+            tokens = {token for token in tokens if not header.is_protected(token)}
+        if tokens:
             lines = [
                 f"{name}: {value}\r\n"
                 for name, value in items
                 if name not in _NOT_FORWARDED and name not in tokens
             ]
+    if chunked or length is not None:
+        # A body is on its way: the head must frame exactly it, as the engine will send it.
+        lines = [line for line in lines if not line.startswith("content-length:")]
+        if length is not None and not chunked:
+            lines.append(f"content-length: {length}\r\n")
     if not (items and items[0][0] == header.HOST) and header.HOST not in headers:
         lines.append(f"host: {address}\r\n")
     if request.upgrade:

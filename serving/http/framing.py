@@ -38,8 +38,9 @@ def alternation(names: Iterable[bytes]) -> bytes:
     return branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
 
 
-# Hop-by-hop response headers: never relayed, so a head carrying one is rebuilt.
-_DROPPED: Final = frozenset(name.encode("ascii") for name in header.HOP_BY_HOP)
+# Hop-by-hop response headers: never relayed, so a head carrying one is rebuilt. The queue-proxy's mark of a
+# 502 for a refused app connection is for the next proxy only, never for a client.
+_DROPPED: Final = frozenset(name.encode("ascii") for name in header.HOP_BY_HOP | {header.APP_REFUSED})
 # The same names but Transfer-Encoding (relayed when it is exactly chunked), as found in a lowered head;
 # llhttp has already refused whitespace before the colon.
 _HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED - {b"transfer-encoding"}) + b":")
@@ -47,6 +48,7 @@ _HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED - {b"transfer-en
 # as received without a closer look.
 HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED) + b":")
 LENGTH_HEADER: Final = b"\r\ncontent-length:"  # as found in a lowered head
+APP_REFUSED: Final = b"\r\n" + header.APP_REFUSED.encode("ascii") + b":"  # as found in a lowered head
 _CODING: Final = b"\r\ntransfer-encoding:"
 
 
@@ -108,6 +110,8 @@ def rebuilt_head(raw: bytes, status: int, kind: int, coding: bytes | None) -> li
         if lower in _DROPPED:
             continue
         kept.append((lower, line + b"\r\n"))
+    # An app's `Connection` tokens never remove the length that frames the body relayed after this head.
+    tokens.discard(b"content-length")
     out += (line for lower, line in kept if lower not in tokens)
     if kind == UPGRADE:
         out.append(b"connection: upgrade\r\nupgrade: " + upgrade + b"\r\n")

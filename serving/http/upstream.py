@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from serving.http import framing, relay, wire
-from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamError
+from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
 from serving.http.framing import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE
 
 if TYPE_CHECKING:
@@ -128,9 +128,15 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             self._out.clear()
-            self._fail(
-                UpstreamError(f"invalid response from {self._pool.address}: {exc}", response_started=False)
-            )
+            cause = exc.__context__
+            if isinstance(cause, UpstreamConnectError):
+                self._fail(cause)
+            else:
+                self._fail(
+                    UpstreamError(
+                        f"invalid response from {self._pool.address}: {exc}", response_started=False
+                    )
+                )
             return
         out = self._out
         if out:
@@ -195,10 +201,14 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
                 return
             if not ex.request.upgrade:
                 raise UpstreamError("101 to a request that did not ask to upgrade", response_started=False)
+        raw = pending[start : end + 2]
+        if status == 502 and not ex._has_body and raw.lower().find(framing.APP_REFUSED) != -1:
+            # The upstream's app refused the connection and no request byte reached it: another pod may take
+            # the request (the handler decides), so nothing of this response goes to the client.
+            raise UpstreamConnectError(f"the app behind {self._pool.address} refused the connection")
         self._head_seen = True
         self._status = status
         self._keep_alive = parser.should_keep_alive()
-        raw = pending[start : end + 2]
         self._pending = b""
         self._skip = 0
         self._out.append(self._response_head(ex, status, raw))
