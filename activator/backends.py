@@ -2,8 +2,10 @@
 
 Pods the platform lists but has not marked ready are probed directly every 200 ms (Knative's cadence) until
 one probe passes, so a pod takes buffered requests the moment its queue-proxy answers, before the platform
-notices. A pod that refuses a connection is dropped at once and must pass a probe again, even if the platform
-still calls it ready; a pod the platform stops listing is dropped and its probing stops.
+notices. A pod the platform turns from ready to not ready (its app crashed or stopped answering) is dropped at
+once and probed again; one it turns back to ready is used at once. A pod that refuses a connection (or whose
+app did) is dropped at once and must pass a probe again, even if the platform still calls it ready; a pod the
+platform stops listing is dropped and its probing stops.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class Backends:
 
     States per listed pod: healthy (takes traffic) or probing (a task probes it until it passes). `suspect`
     marks pods whose connection failed: the platform's readiness is not trusted for them until a probe
-    passes. `on_change` is called synchronously whenever the healthy set changes.
+    passes or the platform reports a fresh not-ready to ready transition. `on_change` is called synchronously
+    whenever the healthy set changes.
     """
 
     def __init__(
@@ -65,10 +68,16 @@ class Backends:
         return sorted(self._tasks)
 
     def update(self, pods: Sequence[Pod]) -> None:
-        """Apply the platform's current list of the revision's pods."""
+        """Apply the platform's current list of the revision's pods.
+
+        Readiness is applied as transitions, both ways: ready -> not ready drops a healthy pod at once (a pod
+        our own probe let in before the platform called it ready stays); not ready -> ready makes it healthy
+        at once, whatever failed before, since the platform probed it after that.
+        """
         listed = {p.address: p for p in pods}
+        previous = self._pods
         changed = False
-        for address in list(self._pods):
+        for address in list(previous):
             if address not in listed:
                 changed |= address in self._healthy
                 self._healthy.discard(address)
@@ -76,6 +85,14 @@ class Backends:
                 self._stop_probe(address)
         self._pods = listed
         for address, pod in listed.items():
+            before = previous.get(address)
+            if before is not None and before.ready != pod.ready:
+                if pod.ready:
+                    self._suspect.discard(address)
+                elif address in self._healthy:
+                    log.info("pod %s turned not ready; probing it until it passes", address)
+                    self._healthy.discard(address)
+                    changed = True
             if address in self._healthy:
                 continue
             if pod.ready and address not in self._suspect:

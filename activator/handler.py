@@ -1,9 +1,10 @@
 """The activator's request path: identify the revision, wait for capacity, forward to a pod, map errors.
 
 Every failure becomes a status code here and nowhere else: queue full -> 503 with Retry-After; still
-waiting (or not answered) when the revision timeout ends -> 504; a pod refusing the connection -> the
-request goes to another pod (nothing was sent, so it is safe); any other upstream failure before the
-response started -> 502. A client that goes away cancels the handler task, which leaves the queue at once.
+waiting (or not answered) when the revision timeout ends -> 504; a pod refusing the connection, or whose app
+refused it (the queue-proxy's marked 502) -> the pod leaves rotation and the request goes to another pod or
+waits for one (nothing was sent, so it is safe); any other failure before the response started -> 502, never
+the engine's 500. A client that goes away cancels the handler task, which leaves the queue at once.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from serving.platform import RevisionKey
 log = logging.getLogger(__name__)
 
 MAX_CONNECT_ATTEMPTS: Final = 5
-"""Pods tried for one request when connections are refused; each refusal also takes that pod out of
-rotation, so more attempts would only wait on pods that are already known to be down."""
+"""Pods tried for one request when connections are refused (by a queue-proxy, or by its app); each refusal
+also takes that pod out of rotation until it passes a probe, so a request whose pods are all down waits in the
+queue, and only one that keeps meeting pods failing right after their probe passed gets a 502."""
 RETRY_AFTER_SECONDS: Final = "1"
 """Advice to clients turned away by a full queue: the queue drains at the pods' pace, so retry soon."""
 
@@ -71,7 +73,7 @@ class ActivatorHandler:
         try:
             async with asyncio.timeout(entry.timeout) as deadline:
                 expires = deadline.when()
-                for _ in range(MAX_CONNECT_ATTEMPTS):
+                for attempt in range(MAX_CONNECT_ATTEMPTS):
                     tracker = throttler.try_acquire()
                     if tracker is None:
                         started = self._loop.time()
@@ -94,12 +96,23 @@ class ActivatorHandler:
                             headers,
                             timeouts=entry.forward_timeouts,
                             response_headers=timing,
+                            retry_refused=True,
                         )
                         return
                     except UpstreamConnectError as exc:
+                        # Nothing reached the app: the pod leaves rotation until a probe passes, and the
+                        # request goes to another pod or waits in the queue for one.
                         log.warning("%s: pod %s refused a connection (%s)", key, tracker.address, exc)
                         entry.pod_failed(tracker.address)
                         deadline.reschedule(expires)
+                    except RuntimeError as exc:
+                        if not attempt:
+                            raise
+                        # The engine forwards an exchange again only while nothing of it was sent: a request
+                        # body already streamed to a pod cannot be sent to another one.
+                        raise UpstreamError(
+                            f"the request cannot be sent again: {exc}", response_started=False
+                        ) from exc
                     finally:
                         throttler.release(tracker)
                 raise UpstreamError(
@@ -118,6 +131,14 @@ class ActivatorHandler:
                 raise
             status = 502
             await exchange.respond(502, _TEXT, f"activator: upstream failed: {exc}\n".encode())
+        except Exception:
+            # The request's boundary: a bug must not reach the client as the engine's 500, since a proxy's
+            # failure is a bad gateway; it is logged with its traceback.
+            if exchange.response_started:
+                raise
+            log.exception("%s: request failed unexpectedly", key)
+            status = 502
+            await exchange.respond(502, _TEXT, b"activator: internal error\n")
         finally:
             self._reporter.request_out(load)
             entry.metrics.wait.observe(waited)

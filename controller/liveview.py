@@ -52,12 +52,30 @@ def render(report: JSON) -> list[str]:
                 "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
             )
         for rev in service["revisions"]:
-            for pod in rev["pods"]:
-                if pod["reason"]:
-                    lines.append(f"    ! {pod['name']}: {pod['reason']}")
+            lines.extend(_reason_lines(rev))
         lines.append("")
     if not report["services"]:
         lines.append("no Services")
+    for name, component in sorted(report.get("components", {}).items()):
+        if component.get("restarts"):
+            lines.append(
+                f"! {name}: restarted {component['restarts']} time(s), last {component['last_exit']}; "
+                f"see {component['log']}"
+            )
+    return lines
+
+
+def _reason_lines(rev: JSON) -> list[str]:
+    """Why pods are not ready (a line per pod), then the revision's own reasons (a replacement held back)."""
+    lines: list[str] = []
+    shown: set[str] = set()
+    for pod in rev["pods"]:
+        if pod["reason"]:
+            lines.append(f"    ! {pod['name']}: {pod['reason']}")
+            shown.add(pod["reason"])
+    for reason in rev.get("reasons", []):
+        if reason not in shown:
+            lines.append(f"    ! {rev['name']}: {reason}")
     return lines
 
 

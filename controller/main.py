@@ -1,12 +1,12 @@
 """`serving controller FILE...`: the local platform without the live view (plain log lines), for scripts.
 
-It runs exactly what `serving up` runs. A controller that reconciles Services inside a Kubernetes cluster is
-not available yet; on Kubernetes, the components run from the Helm chart.
+It runs exactly what `serving up` runs. There is no Kubernetes mode yet: no in-cluster controller and no
+Helm chart.
 """
 
 from __future__ import annotations
 
-from controller.up import launch, parser, prepare
+from controller.up import parser, run
 
 
 def main(argv: list[str]) -> int:
@@ -16,7 +16,4 @@ def main(argv: list[str]) -> int:
         "Kubernetes mode is not available yet."
     )
     args = p.parse_args(argv)
-    prepared = prepare(args)
-    if isinstance(prepared, int):
-        return prepared
-    return launch(prepared, live=False, log_level=args.log_level)
+    return run(args, live=False)

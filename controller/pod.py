@@ -1,6 +1,7 @@
 """One local pod: the user container and its queue-proxy, two process groups on loopback ports.
 
-The pod is ready while its queue-proxy answers a kubelet-style readiness probe and the user process runs. A
+The pod is ready while its queue-proxy answers a kubelet-style readiness probe and the user process runs;
+while it is not, `reason` says why (the app not listening on its port, its probe failing, a crash loop). A
 crashed user process is restarted with CrashLoopBackOff-style delays while the queue-proxy keeps running; a
 crashed queue-proxy ends the pod (the supervisor replaces it). Termination follows Knative's order: the
 queue-proxy drains first (it keeps accepting during its quiet period and waits for in-flight requests), and
@@ -12,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from controller.backoff import BackoffPolicy, CrashCounter
 from controller.process import Launcher, Process, ProcessSpec, describe_exit, stop
+from controller.rotation import RotationPolicy
 from serving.platform import Pod
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,9 @@ class PodPorts:
 class PodProcesses:
     queue_proxy: ProcessSpec
     user: ProcessSpec
+    readiness_path: str | None = None
+    """Path of the app's `httpGet` readiness probe on its port (None: a TCP probe); probed directly to say
+    why a pod is not ready."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,11 +63,47 @@ class PodSettings:
     """Seconds the user process gets after SIGTERM when its queue-proxy died, before SIGKILL."""
     min_user_grace: float = 1.0
     """Seconds the user process always gets after SIGTERM, even when the queue-proxy used the whole grace."""
+    diagnose_interval: float = 1.0
+    """Seconds between direct checks of a not-ready app's port (for the reason in status), so that a pod
+    probed every 100 ms costs its app at most one extra connection a second."""
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    log_rotation: RotationPolicy = field(default_factory=RotationPolicy)
 
 
-Prober = Callable[[PodPorts], Awaitable[bool]]
-"""Asks the queue-proxy whether the pod is ready (True on 200 `queue`)."""
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one readiness probe of a pod found."""
+
+    ready: bool
+    reason: str | None = None
+    """Why not, as the end of a sentence about a container: `not listening on port 40123`."""
+    user: bool = False
+    """The reason is about the user container (else about the queue-proxy)."""
+
+
+READY = ProbeResult(True)
+
+
+class Prober(Protocol):
+    """Probes a pod as the kubelet does, through its queue-proxy, and looks closer at a not-ready app."""
+
+    async def __call__(self, ports: PodPorts) -> ProbeResult:
+        """Ready on 200 `queue` from the queue-proxy; else why not, as far as its answer tells."""
+        ...
+
+    async def diagnose(self, ports: PodPorts, http_path: str | None) -> str | None:
+        """Why the app on `ports.user` is not ready, found by connecting to it (and GET `http_path`)."""
+        ...
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `3m5s`, `2h10m`: kubectl's way of showing an age (whole units, rounded down)."""
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60}s"
+    return f"{whole // 3600}h{whole % 3600 // 60}m"
 
 
 class LocalPod:
@@ -101,6 +145,34 @@ class LocalPod:
         self._qp: Process | None = None
         self._user: Process | None = None
         self._user_running = False
+        self._user_started = self.created_monotonic
+        self._qp_started = self.created_monotonic
+        self._problem: ProbeResult | None = None
+        """What the last failed probe found (None after a success or before the first probe)."""
+        self._diagnosed_at = -math.inf
+
+    @property
+    def log_paths(self) -> tuple[Path, Path]:
+        """The user container's and the queue-proxy's log files."""
+        return (self._processes.user.log_path, self._processes.queue_proxy.log_path)
+
+    def reason(self, now: float) -> str | None:
+        """Why the pod is not ready, for status; None while it is ready or terminating. `now` is monotonic."""
+        if self.waiting:
+            return self.waiting
+        if self.ready or self.terminating:
+            return None
+        if not self._user_running:
+            if self.last_exit:
+                return f"user-container restarting ({self.last_exit})"
+            return "user-container starting"
+        problem = self._problem
+        running = f"user-container running for {duration(now - self._user_started)}"
+        if problem is None:
+            return f"{running}, waiting for its first readiness probe"
+        if problem.user:
+            return f"{running} but {problem.reason}"
+        return f"queue-proxy running for {duration(now - self._qp_started)} but {problem.reason}"
 
     def to_platform(self) -> Pod:
         return Pod(
@@ -127,6 +199,7 @@ class LocalPod:
         try:
             try:
                 self._qp = await self._launcher.start(self._processes.queue_proxy)
+                self._qp_started = time.monotonic()
             except OSError as exc:
                 self.failed = True
                 self.last_exit = f"queue-proxy failed to start: {exc}"
@@ -191,6 +264,8 @@ class LocalPod:
                 _append(self._processes.user, f"serving: user container {description}\n")
             else:
                 self._user_running = True
+                self._user_started = started
+                self._problem = None
                 self.waiting = None
                 self._on_change()
                 code = await self._user.wait()
@@ -210,17 +285,33 @@ class LocalPod:
     async def _probe(self) -> None:
         failures = 0
         while True:
-            ok = self._user_running and await self._prober(self.ports)
-            if ok:
+            result = await self._prober(self.ports) if self._user_running else None
+            if result is not None and result.ready:
                 failures = 0
+                self._problem = None
                 if self._user_running and not self.terminating:
                     self._set_ready(True)
             else:
                 failures += 1
                 if not self._user_running or failures >= self._settings.failure_threshold:
                     self._set_ready(False)
+                if result is not None and self._user_running:
+                    self._problem = await self._explain(result)
             interval = self._settings.ready_probe_interval if self.ready else self._settings.probe_interval
             await asyncio.sleep(interval)
+
+    async def _explain(self, result: ProbeResult) -> ProbeResult:
+        """A failed probe that blames the app, with a closer look at the app (at most once a diagnose
+        interval; in between the last finding stands)."""
+        if not result.user:
+            return result
+        now = time.monotonic()
+        last = self._problem
+        if last is not None and last.user and now - self._diagnosed_at < self._settings.diagnose_interval:
+            return last
+        self._diagnosed_at = now
+        detail = await self._prober.diagnose(self.ports, self._processes.readiness_path)
+        return result if detail is None else ProbeResult(False, detail, user=True)
 
     def _set_ready(self, ready: bool) -> None:
         if self.ready != ready:

@@ -92,6 +92,18 @@ def readiness_probe_json(probe: Mapping[str, Any] | None) -> str:
     return json.dumps(data, separators=(",", ":"))
 
 
+def readiness_http_path(probe: Mapping[str, Any] | None) -> str | None:
+    """The path an `httpGet` readiness probe asks for on the user port (None for TCP, HTTPS or another host),
+    which the controller GETs itself to say why a pod is not ready."""
+    action = (probe or {}).get("httpGet")
+    if not isinstance(action, Mapping) or action.get("host"):
+        return None
+    if str(action.get("scheme", "HTTP")).upper() != "HTTP":
+        return None
+    path = str(action.get("path") or "/")
+    return path if path.startswith("/") else f"/{path}"
+
+
 def _path_with(path: str, directory: str) -> str:
     """`path` with `directory` appended if missing: tools installed beside `serving` (gunicorn) are found."""
     parts = path.split(os.pathsep) if path else []
@@ -141,4 +153,6 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         cwd=logs,
         log_path=logs / f"{QUEUE_PROXY}.log",
     )
-    return PodProcesses(queue_proxy=queue_proxy, user=user)
+    return PodProcesses(
+        queue_proxy=queue_proxy, user=user, readiness_path=readiness_http_path(container.readiness_probe)
+    )

@@ -18,11 +18,15 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+EXIT_UNKNOWN: Final = 256
+"""The code of a child whose exit status no one could read (only its parent can, and the fork server that
+was its parent is gone); real codes are 0-255, or -N for death by signal N."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +131,8 @@ async def stop(process: Process, grace: float, sig: int = signal.SIGTERM) -> int
 
 def describe_exit(code: int) -> str:
     """`exit code 3` or `killed by SIGKILL` (asyncio reports death by signal N as -N)."""
+    if code == EXIT_UNKNOWN:
+        return "exited (status unknown)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

@@ -70,6 +70,32 @@ class ServiceState:
         return [RevisionKey(self.service.namespace, name) for name in self.configuration.revisions]
 
 
+def apply_problems(
+    services: Sequence[Service], current: Mapping[tuple[str, str], ServiceState] | None = None
+) -> list[str]:
+    """Every problem `apply` would reject `services` for, given the `current` states (none at start-up).
+
+    Applies to copies of the configurations, so nothing changes; `serving up` calls it before starting any
+    component, so a traffic target naming a revision that will not exist stops it with exit code 2.
+    """
+    problems: list[str] = []
+    for service in services:
+        state = (current or {}).get(service.key)
+        trial = ServiceState(
+            service,
+            copy.deepcopy(state.configuration) if state else Configuration(service.name),
+            set(state.ready) if state else set(),
+        )
+        try:
+            trial.configuration.apply(service.template)
+            trial.resolve()
+        except ConfigurationError as exc:
+            problems.append(f"{service.where}: spec.template.metadata.name: {exc}")
+        except RouteError as exc:
+            problems += exc.problems
+    return problems
+
+
 class Reconciler:
     def __init__(
         self,
@@ -113,22 +139,7 @@ class Reconciler:
         return changes
 
     def _check(self, services: Sequence[Service]) -> None:
-        """Apply to copies of the configurations to find every problem before changing anything."""
-        problems: list[str] = []
-        for service in services:
-            state = self._services.get(service.key)
-            trial = ServiceState(
-                service,
-                copy.deepcopy(state.configuration) if state else Configuration(service.name),
-                set(state.ready) if state else set(),
-            )
-            try:
-                trial.configuration.apply(service.template)
-                trial.resolve()
-            except ConfigurationError as exc:
-                problems.append(f"{service.where}: spec.template.metadata.name: {exc}")
-            except RouteError as exc:
-                problems += exc.problems
+        problems = apply_problems(services, self._services)
         if problems:
             raise ApplyError(problems)
 

@@ -2,7 +2,8 @@
 
 Per Service its URL and per revision: traffic percent, desired/actual/ready pods, mode (Serve/Proxy),
 the autoscaler's observed stable and panic concurrency, requests per second and queued requests, and why
-pods are not running (CrashLoopBackOff). Mode is Proxy until the autoscaler has published one.
+pods are not ready (CrashLoopBackOff, an app not listening on its port, a failing readiness probe, a pod
+replacement held back). Mode is Proxy until the autoscaler has published one.
 """
 
 from __future__ import annotations
@@ -99,17 +100,20 @@ class StatusReport:
         status = self._store.status(key)
         traffic = self._router.traffic.get(key)
         live = [p for p in pods if not p.terminating]
+        now = time.monotonic()
         pod_rows = [
             {
                 "name": p.name,
                 "ready": p.ready,
                 "state": "Terminating" if p.terminating else ("CrashLoopBackOff" if p.waiting else "Running"),
                 "restarts": p.restarts,
-                "reason": p.waiting,
+                "reason": p.reason(now),
                 "last_exit": p.last_exit,
             }
             for p in pods
         ]
+        reasons = [row["reason"] for row in pod_rows if row["reason"]]
+        reasons += self._supervisor.reasons(key, now)
         return {
             "name": key.name,
             "traffic_percent": percent,
@@ -129,6 +133,7 @@ class StatusReport:
             "requests_total": traffic.requests if traffic is not None else 0,
             "requests_in_flight": traffic.in_flight if traffic is not None else 0,
             "queued": self._queued(key),
-            "reasons": [p.waiting for p in pods if p.waiting],
+            "reason": reasons[0] if reasons else None,
+            "reasons": reasons,
             "pods": pod_rows,
         }

@@ -3,7 +3,9 @@
 Per request: pick a revision by the route's weights; in Proxy mode (the autoscaler's published mode, Proxy
 until it publishes one) forward to the activator with `Knative-Serving-Revision`/`-Namespace`; in Serve mode
 forward to the ready pod with the fewest requests in flight from this router. A pod that refuses the
-connection (nothing reached the app) sends the request through the activator instead.
+connection, or whose app refused it (the queue-proxy's marked 502; nothing reached the app), sends the request
+through the activator instead. Readiness is read from the store on every request, so a pod the supervisor
+marks not ready gets no new request from here. Every failure of the router's own is a 502, 503 or 504.
 """
 
 from __future__ import annotations
@@ -95,9 +97,17 @@ class Router:
                     log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
             traffic.via_activator += 1
             try:
-                await self._to_activator(ex, key, headers, traffic)
+                await self._to_activator(ex, key, headers, traffic, retry=pod is not None)
             finally:
                 traffic.via_activator -= 1
+        except Exception:
+            # The request's boundary: a bug must not reach the client as the engine's 500 (a proxy's failure
+            # is a bad gateway); it is logged with its traceback.
+            if ex.response_started:
+                raise
+            log.exception("routing %s %s to %s failed", request.method, request.target, key)
+            traffic.errors += 1
+            await ex.respond(502, _TEXT, b"the router failed the request\n")
         finally:
             traffic.in_flight -= 1
 
@@ -122,21 +132,29 @@ class Router:
             pool = self._pods[address] = UpstreamPool(pod.host, pod.port)
         self._in_flight[address] = self._in_flight.get(address, 0) + 1
         try:
-            await ex.forward(pool, headers)
+            await ex.forward(pool, headers, retry_refused=True)
         except UpstreamError as exc:
-            if exc.response_started:
+            if exc.response_started or ex.response_started:
                 raise
             await ex.respond(502, _TEXT, f"pod {pod.name} failed the request: {exc}\n".encode())
         finally:
             self._in_flight[address] -= 1
 
     async def _to_activator(
-        self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic
+        self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic, *, retry: bool
     ) -> None:
+        """Forward through the activator; `retry` when a pod refused this exchange first."""
         headers.set(header.REVISION, key.name)
         headers.set(header.NAMESPACE, key.namespace)
         try:
             await ex.forward(self._activator, headers)
+        except RuntimeError as exc:
+            # After a pod refused: the engine forwards an exchange again only while nothing of it was sent
+            # (a request body already streamed to the pod cannot be sent to the activator).
+            if not retry or ex.response_started:
+                raise
+            traffic.errors += 1
+            await ex.respond(502, _TEXT, f"the request cannot be sent again: {exc}\n".encode())
         except UpstreamConnectError as exc:
             traffic.errors += 1
             body = (
@@ -145,7 +163,7 @@ class Router:
             )
             await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
         except UpstreamError as exc:
-            if exc.response_started:
+            if exc.response_started or ex.response_started:
                 raise
             traffic.errors += 1
             await ex.respond(502, _TEXT, f"the activator failed the request: {exc}\n".encode())

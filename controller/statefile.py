@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
@@ -22,6 +23,17 @@ ENV: Final = "SERVING_STATE_DIR"
 def state_dir(flag: str | None) -> Path:
     """The flag, else `$SERVING_STATE_DIR`, else `./.serving` (absolute)."""
     return Path(flag or os.environ.get(ENV) or ".serving").absolute()
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create the state dir if needed and prove a file can be written in it; `OSError` says why not.
+
+    Checked by writing, not with `os.access`: root passes every permission check, yet cannot create
+    anything under /proc or on a read-only mount.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory, prefix=".probe-"):
+        pass
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,23 +3,28 @@
 It plays the part of a Deployment controller and kubelet on one machine. Scale-out starts pods at once;
 scale-in removes the pods the autoscaler named (the idlest), then pods that are not ready, then the newest.
 A pod whose queue-proxy died is replaced, after a back-off when that keeps happening. Pods are published to
-the store (only pods that are not terminating, as Kubernetes endpoints do) whenever one changes.
+the store (only pods that are not terminating, as Kubernetes endpoints do) whenever one changes. As the
+kubelet does, it also rotates the pods' log files once they grow past a size (`controller.rotation`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import secrets
 import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from controller.backoff import CrashCounter
-from controller.pod import LocalPod, PodPorts, PodProcesses, PodSettings, Prober
+from controller.pod import LocalPod, PodPorts, PodProcesses, PodSettings, Prober, duration
 from controller.port import PortAllocator
 from controller.process import Launcher
+from controller.rotation import LogRotator, policy_from_environ
 from controller.store import Store
 from serving.platform import Revision, RevisionKey
 
@@ -52,6 +57,8 @@ class _RevisionState:
     pod_failures: CrashCounter | None = None
     hold_until: float = 0.0
     """No new pod before this monotonic time (back-off after pods failed)."""
+    last_failure: str | None = None
+    """How the last pod that failed ended (`pod NAME ended: queue-proxy exit code 1`)."""
 
 
 class Supervisor:
@@ -63,11 +70,17 @@ class Supervisor:
         ports: PortAllocator,
         settings: PodSettings | None = None,
     ) -> None:
+        """Without `settings`, the defaults, with the log rotation the `SERVING_LOG_*` variables set."""
         self._store = store
         self._launcher = launcher
         self._prober = prober
         self._ports = ports
-        self._settings = settings or PodSettings()
+        self._config_problems: list[str] = []
+        if settings is None:
+            rotation, self._config_problems = policy_from_environ(os.environ)
+            settings = PodSettings(log_rotation=rotation)
+        self._settings = settings
+        self._rotator = LogRotator(settings.log_rotation)
         self._revisions: dict[RevisionKey, _RevisionState] = {}
         self._wake = asyncio.Event()
         self._closing = False
@@ -128,10 +141,38 @@ class Supervisor:
     def pod_count(self) -> int:
         return sum(len(s.pods) for s in self._revisions.values())
 
+    def reasons(self, key: RevisionKey, now: float) -> list[str]:
+        """Why the revision has fewer pods than desired that no pod of it can tell: a replacement held back
+        after pods failed. `now` is monotonic."""
+        state = self._revisions.get(key)
+        if state is None or state.last_failure is None or now >= state.hold_until:
+            return []
+        return [f"{state.last_failure}; next pod in {duration(math.ceil(state.hold_until - now))}"]
+
+    def log_paths(self) -> list[Path]:
+        """The log files of every pod, terminating ones included (they write until they exit)."""
+        return [path for s in self._revisions.values() for pod in s.pods.values() for path in pod.log_paths]
+
     # --- running -------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Reconcile whenever something changed; runs until cancelled."""
+        """Reconcile whenever something changed, and rotate pod logs; runs until cancelled."""
+        for problem in self._config_problems:
+            log.warning("log rotation: %s; using the defaults", problem)
+        rotator = asyncio.create_task(self._rotate_logs(), name="log rotation")
+        try:
+            await self._reconcile_forever()
+        finally:
+            rotator.cancel()
+            await asyncio.gather(rotator, return_exceptions=True)
+
+    async def _rotate_logs(self) -> None:
+        try:
+            await self._rotator.run(self.log_paths)
+        except Exception:  # the task's boundary: pods keep running, their logs just stop being rotated
+            log.exception("log rotation failed; pod logs are no longer rotated")
+
+    async def _reconcile_forever(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -220,6 +261,7 @@ class Supervisor:
             if pod.failed and not pod.terminating and state.pod_failures is not None:
                 delay = state.pod_failures.crashed(time.monotonic() - pod.created_monotonic)
                 state.hold_until = time.monotonic() + delay
+                state.last_failure = f"pod {pod.name} ended: {pod.last_exit}"
             self._publish(key)
             self._wake.set()
 

@@ -9,6 +9,7 @@ accepting, pods drain and stop, components stop, and every child process group i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -16,10 +17,12 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -40,10 +43,11 @@ from controller.router import Router
 from controller.store import Store
 from controller.supervisor import Supervisor
 from serving.autoscaling import DEFAULT, AutoscalerConfig
-from serving.http import drain, serve
+from serving.http import Server, drain, serve
 from serving.service import Service, ServiceFileError, load_files, local_problems
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +119,7 @@ class _Parts:
     gauge: QueueGauge
     report: StatusReport
     view: LiveView
-    server: asyncio.Server | None = None
+    server: Server | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -232,7 +236,12 @@ class LocalSystem:
         except ComponentFailed as exc:
             print(f"serving up: {exc}", file=sys.stderr, flush=True)
             return False
-        parts.view.events(parts.reconciler.apply(services))
+        try:
+            parts.view.events(parts.reconciler.apply(services))
+        except ApplyError as exc:  # `serving up` checked this before starting; kept for other callers
+            for problem in exc.problems:
+                print(f"serving up: {problem}", file=sys.stderr, flush=True)
+            return False
         ingress_port = sock.getsockname()[1]
         parts.server = await serve(parts.router.handle, "127.0.0.1", ingress_port, sock=sock)
         statefile.write(
@@ -353,17 +362,25 @@ class LocalSystem:
         ]
 
     async def _follow_edits(self, reconciler: Reconciler, view: LiveView) -> None:
+        """Apply each edit of the files; one that cannot be read, validated or applied changes nothing."""
         watcher = self._watcher
+        opts = self.options
         while True:
-            await asyncio.sleep(self.options.poll_interval)
+            await asyncio.sleep(opts.poll_interval)
             if not watcher.changed():
                 continue
             try:
-                changes = reconciler.apply(load_services(self.options.files, self.options.autoscaler_config))
+                # Off the loop: a file at the size limit takes seconds to parse, requests keep flowing.
+                services = await _in_thread(lambda: load_services(opts.files, opts.autoscaler_config))
+                changes = reconciler.apply(services)
             except (ServiceFileError, ApplyError) as exc:
                 view.event("edit rejected, still running the previous version:")
                 for problem in exc.problems:
                     view.event(f"  {problem}")
+                continue
+            except Exception as exc:  # task boundary: no edit may stop the Services that run
+                log.exception("applying an edit of %s failed", ", ".join(map(str, opts.files)))
+                view.event(f"edit rejected, still running the previous version: {exc!r} (see controller.log)")
                 continue
             for line in changes or ["files changed: nothing to apply"]:
                 view.event(line)
@@ -374,6 +391,23 @@ class LocalSystem:
             report.sample()
             view.refresh()
             await asyncio.sleep(1.0)
+
+
+async def _in_thread(load: Callable[[], T]) -> T:
+    """`load()` in a daemon thread: unlike `asyncio.to_thread`'s pool, which is joined when the loop closes,
+    a parse still running at Ctrl-C does not hold up the exit."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def work() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(load())
+        except Exception as exc:  # handed to the awaiting task, which reports it
+            done.set_exception(exc)
+
+    threading.Thread(target=work, name="load-edits", daemon=True).start()
+    return await asyncio.wrap_future(done)
 
 
 def _component_json(component: Component) -> JSON:

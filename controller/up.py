@@ -1,6 +1,7 @@
 """`serving up FILE...`: run Services from Knative YAML on this machine, in the foreground, until Ctrl-C.
 
-Nothing starts while any file has a problem: every problem is printed and the exit code is 2.
+Nothing starts while any file, flag or the state dir has a problem: each problem is printed on one line and
+the exit code is 2.
 """
 
 from __future__ import annotations
@@ -12,25 +13,51 @@ import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, NoReturn
 
 import uvloop
 
 from controller import statefile
 from controller.filewatch import FileWatcher
+from controller.reconciler import apply_problems
 from controller.system import LocalSystem, Options, bind_ingress, load_services, reset_logs
 from serving.autoscaling import AutoscalingError, parse_config
-from serving.config import parse_duration
+from serving.config import parse_non_negative_duration
 from serving.service import Service, ServiceFileError
 
 DEFAULT_PORT = 8080
 """The ingress port of the DESIGN contract: `curl http://NAME.NAMESPACE.localhost:8080/`."""
+MAX_WAIT: Final = 3600.0
+"""Upper bound of the duration flags, seconds: an hour is past any useful drain or shutdown wait (Knative
+drains for 30 s), and keeps the value short enough to reach the queue-proxy as a plain `3600s`."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (the usage of `serving up` alone takes five): the problem, where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range: must be 1-65535, or 0 for any free port")
+    return port
 
 
 def _duration(text: str) -> float:
+    """A duration up to `MAX_WAIT`, to the millisecond (pods get it as `DRAIN_QUIET_PERIOD`)."""
     try:
-        return parse_duration(text)
+        seconds = parse_non_negative_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be 0s to 1h")
+    return round(seconds, 3)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -41,13 +68,13 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog, description="Run Knative Services from YAML files on this machine."
-    )
+    p = _Parser(prog=prog, description="Run Knative Services from YAML files on this machine.")
     p.add_argument(
         "files", nargs="+", type=Path, metavar="FILE", help="Service YAML files (edits are applied)"
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="ingress port on 127.0.0.1 (default 8080)")
+    p.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="ingress port on 127.0.0.1 (default 8080, 0: any)"
+    )
     p.add_argument("--state-dir", help="state and logs (default: $SERVING_STATE_DIR or ./.serving)")
     p.add_argument(
         "--autoscaler-config",
@@ -107,14 +134,28 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         return 2
     try:
         services = load_services(files, autoscaler)
+        # At start-up only each template's revision exists: a traffic target naming another fails here.
+        problems = apply_problems(services)
     except ServiceFileError as exc:
-        print(f"serving up: {len(exc.problems)} problem(s); nothing was started:", file=sys.stderr)
-        for problem in exc.problems:
+        problems = exc.problems
+    if problems:
+        print(f"serving up: {len(problems)} problem(s); nothing was started:", file=sys.stderr)
+        for problem in problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    state_dir = statefile.state_dir(args.state_dir)
+    try:
+        statefile.ensure_writable(state_dir)
+    except OSError as exc:
+        print(
+            f"serving up: cannot use the state dir {state_dir}: {exc.strerror or exc}; choose another with "
+            f"--state-dir (or ${statefile.ENV}); nothing was started",
+            file=sys.stderr,
+        )
         return 2
     options = Options(
         files=files,
-        state_dir=statefile.state_dir(args.state_dir),
+        state_dir=state_dir,
         port=args.port,
         autoscaler_pairs=pairs,
         autoscaler_config=autoscaler,
@@ -152,27 +193,36 @@ def launch(prepared: Prepared, *, live: bool, log_level: str) -> int:
             file=sys.stderr,
         )
         return 1
-    raise_file_limit()
-    reset_logs(options.state_dir)
-    log_dir = options.state_dir / statefile.LOG_DIR
-    log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=log_level.upper(),
-        filename=log_dir / "controller.log",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    system = LocalSystem(options, live=live, watcher=prepared.watcher)
     with sock:
+        raise_file_limit()
+        reset_logs(options.state_dir)
+        log_dir = options.state_dir / statefile.LOG_DIR
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            logging.basicConfig(
+                level=log_level.upper(),
+                filename=log_dir / "controller.log",
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                force=True,
+            )
+        except OSError as exc:  # e.g. a logs folder left by another user
+            print(f"serving up: cannot write logs in {log_dir}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        system = LocalSystem(options, live=live, watcher=prepared.watcher)
         return uvloop.run(system.run(prepared.services, sock))
 
 
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+def run(args: argparse.Namespace, *, live: bool) -> int:
+    """Validate, then run until stopped: the body of `serving up` and `serving controller`."""
     try:
         prepared = prepare(args)
         if isinstance(prepared, int):
             return prepared
-        return launch(prepared, live=not args.no_live, log_level=args.log_level)
+        return launch(prepared, live=live, log_level=args.log_level)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed: nothing runs yet
         return 130
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    return run(args, live=not args.no_live)

@@ -111,8 +111,9 @@ class QueueHandler:
             if probe == header.PROBE_PROBE:
                 await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
                 return
-            if header.is_health_check(seen.get(header.USER_AGENT, ""), header.KUBELET_PROBE in seen):
-                await self._health_check(exchange, probe)
+            user_agent = seen.get(header.USER_AGENT, "")
+            if header.is_health_check(user_agent, header.KUBELET_PROBE in seen):
+                await self._health_check(exchange, probe, user_agent.startswith(header.ACTIVATOR_PROBE_UA))
                 return
             proxied = prepare(headers, seen)
         else:
@@ -165,12 +166,14 @@ class QueueHandler:
         else:
             await exchange.respond(200, ((header.NETWORK_HASH, probe_hash), *_TEXT), probe_hash.encode())
 
-    async def _health_check(self, exchange: ProxiedExchange, probe: str | None) -> None:
+    async def _health_check(self, exchange: ProxiedExchange, probe: str | None, activator: bool) -> None:
+        """Kubelet's and the activator's probes; the activator's asks whether requests may come now, so its
+        answer never rests on an earlier result (`Readiness.check_now`)."""
         if self._drainer.draining:
             await exchange.respond(503, _TEXT, b"shutting down\n")
         elif probe and probe != header.PROBE_QUEUE:
             await exchange.respond(400, _TEXT, f"unexpected probe header value: {probe}\n".encode())
-        elif await self._readiness.check():
+        elif await (self._readiness.check_now() if activator else self._readiness.check()):
             await exchange.respond(200, _TEXT, header.PROBE_QUEUE.encode())
         else:
             await exchange.respond(503, _TEXT, b"the app is not ready\n")

@@ -83,6 +83,18 @@ class Readiness:
         # Shielded: one caller leaving (its client went away) must not cancel the others' check.
         return await asyncio.shield(self._pending)
 
+    async def check_now(self) -> bool:
+        """Whether the app is ready *and* answers its probe now: for the activator's probe, which decides
+        where requests go next.
+
+        In periodic mode `check` follows kubelet's rule (a result stands for `period`, and a ready app turns
+        unready only after `failure_threshold` failures in a row), so it calls an app that just died ready
+        for seconds; this adds one fresh attempt. An aggressive check is fresh already.
+        """
+        if not await self.check():
+            return False
+        return self.spec.aggressive or await self.attempt(self.spec.timeout)
+
     def _clear(self, task: asyncio.Task[bool]) -> None:
         if self._pending is task:
             self._pending = None

@@ -1,7 +1,8 @@
 """The one place where the queue-proxy turns domain errors into HTTP responses it writes itself.
 
 Statuses follow Knative's queue-proxy: a full queue is 503 (with `Retry-After`), an app that refuses the
-connection is 502, any timeout before the response started is 504.
+connection is 502, any timeout before the response started is 504. The 502 for a refused connection carries
+`k-app-refused: 1`: nothing reached the app, so the activator or router in front may retry on another pod.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from serving import header
 from serving.breaker import QueueFull
 from serving.http import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
 
@@ -37,7 +39,9 @@ QUEUE_FULL: Final = LocalResponse(
 REQUEST_TIMEOUT: Final = LocalResponse(504, b"request timeout\n")
 RESPONSE_START_TIMEOUT: Final = LocalResponse(504, b"timed out waiting for the app to start its response\n")
 IDLE_TIMEOUT: Final = LocalResponse(504, b"timed out waiting for the app to send data\n")
-APP_REFUSED: Final = LocalResponse(502, b"connection refused by the app\n")
+APP_REFUSED: Final = LocalResponse(
+    502, b"connection refused by the app\n", (_TEXT, (header.APP_REFUSED, "1"))
+)
 APP_FAILED: Final = LocalResponse(502, b"error reading the app's response\n")
 
 _BY_ERROR: Final[tuple[tuple[type[BaseException], LocalResponse], ...]] = (

@@ -29,7 +29,7 @@ PROXY_REQUEST: Final = "k-proxy-request"
 PROXY_REQUEST_ACTIVATOR: Final = "activator"
 
 # On a queue-proxy's 502 when its app refused the connection: nothing reached the app, so the activator or
-# the router may try another pod. The engine consumes it; it never reaches a client.
+# the router may try another pod. The engines in front consume or drop it (an app's own is dropped too).
 APP_REFUSED: Final = "k-app-refused"
 
 # Cold-start visibility: `Server-Timing: activator;dur=<ms>` on responses that waited in the activator.

@@ -8,16 +8,15 @@ them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import yaml
-
+from serving import document
 from serving.autoscaling import DEFAULT, AutoscalerConfig
 from serving.container import Container
+from serving.duration import DurationError, parse_duration_nanos
 from serving.template import RevisionTemplate, local_template_problems, parse_template
 from serving.traffic import TrafficTarget, parse_traffic
 from serving.validation import (
@@ -54,9 +53,6 @@ _SERVER_META: Final = frozenset(
     }
 )
 _META_FIELDS: Final = frozenset({"name", "namespace", "labels", "annotations"}) | _SERVER_META
-_DURATION_RE: Final = re.compile(r"^(\d+(\.\d*)?(ns|us|µs|ms|s|m|h))+$|^0$")
-_DURATION_PART_RE: Final = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 ROLLOUT_DURATION: Final = "serving.knative.dev/rollout-duration"
 
 
@@ -95,41 +91,11 @@ class Service:
         return f"{self.source}: document {self.document} ({KIND}/{self.name})"
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys, as Kubernetes' strict field validation does."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue  # an unhashable key: construct_mapping reports it with its position
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def _yaml_documents(text: str, source: Path, problems: list[str]) -> list[object] | None:
     try:
-        return list(yaml.load_all(text, Loader=_UniqueKeyLoader))  # a SafeLoader subclass: safe
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        problems.append(f"{source}: {where}invalid YAML: {what}")
-    except yaml.YAMLError as exc:
-        problems.append(f"{source}: invalid YAML: {exc}")
+        return document.parse(text, source)
+    except document.DocumentError as exc:
+        problems.append(exc.problem)
     return None
 
 
@@ -235,12 +201,15 @@ def _service_name_problem(name: str) -> str | None:
 
 
 def _rollout_duration_problem(value: str) -> str | None:
-    """Knative parses rollout-duration as a Go duration at whole-second precision."""
-    if not _DURATION_RE.match(value):
-        return f"{value!r} is not a duration (examples: 0, 90s, 2m)"
-    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(value))
-    if abs(seconds - round(seconds)) > 1e-9:
+    """Knative parses rollout-duration as a Go duration at whole-second precision, and refuses negatives."""
+    try:
+        nanos = parse_duration_nanos(value)
+    except DurationError as exc:
+        return str(exc)
+    if nanos % 1_000_000_000:
         return f"{value!r} is not at second precision"
+    if nanos < 0:
+        return f"{value!r} must be positive"
     return None
 
 
@@ -284,9 +253,9 @@ def load_files(
     services: list[Service] = []
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: cannot read: {exc}")
+            text = document.read_text(path)
+        except document.DocumentError as exc:
+            problems.append(exc.problem)
             continue
         services += _parse_text(text, path, problems, config)
     problems += _duplicate_problems(services)

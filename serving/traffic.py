@@ -57,17 +57,20 @@ def parse_traffic(r: FieldReader, raw: object, service_name: str | None) -> tupl
         raw_percent = entry.get("percent")
         # Knative sums the values as written, out-of-range ones included.
         total += raw_percent if isinstance(raw_percent, int) and not isinstance(raw_percent, bool) else 0
-        revision_name = r.string(entry, "revisionName", path)
+        # An empty string is unset, as in Knative (Go's zero value): `revisionName: ""` tracks the latest.
+        revision_name = r.string(entry, "revisionName", path) or None
         latest = r.boolean(entry, "latestRevision", path)
-        tag = r.string(entry, "tag", path)
+        tag = r.string(entry, "tag", path) or None
         if revision_name is not None:
             r.check(f"{path}.revisionName", revision_name, dns1035_label_problem)
-        if latest is not None and latest == (revision_name is not None):
+        if latest is True and revision_name is not None:
             r.add(
                 f"{path}.latestRevision",
-                f"may not set revisionName {revision_name or ''!r} "
-                f"when latestRevision is {str(latest).lower()}",
+                f"may not set revisionName {revision_name!r} when latestRevision is true: a target follows "
+                "either the latest revision or the one it names",
             )
+        elif latest is False and entry.get("revisionName") in (None, ""):  # a non-string one is reported
+            r.add(f"{path}.revisionName", "required when latestRevision is false: name the revision to pin")
         if tag is not None:
             _check_tag(r, f"{path}.tag", tag, service_name)
             if tag in tags:

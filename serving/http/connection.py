@@ -29,8 +29,9 @@ import httptools
 from serving import header
 from serving.http import wire
 from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
-from serving.http.exchange import ABORTED, DONE, NEW, STARTED, Exchange
+from serving.http.exchange import Exchange
 from serving.http.message import Headers, Request
+from serving.http.state import ABORTED, DONE, NEW, STARTED
 
 if TYPE_CHECKING:
     from serving.http.relay import Relay
@@ -187,9 +188,11 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         ex = self._parsing
-        if ex is not None and ex._body_sink is None and not ex._body_complete:
-            # A body waits for its handler: read no more than the high-water mark leaves room for.
-            return self._view[: max(wire.BODY_HIGH_WATER - ex._buffered, _MIN_READ)]
+        if ex is not None:
+            buffered = ex.buffered
+            if buffered is not None:
+                # A body waits for its handler: read no more than the high-water mark leaves room for.
+                return self._view[: max(wire.BODY_HIGH_WATER - buffered, _MIN_READ)]
         return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -265,7 +268,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             idle.set_result(None)  # the task finds the connection closed and ends
             return
         task = self._task
-        if task is not None and not task.done() and self._queue and self._queue[0]._state in (NEW, STARTED):
+        if task is not None and not task.done() and self._queue and self._queue[0].state in (NEW, STARTED):
             task.cancel()
 
     def pause_writing(self) -> None:
@@ -299,9 +302,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         if self._in_head:
             self._raw_headers.append((name, value))
         elif self._parsing is not None:
-            if self._parsing._trailers is None:
-                self._parsing._trailers = []
-            self._parsing._trailers.append((name, value))
+            self._parsing.trailer_received(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -366,27 +367,13 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         ex = self._parsing
         if ex is None:
             return
-        sink = ex._body_sink
-        if sink is not None:
-            sink(body)
-            return
-        if ex._body is None:
-            ex._body = [body]
-        else:
-            ex._body.append(body)
-        ex._buffered += len(body)
-        if ex._buffered > wire.BODY_HIGH_WATER:
-            self.pause(wire.PAUSE_BODY)
+        ex.body_received(body)
 
     def on_message_complete(self) -> None:
         ex = self._parsing
         if ex is None:
             return
-        ex._body_complete = True
-        end = ex._body_end
-        if end is not None:
-            ex._body_end = None
-            end()
+        ex.body_ended()
 
     # -- exchanges ----------------------------------------------------------------------------------------
 
@@ -409,7 +396,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                     raise
                 except Exception as exc:
                     status = _status_of(exc)
-                    if ex._state != NEW:
+                    if ex.state != NEW:
                         logger.debug("handler failed after the response started", exc_info=True)
                     elif status == 500:
                         logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
@@ -439,9 +426,9 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         """After a handler: close, or go on to the next request (pipelined or yet to come): True then."""
         queue = self._queue
         if (
-            ex._state == DONE
-            and ex._keep
-            and ex._body_complete
+            ex.state == DONE
+            and ex.keep
+            and ex.body_complete
             and len(queue) == 1
             and not self._closed
             and not self.draining
@@ -459,9 +446,9 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             if self._timer is None:
                 self._set_deadline(self._deadline)
             return True
-        if self._closed or ex._body_error:
+        if self._closed or ex.body_failed:
             return False  # connection lost, or already answered by `_reject`
-        state = ex._state
+        state = ex.state
         if state in (STARTED, ABORTED):
             self.abort()  # an incomplete response must never look complete
             return False
@@ -475,8 +462,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                     )
                 self._write_error(status)
             return False
-        if not ex._keep or not ex._body_complete or self.draining:
-            self._close(linger=not ex._body_complete and not self._upgraded)
+        if not ex.keep or not ex.body_complete or self.draining:
+            self._close(linger=not ex.body_complete and not self._upgraded)
             return False
         queue.popleft()
         if self._error_status:
@@ -502,15 +489,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         ex = self._parsing
         if ex is None:
             return
-        sink = ex._raw_sink
-        if sink is not None:
-            sink(data)
-            return
-        if ex._raw is None:
-            ex._raw = []
-        ex._raw.append(data)
-        if sum(map(len, ex._raw)) > wire.BODY_HIGH_WATER:
-            self.pause(wire.PAUSE_BODY)
+        ex.raw_received(data)
 
     def _reject(self, status: int) -> None:
         """A protocol error: answer once the exchanges before it are done, then close."""
@@ -522,15 +501,15 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             self._write_error(status)
             return
         running = queue[0]
-        if running is self._parsing and not running._body_complete:
+        if running is self._parsing and not running.body_complete:
             # The running request's own body is malformed: it can never be relayed whole. Stop its handler
             # (which may not even have started) and answer here.
-            running._body_error = True
+            running.body_malformed()
             task, self._task = self._task, None
             if task is not None:
                 task.cancel()
-            if running._state == NEW:
-                running._state = ABORTED
+            if running.state == NEW:
+                running.mark_aborted()
                 self._write_error(status)
             else:
                 self.abort()

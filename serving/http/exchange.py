@@ -16,17 +16,11 @@ from serving.http import wire
 from serving.http.error import UpstreamConnectError, UpstreamError
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.pool import UpstreamPool
+from serving.http.state import ABORTED, DONE, NEW, STARTED, keeps_alive
 from serving.http.upstream import ForwardTimeouts, StaleConnection
 
 if TYPE_CHECKING:
     from serving.http.connection import ServerConnection
-
-# Exchange states. STARTED: part of the response head or body went to the client, so a local error response is
-# no longer possible; ABORTED: the client connection was reset so a partial response never looks complete.
-NEW: Final = 0
-STARTED: Final = 1
-DONE: Final = 2
-ABORTED: Final = 3
 
 _DEFAULT_TIMEOUTS: Final = ForwardTimeouts()
 
@@ -64,6 +58,7 @@ class Exchange:
     _has_body = False
     _chunked = False
     _length: str | None = None  # the client's Content-Length of a body that is not chunked
+    _retry_refused = False  # a marked 502 raises instead of being relayed (see `forward`)
     _expect = False
     # Bytes after an upgrade request, held until the upstream switches protocols.
     _raw: list[bytes] | None = None
@@ -87,6 +82,46 @@ class Exchange:
         """Whether any byte of a response reached the client (a local error answer is then too late)."""
         return self._state != NEW
 
+    @property
+    def forwardable(self) -> bool:
+        """Whether `forward` may still be called: nothing was answered and no body byte was streamed."""
+        return self._state == NEW and not self._body_taken
+
+    @property
+    def retry_refused(self) -> bool:
+        return self._retry_refused
+
+    @property
+    def state(self) -> int:
+        """NEW, STARTED, DONE or ABORTED (`serving.http.state`)."""
+        return self._state
+
+    @property
+    def keep(self) -> bool:
+        """Whether the client connection stays open after this exchange (decided with the response head)."""
+        return self._keep
+
+    def decide_keep(self, until_close: bool) -> bool:
+        """Decide, as the response head is written, whether the client connection outlives this exchange;
+        `until_close`: the response body is delimited by closing the connection."""
+        request = self.request
+        keep = self._keep = keeps_alive(
+            request.keep_alive, request.upgrade, self._body_complete, self._conn.draining, until_close
+        )
+        return keep
+
+    def mark_started(self) -> None:
+        """A response head went to the client."""
+        self._state = STARTED
+
+    def mark_done(self) -> None:
+        """The response (or the relay after an upgrade) is complete."""
+        self._state = DONE
+
+    def mark_aborted(self) -> None:
+        """The client connection was reset mid-response (or before one, after a protocol error)."""
+        self._state = ABORTED
+
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         """Send a complete local response (probes, errors); the request body, if any, is discarded.
 
@@ -100,7 +135,7 @@ class Exchange:
             raise ValueError("interim (1xx) responses cannot be sent with respond()")
         request = self.request
         conn = self._conn
-        keep = request.keep_alive and self._body_complete and not request.upgrade and not conn.draining
+        keep = self.decide_keep(False)
         parts = [wire.status_line(status)]
         if headers:
             parts.append(wire.encode_headers((n, v) for n, v in headers if n.lower() not in _FRAMING))
@@ -115,7 +150,6 @@ class Exchange:
         if body and request.method != "HEAD" and status != 204 and status != 304:
             parts.append(body)
         self._state = DONE
-        self._keep = keep
         if not self._body_complete:
             self.discard_body()
         conn.write(b"".join(parts))
@@ -128,14 +162,21 @@ class Exchange:
         *,
         timeouts: ForwardTimeouts = _DEFAULT_TIMEOUTS,
         response_headers: Iterable[tuple[str, str]] = (),
+        retry_refused: bool = False,
     ) -> int:
         """Relay the request to `pool`'s upstream and its response back; return the upstream status.
+
+        With `retry_refused` (a proxy in front of queue-proxies), a 502 marked `K-App-Refused` for a request
+        without a body raises `UpstreamConnectError` instead of being relayed: the queue-proxy's app refused
+        the connection, so another pod may take the request. Without it the mark is only dropped, so an app
+        cannot make a proxy retry a request it has processed.
 
         See the package documentation for the errors raised. Cancel-safe: if the calling task is cancelled,
         the upstream connection is closed (never pooled half-used) and a started response is aborted.
         """
         if self._state != NEW or self._body_taken:
             raise RuntimeError("a response was already sent, or the body streamed, on this exchange")
+        self._retry_refused = retry_refused
         if not self._body_complete or self._body is not None:
             self._scan_framing()
         head = _request_head(self.request, headers, pool.address, self._chunked, self._length)
@@ -175,6 +216,106 @@ class Exchange:
                 self._length = value.strip()  # llhttp refuses a second, different one
             elif name == "expect":
                 self._expect = self.request.version == "1.1" and value.strip().lower() == "100-continue"
+
+    # -- the request body and upgrade bytes, as the client connection hands them over --------------------
+
+    @property
+    def body_complete(self) -> bool:
+        """Whether the whole request body (if any) has been read from the client."""
+        return self._body_complete
+
+    @property
+    def body_failed(self) -> bool:
+        """Whether the request body was malformed (the client connection has answered it already)."""
+        return self._body_error
+
+    @property
+    def connection(self) -> ServerConnection:
+        """The client connection this exchange arrived on."""
+        return self._conn
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a request body is (or was) streamed upstream; known once `forward` has started."""
+        return self._has_body
+
+    @property
+    def chunked(self) -> bool:
+        return self._chunked
+
+    @property
+    def expects_continue(self) -> bool:
+        """The client waits for `100 Continue` before it sends the body."""
+        return self._expect
+
+    @property
+    def trailers(self) -> list[tuple[bytes, bytes]]:
+        return self._trailers or []
+
+    @property
+    def buffered(self) -> int | None:
+        """Bytes of body held while no forwarder streams it; None once one does (or it is discarded)."""
+        return None if self._body_sink is not None or self._body_complete else self._buffered
+
+    def body_received(self, data: bytes) -> None:
+        """A piece of the request body: to the forwarder streaming it, or buffered up to the high-water mark
+        (then the client connection stops reading)."""
+        sink = self._body_sink
+        if sink is not None:
+            sink(data)
+            return
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+        self._buffered += len(data)
+        if self._buffered > wire.BODY_HIGH_WATER:
+            self._conn.pause(wire.PAUSE_BODY)
+
+    def trailer_received(self, name: bytes, value: bytes) -> None:
+        if self._trailers is None:
+            self._trailers = []
+        self._trailers.append((name, value))
+
+    def body_ended(self) -> None:
+        """The request body (and its trailers) arrived whole."""
+        self._body_complete = True
+        end = self._body_end
+        if end is not None:
+            self._body_end = None
+            end()
+
+    def body_malformed(self) -> None:
+        self._body_error = True
+
+    def raw_received(self, data: bytes) -> None:
+        """Bytes after an upgrade request: held until the upstream agrees to switch, then relayed."""
+        sink = self._raw_sink
+        if sink is not None:
+            sink(data)
+            return
+        if self._raw is None:
+            self._raw = []
+        self._raw.append(data)
+        if sum(map(len, self._raw)) > wire.BODY_HIGH_WATER:
+            self._conn.pause(wire.PAUSE_BODY)
+
+    def relay_raw(self, sink: Callable[[bytes], None]) -> list[bytes]:
+        """The upstream switched protocols: return the held bytes; later ones go straight to `sink`."""
+        held = self._raw or []
+        self._raw = None
+        self._raw_sink = sink
+        self._conn.resume(wire.PAUSE_BODY)
+        return held
+
+    def stream_body(self, sink: Callable[[bytes], None], end: Callable[[], None]) -> None:
+        """The rest of the body goes to `sink` as it arrives, then `end` is called (after `take_body`)."""
+        self._body_sink = sink
+        self._body_end = end
+
+    def sent_without_body(self) -> None:
+        """The request went upstream with no body to stream; a retry may send it again."""
+        self._body_taken = True
 
     def discard_body(self) -> None:
         """Drop the rest of the request body as it arrives instead of buffering it."""

@@ -70,7 +70,7 @@ class Relay:
         if self._finished:
             return
         self._finished = True
-        self._exchange._state = 2  # DONE
+        self._exchange.mark_done()
         self._detach()
         self._client.close_transport()
         self._upstream.close()
@@ -82,7 +82,7 @@ class Relay:
         if self._finished:
             return
         self._finished = True
-        self._exchange._state = 3  # ABORTED
+        self._exchange.mark_aborted()
         self._detach()
         self._client.abort()
         self._upstream.abort()

@@ -17,6 +17,7 @@ import httptools
 from serving.http import framing, relay, wire
 from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
 from serving.http.framing import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE
+from serving.http.state import DONE, NEW
 
 if TYPE_CHECKING:
     from serving.http.connection import ServerConnection
@@ -30,12 +31,6 @@ _LAST_CHUNK: Final = b"0\r\n\r\n"
 
 # Largest upstream response head accepted (llhttp itself sets no limit); four times the request-head limit.
 _MAX_HEAD: Final = 256 * 1024
-
-# Exchange states (see `serving.http.exchange`); repeated here because the exchange module imports this one.
-_NEW: Final = 0
-_STARTED: Final = 1
-_DONE: Final = 2
-_ABORTED: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,7 +165,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             self._finish()
             return
         address = self._pool.address
-        if not self._head_seen and not self._pending and self.reused and not ex._has_body:
+        if not self._head_seen and not self._pending and self.reused and not ex.has_body:
             self._fail(StaleConnection(f"pooled connection to {address} was closed", response_started=False))
         else:
             self._fail(UpstreamError(f"upstream {address} closed the connection", response_started=False))
@@ -202,7 +197,12 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             if not ex.request.upgrade:
                 raise UpstreamError("101 to a request that did not ask to upgrade", response_started=False)
         raw = pending[start : end + 2]
-        if status == 502 and not ex._has_body and raw.lower().find(framing.APP_REFUSED) != -1:
+        if (
+            status == 502
+            and ex.retry_refused
+            and not ex.has_body
+            and raw.lower().find(framing.APP_REFUSED) != -1
+        ):
             # The upstream's app refused the connection and no request byte reached it: another pod may take
             # the request (the handler decides), so nothing of this response goes to the client.
             raise UpstreamConnectError(f"the app behind {self._pool.address} refused the connection")
@@ -212,7 +212,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self._pending = b""
         self._skip = 0
         self._out.append(self._response_head(ex, status, raw))
-        ex._state = _STARTED
+        ex.mark_started()
         if self._head_request and status != 101:
             # llhttp cannot be told the request was HEAD; the message ends here and the next response needs
             # a fresh parser.
@@ -246,7 +246,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         """Send `ex`'s request (head and whatever body is buffered) and relay its response from now on."""
         transport = self.transport
         assert transport is not None
-        client = ex._conn
+        client = ex.connection
         done: asyncio.Future[int] = self.loop.create_future()
         self._ex = ex
         self._client = client
@@ -259,8 +259,8 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         client.write_listener = self
         if client.write_paused:
             self.pause(wire.PAUSE_PEER)
-        if not ex._has_body:
-            ex._body_taken = True
+        if not ex.has_body:
+            ex.sent_without_body()
             self._body_sent = True
             transport.write(head)
         else:
@@ -277,24 +277,22 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
 
     def _send_request_body(self, ex: Exchange, head: bytes, transport: asyncio.Transport) -> None:
         """Send the head and the buffered body; have the client connection stream the rest straight here."""
-        if ex._expect and not ex._body_complete:
-            ex._conn.write(_CONTINUE)
+        if ex.expects_continue and not ex.body_complete:
+            ex.connection.write(_CONTINUE)
         chunks = ex.take_body()
         out = [head]
-        if ex._chunked:
+        if ex.chunked:
             for data in chunks:
                 out.extend(wire.chunk(data))
-            if ex._body_complete:
-                out.append(wire.last_chunk(ex._trailers or []))
+            if ex.body_complete:
+                out.append(wire.last_chunk(ex.trailers))
             else:
-                ex._body_sink = self._send_chunk
-                ex._body_end = self._end_chunked
+                ex.stream_body(self._send_chunk, self._end_chunked)
         else:
             out += chunks
-            if not ex._body_complete:
-                ex._body_sink = transport.write
-                ex._body_end = self._end_body
-        self._body_sent = ex._body_complete
+            if not ex.body_complete:
+                ex.stream_body(transport.write, self._end_body)
+        self._body_sent = ex.body_complete
         transport.writelines(out)
 
     def _send_chunk(self, data: bytes) -> None:
@@ -303,7 +301,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
 
     def _end_chunked(self) -> None:
         if self.transport is not None and self._ex is not None:
-            self.transport.write(wire.last_chunk(self._ex._trailers or []))
+            self.transport.write(wire.last_chunk(self._ex.trailers))
         self._body_sent = True
 
     def _end_body(self) -> None:
@@ -326,9 +324,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         ):
             # The usual response: Content-Length framing, nothing hop-by-hop: relayed as received.
             self._framing = LENGTH
-            keep = ex._keep = (
-                request.keep_alive and ex._body_complete and not request.upgrade and not ex._conn.draining
-            )
+            keep = ex.decide_keep(False)
             tail = self._extra + b"\r\n"
             if version == "1.1":
                 return raw + tail if keep else raw + _CLOSE + tail
@@ -340,14 +336,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             kind = framing.frame(status, self._head_request, has_length, version)
             self._until_eof = kind in (CHUNKED, UNTIL_CLOSE) and not framing.is_chunked(coding)
         self._framing = kind
-        keep = (
-            request.keep_alive
-            and kind != UNTIL_CLOSE
-            and ex._body_complete
-            and not request.upgrade
-            and not ex._conn.draining
-        )
-        ex._keep = keep
+        keep = ex.decide_keep(kind == UNTIL_CLOSE)
         if framing.relayable(raw, lower, coding) and (coding is None or kind in (CHUNKED, NO_BODY)):
             parts = [raw]
             if self._until_eof and kind == CHUNKED:
@@ -383,19 +372,16 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self.relay = relay.Relay(client, self, ex, done)
         client.relay = self.relay
         upstream = self.transport
-        held = ex._raw
-        ex._raw = None
+        held = ex.relay_raw(upstream.write)
         if held:
             upstream.writelines(held)
-        ex._raw_sink = upstream.write
-        client.resume(wire.PAUSE_BODY)
 
     def _finish(self) -> None:
         """The response was relayed completely: hand the connection back to the pool (or close it)."""
         ex, done = self._ex, self._done
         assert ex is not None
         assert done is not None
-        ex._state = _DONE
+        ex.mark_done()
         if self._reset_parser:
             self._reset_parser = False
             self._parser = httptools.HttpResponseParser(self)
@@ -414,11 +400,11 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         if ex is None or done is None:
             return
         self._out.clear()
-        started = ex._state != _NEW
+        started = ex.state != NEW
         self._detach()
         self.abort()
         if started and client is not None:
-            ex._state = _ABORTED
+            ex.mark_aborted()
             client.abort()
         if isinstance(exc, UpstreamError):
             exc.response_started = started
@@ -430,7 +416,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         if self._timed:
             self._cancel_timer()
         ex, client = self._ex, self._client
-        if ex is not None and not ex._body_complete:
+        if ex is not None and not ex.body_complete:
             ex.discard_body()
         if client is not None:
             if client.write_listener is self:
@@ -453,11 +439,11 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         if self._ex is not ex:
             return  # already finished and released, or failed
         client = self._client
-        started = ex._state != _NEW
+        started = ex.state != NEW
         self._detach()
         self.abort()
-        if started and client is not None and ex._state != _DONE:
-            ex._state = _ABORTED
+        if started and client is not None and ex.state != DONE:
+            ex.mark_aborted()
             client.abort()
 
     def client_lost(self) -> None:

@@ -17,11 +17,13 @@ from activator.probe import HttpProbe
 from activator.registry import Registry
 from activator.reporter import StatReporter
 from serving.clock import MonotonicClock
-from serving.http import serve
+from serving.http import Server, serve
 from serving.platform import Pod, Revision, RevisionKey, Snapshot
 from serving.stat import RevisionStat, decode_wire
 from tests.fakes.app import FakeApp
 from tests.fakes.pod import FakePod
+from tests.fakes.process import free_port
+from tests.fakes.queueproxy import QueueProxyProcess
 
 KEY = RevisionKey("default", "hello-00001")
 HOST = "hello-00001.default.svc.cluster.local"
@@ -56,7 +58,7 @@ class Rig:
             # that needs both pods tried must not depend on luck (this seed picks each within two requests).
             rng=random.Random(1),
         )
-        self.server: asyncio.Server | None = None
+        self.server: Server | None = None
         self.url = ""
         self.version = 0
 
@@ -395,3 +397,86 @@ async def test_websocket_is_relayed_and_outlives_the_request_timeout(
             await asyncio.sleep(0.8)
             await ws.send_str("after the timeout")
             assert await ws.receive_str() == "after the timeout"
+
+
+def queue_proxy_pod(qp: QueueProxyProcess, name: str = "qp") -> Pod:
+    """How the platform lists a pod whose queue-proxy is `qp`, ready (it was, before its app went down)."""
+    return Pod(
+        name=name, host="127.0.0.1", port=qp.port, stats_port=1, admin_port=1, ready=True, started_at=0
+    )
+
+
+async def test_platform_turning_a_pod_not_ready_stops_its_traffic_at_once_and_ready_brings_it_back(
+    rig_factory: Callable[[int], Rig], pods: Callable[..., FakePod]
+) -> None:
+    """A pod whose app crashed still accepts connections (its queue-proxy runs), so only the platform's
+    readiness can take it out of rotation; it must, at once, and put it back when it is ready again."""
+    rig = rig_factory(100)
+    crashed, healthy = pods("crashed"), pods("healthy")
+    await crashed.start()
+    await healthy.start()
+    await rig.start()
+    rig.apply(revision(crashed.pod(), healthy.pod()))
+    crashed.ready = False  # its probe fails from now on, but it would still answer requests
+    rig.apply(revision(crashed.pod(), healthy.pod()))
+    for _ in range(10):
+        async with await rig.get() as resp:
+            assert resp.status == 200
+    assert crashed.requests == []
+    assert len(healthy.requests) == 10
+    crashed.ready = True
+    rig.apply(revision(crashed.pod(), healthy.pod()))
+    entry = rig.registry.get(KEY)
+    assert entry is not None
+    assert entry.backends.healthy == sorted([crashed.pod().address, healthy.pod().address])
+
+
+async def test_pod_whose_app_refuses_leaves_rotation_and_the_request_goes_to_another_pod(
+    rig_factory: Callable[[int], Rig], pods: Callable[..., FakePod]
+) -> None:
+    """A real queue-proxy whose app is down answers 502 marked `k-app-refused`: nothing reached the app, so
+    the activator sends the request to another pod instead of relaying the 502, and stops using that pod."""
+    rig = rig_factory(100)
+    alive = pods("alive")
+    await alive.start()
+    async with QueueProxyProcess.start(user_port=free_port(), wait_ready=False) as qp:
+        await rig.start()
+        dead = queue_proxy_pod(qp)
+        rig.apply(revision(dead, alive.pod(), cc=0))
+        statuses = []
+        for _ in range(10):
+            async with await rig.get() as resp:
+                statuses.append((resp.status, await resp.text()))
+        assert statuses == [(200, "alive GET / 0\n")] * 10
+        entry = rig.registry.get(KEY)
+        assert entry is not None
+        assert entry.backends.healthy == [alive.pod().address]
+        assert entry.backends.probing == [dead.address], "its queue-proxy's probe fails while the app is down"
+
+
+async def test_only_pod_whose_app_is_down_holds_requests_until_it_is_back_or_the_timeout(
+    rig_factory: Callable[[int], Rig],
+) -> None:
+    """All pods down: the request waits in the activator's queue and gets a 504 at the revision timeout,
+    or the pod's answer once its app is back, never an immediate 502."""
+    rig = rig_factory(100)
+    user_port = free_port()
+    async with QueueProxyProcess.start(user_port=user_port, wait_ready=False) as qp:
+        await rig.start()
+        rig.apply(revision(queue_proxy_pod(qp), timeout=1.5))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with await rig.get("/timed-out") as resp:
+            assert (resp.status, await resp.text()) == (504, "activator request timeout\n")
+        assert loop.time() - started >= 1.4
+        pending = asyncio.ensure_future(rig.get("/served"))
+        await asyncio.sleep(0.5)
+        assert not pending.done()
+        app = FakePod("app")
+        await app.start(port=user_port)  # the app is back behind the same queue-proxy
+        try:
+            async with await pending as resp:
+                assert (resp.status, await resp.text()) == (200, "app GET /served 0\n")
+        finally:
+            await app.stop()
+    assert rig.metric("activator_requests_total", code="502") == 0

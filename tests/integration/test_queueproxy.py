@@ -148,6 +148,41 @@ async def test_without_an_app_probes_fail_and_requests_get_502(session: aiohttp.
             assert "refused" in await response.text()
 
 
+async def test_refused_502_is_marked_so_the_proxy_in_front_may_retry(session: aiohttp.ClientSession) -> None:
+    """`k-app-refused: 1` on the 502 when the app refused the connection: nothing reached it, so the activator
+    or router in front may send the request to another pod (its engine consumes the mark)."""
+    async with QueueProxyProcess.start(user_port=free_port(), wait_ready=False) as qp:
+        async with session.get(qp.url + "/anything") as response:
+            assert response.status == 502
+            assert response.headers["k-app-refused"] == "1"
+        async with session.post(qp.url + "/echo", data=b"payload") as response:
+            assert response.status == 502
+            assert response.headers["k-app-refused"] == "1"
+
+
+async def test_activator_probe_sees_the_app_down_at_once_with_a_periodic_readiness_probe(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Kubelet's rule keeps a dead app ready for period x failureThreshold; the activator's probe decides
+    where requests go next, so the queue-proxy answers it from a fresh probe of the app."""
+    app = await FakeApp().start()
+    user_port = app.port
+    env = {"SERVING_READINESS_PROBE": '{"tcpSocket": {}, "periodSeconds": 10, "failureThreshold": 3}'}
+    activator_probe = {"User-Agent": "Knative-Activator-Probe", "K-Network-Probe": "queue"}
+    kubelet_probe = {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"}
+    try:
+        async with QueueProxyProcess.start(user_port=user_port, env=env) as qp:
+            async with session.get(qp.url + "/healthz", headers=activator_probe) as response:
+                assert (response.status, await response.text()) == (200, "queue")
+            await app.close()
+            async with session.get(qp.url, headers=kubelet_probe) as response:
+                assert response.status == 200, "within the period kubelet's answer stands"
+            async with session.get(qp.url + "/healthz", headers=activator_probe) as response:
+                assert response.status == 503
+    finally:
+        await app.close()
+
+
 async def test_queue_full_gets_503_with_retry_after(app: FakeApp, session: aiohttp.ClientSession) -> None:
     async with QueueProxyProcess.start(user_port=app.port, env={"CONTAINER_CONCURRENCY": "1"}) as qp:
         # 1 in flight + 10 waiting (10 x containerConcurrency) fill the breaker.

@@ -167,3 +167,61 @@ async def test_close_cancels_probing() -> None:
     await settle()
     await h.backends.close()
     assert h.backends.probing == []
+
+
+async def test_platform_turning_a_ready_pod_not_ready_drops_it_at_once_and_probes_it() -> None:
+    """A pod whose app crashed: the platform's ready -> not ready is applied at once, even though its
+    queue-proxy still accepts connections (so no refused connection would ever drop it)."""
+    h = Harness()
+    h.backends.update([pod(1, ready=True), pod(2, ready=True)])
+    assert h.backends.healthy == ["127.0.0.1:40001", "127.0.0.1:40002"]
+    h.backends.update([pod(1, ready=False), pod(2, ready=True)])
+    assert h.backends.healthy == ["127.0.0.1:40002"]
+    assert h.changes[-1] == ["127.0.0.1:40002"]
+    await settle()
+    assert h.backends.probing == ["127.0.0.1:40001"]
+    await h.sleep.advance(PROBE_PERIOD)
+    assert h.backends.healthy == ["127.0.0.1:40002"], "failing probes keep it out"
+    h.probe.passing.add("127.0.0.1:40001")  # the app is back: our own probe lets it in first
+    await h.sleep.advance(PROBE_PERIOD)
+    assert h.backends.healthy == ["127.0.0.1:40001", "127.0.0.1:40002"]
+    assert h.backends.probing == []
+
+
+async def test_platform_turning_a_pod_ready_again_uses_it_at_once() -> None:
+    h = Harness()
+    h.backends.update([pod(1, ready=True)])
+    h.backends.update([pod(1, ready=False)])
+    assert h.backends.healthy == []
+    h.backends.update([pod(1, ready=True)])
+    assert h.backends.healthy == ["127.0.0.1:40001"]
+    assert h.changes == [["127.0.0.1:40001"], [], ["127.0.0.1:40001"]]
+    await settle()
+    assert h.backends.probing == []
+
+
+async def test_failed_pod_that_the_platform_sees_fail_and_recover_is_used_again() -> None:
+    """After a refused connection the platform's word is trusted again once it reports the pod not ready
+    and then ready: it probed the pod after the failure."""
+    h = Harness()
+    h.backends.update([pod(1, ready=True)])
+    h.backends.request_failed("127.0.0.1:40001")
+    h.backends.update([pod(1, ready=True)])
+    assert h.backends.healthy == [], "a snapshot from before the failure is not trusted"
+    h.backends.update([pod(1, ready=False)])
+    assert h.backends.healthy == []
+    h.backends.update([pod(1, ready=True)])
+    assert h.backends.healthy == ["127.0.0.1:40001"]
+
+
+async def test_pod_our_probe_let_in_before_the_platform_stays_while_the_platform_catches_up() -> None:
+    h = Harness()
+    h.probe.passing.add("127.0.0.1:40002")
+    h.backends.update([pod(2, ready=False)])
+    await settle()
+    assert h.backends.healthy == ["127.0.0.1:40002"]
+    h.backends.update([pod(2, ready=False)])  # no transition: nothing the platform learnt since
+    assert h.backends.healthy == ["127.0.0.1:40002"]
+    h.backends.update([pod(2, ready=True)])
+    h.backends.update([pod(2, ready=False)])  # now it saw the pod fail
+    assert h.backends.healthy == []

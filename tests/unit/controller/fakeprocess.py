@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import signal
 
-from controller.pod import PodPorts
+from controller.pod import READY, PodPorts, ProbeResult
 from controller.process import Process, ProcessSpec
 
 _pids = itertools.count(1000)
@@ -57,6 +57,7 @@ class FakeLauncher:
         self.events: list[tuple[str, str]] = []
         self.term_delay = {"queue-proxy": 0.02, "user": 0.0}
         self.fail_user_start = False
+        self.probe = FakeProber(self)
 
     async def start(self, spec: ProcessSpec) -> Process:
         role = "queue-proxy" if spec.argv[-1] == "queue-proxy" else "user"
@@ -74,6 +75,26 @@ class FakeLauncher:
             if p.role == role and p.returncode is None and (pod is None or p.spec.env.get(POD_ENV) == pod)
         ]
 
-    async def probe(self, ports: PodPorts) -> bool:
-        """Ready while the pod's queue-proxy process is alive, as a real one answers 200 `queue`."""
-        return any(p.spec.env["QUEUE_SERVING_PORT"] == str(ports.serving) for p in self.alive("queue-proxy"))
+
+class FakeProber:
+    """Ready while the pod's queue-proxy process is alive and `app_listening`, as a real one answers 200
+    `queue` once the app listens; a queue-proxy that is gone refuses the probe's connection."""
+
+    def __init__(self, launcher: FakeLauncher) -> None:
+        self._launcher = launcher
+        self.app_listening = True
+        self.diagnoses = 0
+
+    async def __call__(self, ports: PodPorts) -> ProbeResult:
+        alive = self._launcher.alive("queue-proxy")
+        if not any(p.spec.env["QUEUE_SERVING_PORT"] == str(ports.serving) for p in alive):
+            return ProbeResult(False, f"not listening on port {ports.serving}")
+        if not self.app_listening:
+            return ProbeResult(
+                False, "not ready (the queue-proxy answers 503 the app is not ready)", user=True
+            )
+        return READY
+
+    async def diagnose(self, ports: PodPorts, http_path: str | None) -> str | None:
+        self.diagnoses += 1
+        return None if self.app_listening else f"not listening on port {ports.user}"

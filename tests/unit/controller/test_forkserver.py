@@ -1,9 +1,11 @@
 """The queue-proxy fork server with real processes: a forked queue-proxy serves a real app, reports its exit
-like an exec'd one, sees only its spec's environment, and no process outlives the server or `serving up`."""
+like an exec'd one, sees only its spec's environment; requests of any size go through, a lost server costs no
+running process, and no process outlives `serving up`."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -15,9 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.forkserver import ForkServer
+from controller import forkserver as forkserver_module
+from controller.forkhost import INLINE_MAX
+from controller.forkserver import ForkedProcess, ForkServer
 from controller.podspec import queue_proxy_argv
-from controller.process import OsLauncher, Process, ProcessSpec
+from controller.process import EXIT_UNKNOWN, OsLauncher, Process, ProcessSpec
 from tests.fakes.app import FakeApp
 from tests.fakes.process import free_port
 
@@ -198,23 +202,130 @@ async def test_missing_working_directory_raises_oserror(forkserver: ForkServer, 
         await forkserver.start(missing)
 
 
-async def test_killed_server_takes_its_children_and_is_replaced(
+async def test_killed_server_leaves_running_children_and_is_replaced(
     forkserver: ForkServer, app: FakeApp, tmp_path: Path
 ) -> None:
-    first, port = qp_spec(tmp_path, app.port, "first")
+    """A fork server killed with -9 takes no pod with it: the queue-proxy it forked keeps serving, a new
+    server starts the next one, and the survivor still stops (and reports it) when told to."""
+    first, first_port = qp_spec(tmp_path, app.port, "first")
     running = await forkserver.start(first)
-    await until(lambda: serves(port), "the first queue-proxy never served")
+    await until(lambda: serves(first_port), "the first queue-proxy never served")
     old = forkserver.pid
     assert old is not None
     os.kill(old, signal.SIGKILL)
-    assert await wait_exit(running) == -signal.SIGKILL
-    await until(lambda: not alive(running.pid), "a queue-proxy outlived its fork server")
-    second, port = qp_spec(tmp_path, app.port, "second")
+    await until(lambda: forkserver.pid is None, "the loss of the fork server went unnoticed")
+    second, second_port = qp_spec(tmp_path, app.port, "second")
     replacement = await forkserver.start(second)
-    await until(lambda: serves(port), "no queue-proxy started after the fork server died")
+    await until(lambda: serves(second_port), "no queue-proxy started after the fork server died")
     assert forkserver.pid not in (None, old)
+    assert alive(running.pid), "a queue-proxy died with its fork server"
+    assert running.returncode is None
+    assert await get(first_port) == (200, "hello world")
+    running.signal(signal.SIGTERM)
+    assert await wait_exit(running) == EXIT_UNKNOWN, "only its lost parent could read its status"
     replacement.signal(signal.SIGTERM)
     assert await wait_exit(replacement) == 0
+
+
+def sleeper(tmp_path: Path, name: str, **env: str) -> ProcessSpec:
+    """A small program that runs until killed."""
+    return ProcessSpec(
+        argv=("sleep", "300"),
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        cwd=tmp_path,
+        log_path=tmp_path / f"{name}.log",
+    )
+
+
+async def test_large_environment_reaches_the_child_and_spares_running_ones(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    """1,000 variables of 200 bytes make a request larger than the socket's buffer (~208 KB): it must
+    go through, and a process started earlier must not notice."""
+    small = await forkserver.start(sleeper(tmp_path, "small"))
+    server = forkserver.pid
+    big = {f"BIG_{i:04}": "x" * 200 for i in range(1000)}
+    spec = ProcessSpec(
+        argv=("python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"),
+        env={"PATH": str(Path(sys.executable).parent), "LC_ALL": "C.UTF-8", **big},
+        cwd=tmp_path,
+        log_path=tmp_path / "big.log",
+    )
+    assert len(json.dumps(spec.env)) > 212_992, "larger than the socket's default send buffer"
+    process = await forkserver.start(spec)
+    assert await wait_exit(process) == 0
+    assert json.loads(spec.log_path.read_text()) == spec.env
+    assert forkserver.pid == server, "the fork server was replaced"
+    assert alive(small.pid), "a large spec killed an unrelated process"
+    assert small.returncode is None
+    small.signal(signal.SIGKILL)
+    assert await wait_exit(small) == -signal.SIGKILL
+
+
+async def test_too_long_program_name_fails_its_start_alone(forkserver: ForkServer, tmp_path: Path) -> None:
+    """An error naming a 100 KB program is larger than a pipe's buffer and makes a large reply; only
+    that start fails, with the kernel's reason."""
+    small = await forkserver.start(sleeper(tmp_path, "small"))
+    server = forkserver.pid
+    spec = ProcessSpec(
+        argv=("p" * 100_000,), env={"PATH": "/nonexistent"}, cwd=tmp_path, log_path=tmp_path / "x.log"
+    )
+    with pytest.raises(OSError, match="too long") as failed:
+        await asyncio.wait_for(forkserver.start(spec), TIMEOUT)
+    assert failed.value.errno == errno.ENAMETOOLONG
+    assert failed.value.filename == spec.argv[0]
+    assert forkserver.pid == server, "the fork server was replaced"
+    assert alive(small.pid), "a failed start killed an unrelated process"
+    small.signal(signal.SIGKILL)
+    assert await wait_exit(small) == -signal.SIGKILL
+
+
+async def test_many_starts_at_once_while_the_server_is_busy_all_complete(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    """More requests than the socket holds (its ~208 KB send buffer) wait for room, every one of them."""
+    server = forkserver.pid
+    assert server is not None
+    pad = "x" * (INLINE_MAX - 1000)  # each request as large as a packet gets: the buffer fills sooner
+    os.kill(server, signal.SIGSTOP)
+    try:
+        starts = [
+            asyncio.create_task(forkserver.start(sleeper(tmp_path, f"s{i}", PAD=pad))) for i in range(64)
+        ]
+        await asyncio.sleep(0.05)  # every start reaches the full socket
+    finally:
+        os.kill(server, signal.SIGCONT)
+    processes = await asyncio.wait_for(asyncio.gather(*starts), TIMEOUT)
+    assert len({p.pid for p in processes}) == 64
+    for process in processes:
+        process.signal(signal.SIGKILL)
+        assert await wait_exit(process) == -signal.SIGKILL
+
+
+def fork_servers() -> list[int]:
+    """Pids of the live fork servers this test process started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == os.getpid() and b"controller.forkhost" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_starts_at_once_after_a_loss_start_one_server(forkserver: ForkServer, tmp_path: Path) -> None:
+    old = forkserver.pid
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    await until(lambda: forkserver.pid is None, "the loss of the fork server went unnoticed")
+    processes = await asyncio.gather(*(forkserver.start(sleeper(tmp_path, f"s{i}")) for i in range(4)))
+    assert fork_servers() == [forkserver.pid]
+    for process in processes:
+        process.signal(signal.SIGKILL)
+        await wait_exit(process)
 
 
 async def test_close_leaves_no_process(tmp_path: Path, app: FakeApp) -> None:
@@ -229,10 +340,96 @@ async def test_close_leaves_no_process(tmp_path: Path, app: FakeApp) -> None:
     await until(lambda: not alive(process.pid) and not alive(server_pid), "a process outlived close()")
 
 
+async def test_nul_byte_in_working_directory_fails_its_start_alone(
+    forkserver: ForkServer, tmp_path: Path
+) -> None:
+    small = await forkserver.start(sleeper(tmp_path, "small"))
+    server = forkserver.pid
+    spec = sleeper(tmp_path, "nul")
+    bad = ProcessSpec(argv=spec.argv, env=spec.env, cwd=tmp_path / "a\0b", log_path=spec.log_path)
+    with pytest.raises(OSError, match="null byte") as failed:
+        await asyncio.wait_for(forkserver.start(bad), TIMEOUT)
+    assert failed.value.errno == errno.EINVAL
+    assert forkserver.pid == server, "the fork server was replaced"
+    assert alive(small.pid)
+    small.signal(signal.SIGKILL)
+    await wait_exit(small)
+
+
+_FORKS_THEN_DIES = """
+import os, socket, sys, time
+sock = socket.socket(fileno=int(sys.argv[-1]))
+_, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+if os.fork() == 0:
+    sock.close()
+    os.setsid()
+    os.write(fds[1], str(os.getpid()).encode())
+    with open(sys.argv[1], "w") as out:
+        out.write(str(os.getpid()))
+    os.closerange(3, 1024)
+    time.sleep(300)
+os._exit(0)
+"""
+"""A server that forks for the first request, then dies before it answers."""
+
+
+async def test_child_of_a_server_lost_before_answering_is_kept_not_started_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forked = tmp_path / "forked.pid"
+    monkeypatch.setattr(forkserver_module, "_HOST", ("-c", _FORKS_THEN_DIES, str(forked)))
+    server = ForkServer(tmp_path / "forkserver.log", OsLauncher())
+    try:
+        process = await asyncio.wait_for(server.start(sleeper(tmp_path, "s")), TIMEOUT)
+        await until(forked.exists, "the server did not fork")
+        assert process.pid == int(forked.read_text()), "the request was started a second time"
+        assert alive(process.pid)
+        assert process.returncode is None
+        assert server.pid is None
+    finally:
+        await server.close()
+    assert await wait_exit(process) == -signal.SIGKILL
+    await until(lambda: not alive(process.pid), "a process started through a lost server outlived close()")
+
+
+_GARBLES = """
+import socket, sys, time
+sock = socket.socket(fileno=int(sys.argv[-1]))
+socket.recv_fds(sock, 1 << 20, 4)
+sock.send(b'{"id": 1, "pid":')
+time.sleep(300)
+"""
+"""A server that answers the first request with half a message, then hangs."""
+
+
+async def test_garbled_answer_abandons_the_server_and_starts_the_plain_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forkserver_module, "_HOST", ("-c", _GARBLES))
+    server = ForkServer(tmp_path / "forkserver.log", OsLauncher())
+    await server.open()
+    garbler = server.pid
+    assert garbler is not None
+    try:
+        process = await asyncio.wait_for(server.start(sleeper(tmp_path, "s")), TIMEOUT)
+        assert not isinstance(process, ForkedProcess), "started the plain way"
+        assert alive(process.pid)
+        await until(lambda: not alive(garbler), "the server that garbled its answer still runs")
+        assert server.pid is None
+        process.signal(signal.SIGKILL)
+        assert await wait_exit(process) == -signal.SIGKILL
+    finally:
+        await server.close()
+        if alive(garbler):
+            os.kill(garbler, signal.SIGKILL)
+
+
 _OWNER = """
 import asyncio, json, sys
 from pathlib import Path
-from controller.forkserver import ForkServer
+from controller.forkhost import INLINE_MAX
+from controller import forkserver as forkserver_module
+from controller.forkserver import ForkedProcess, ForkServer
 from controller.process import OsLauncher, ProcessSpec
 
 async def main() -> None:
@@ -270,6 +467,57 @@ async def test_server_and_children_die_with_their_owner(tmp_path: Path, app: Fak
         await owner.wait()
     await until(lambda: not alive(server_pid), "the fork server outlived its owner")
     await until(lambda: not alive(child_pid), "a forked queue-proxy outlived its owner")
+
+
+_OWNER_OF_ORPHANS = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from controller.forkhost import INLINE_MAX
+from controller import forkserver as forkserver_module
+from controller.forkserver import ForkedProcess, ForkServer
+from controller.process import OsLauncher, ProcessSpec
+
+async def main() -> None:
+    folder = Path(sys.argv[1])
+    env = {"PATH": os.environ["PATH"]}
+    spec = ProcessSpec(argv=("sleep", "300"), env=env, cwd=folder, log_path=folder / "s.log")
+    server = ForkServer(folder / "forkserver.log", OsLauncher())
+    first = await server.start(spec)
+    lost = server.pid
+    os.kill(lost, signal.SIGKILL)
+    for _ in range(1000):
+        if server.pid is None:
+            break
+        await asyncio.sleep(0.01)
+    second = await server.start(spec)
+    print(json.dumps([lost, server.pid, first.pid, second.pid]), flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+async def test_children_of_a_lost_server_die_with_their_owner(tmp_path: Path) -> None:
+    """A process that outlived its fork server still goes when `serving up` dies by SIGKILL: the server
+    started after the loss takes it along with its own children."""
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OWNER_OF_ORPHANS, str(tmp_path), stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert owner.stdout is not None
+        line = await asyncio.wait_for(owner.stdout.readline(), TIMEOUT)
+        lost, server, orphan, child = json.loads(line)
+        await until(lambda: not alive(lost), "the killed fork server still runs")
+        assert alive(orphan), "a process died with its fork server"
+        assert alive(child)
+    finally:
+        owner.kill()
+        await owner.wait()
+    left = (server, orphan, child)
+    await until(
+        lambda: not any(map(alive, left)),
+        "the new fork server, the orphan or the new child outlived the owner",
+    )
 
 
 def niceness(pid: int) -> int:

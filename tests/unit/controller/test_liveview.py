@@ -68,6 +68,28 @@ def test_render_shows_each_revision_and_crash_reasons() -> None:
     assert render({"services": []}) == ["no Services"]
 
 
+def test_render_shows_why_pods_are_not_ready_and_restarted_components() -> None:
+    listening = "user-container running for 42s but not listening on port 40123"
+    held = "pod hello-00001-zzzzz ended: queue-proxy exit code 1; next pod in 4s"
+    rev = revision(
+        "hello-00001",
+        ready_pods=0,
+        pods=[{"name": "hello-00001-abcde", "reason": listening}],
+        reasons=[listening, held],
+    )
+    text = report(rev)
+    text["components"] = {
+        "activator": {"pid": 7, "restarts": 2, "last_exit": "exit code 1", "log": "/x/activator.log"},
+        "autoscaler": {"pid": 8, "restarts": 0, "last_exit": None, "log": "/x/autoscaler.log"},
+    }
+    lines = render(text)
+    assert f"    ! hello-00001-abcde: {listening}" in lines
+    assert f"    ! hello-00001: {held}" in lines
+    assert sum(listening in line for line in lines) == 1, "a pod's reason is shown once"
+    assert "! activator: restarted 2 time(s), last exit code 1; see /x/activator.log" in lines
+    assert not any("autoscaler" in line for line in lines)
+
+
 def test_log_mode_prints_a_revision_only_when_its_summary_changes() -> None:
     current = report(revision("hello-00001"))
     out = io.StringIO()

@@ -3,6 +3,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from controller.pod import PodPorts
 from controller.podspec import (
@@ -10,6 +13,7 @@ from controller.podspec import (
     PodContext,
     grace_seconds,
     pod_processes,
+    readiness_http_path,
     readiness_probe_json,
 )
 from serving.service import parse_documents
@@ -112,3 +116,23 @@ def test_probe_ports_are_dropped_and_absent_probe_is_empty() -> None:
         "tcpSocket": {},
         "successThreshold": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("probe", "path"),
+    [
+        pytest.param({"httpGet": {"path": "/healthz", "port": 5000}}, "/healthz", id="http"),
+        pytest.param({"httpGet": {}}, "/", id="http-default-path"),
+        pytest.param({"httpGet": {"path": "ready"}}, "/ready", id="relative-path"),
+        pytest.param({"httpGet": {"path": "/h", "scheme": "HTTPS"}}, None, id="https"),
+        pytest.param({"httpGet": {"path": "/h", "host": "example.com"}}, None, id="other-host"),
+        pytest.param({"tcpSocket": {}}, None, id="tcp"),
+        pytest.param(None, None, id="none"),
+    ],
+)
+def test_readiness_path_the_controller_checks_itself(probe: dict[str, Any] | None, path: str | None) -> None:
+    assert readiness_http_path(probe) == path
+
+
+def test_pod_processes_carry_the_readiness_path(tmp_path: Path) -> None:
+    assert pod_processes(context(tmp_path), "hello-00001-abcde", PORTS).readiness_path == "/healthz"

@@ -9,7 +9,7 @@ import pytest
 from controller.backoff import BackoffPolicy
 from controller.pod import PodSettings
 from controller.port import PortAllocator
-from controller.reconciler import ApplyError, Reconciler, ReconcilerSettings
+from controller.reconciler import ApplyError, Reconciler, ReconcilerSettings, apply_problems
 from controller.routetable import RouteTable
 from controller.store import Store
 from controller.supervisor import Supervisor
@@ -144,3 +144,35 @@ async def test_removed_service_takes_its_revisions_away(rig: Rig, tmp_path: Path
     assert rig.store.revisions() == []
     assert rig.tables[-1].hosts() == []
     await rig.settle(lambda: rig.launcher.alive("user") == [] and rig.launcher.alive("queue-proxy") == [])
+
+
+@pytest.mark.parametrize(
+    ("traffic", "problem"),
+    [
+        pytest.param(
+            "  traffic:\n    - revisionName: nope\n      percent: 100\n",
+            "spec.traffic[0].revisionName: revision 'nope' does not exist in Service default/hello "
+            "(revisions: hello-00001)",
+            id="unknown-revision",
+        ),
+        pytest.param(
+            "  traffic:\n    - latestRevision: true\n      percent: 50\n"
+            "    - revisionName: hello-00002\n      percent: 50\n",
+            "spec.traffic[1].revisionName: revision 'hello-00002' does not exist",
+            id="future-revision",
+        ),
+        pytest.param("  traffic:\n    - revisionName: hello-00001\n      percent: 100\n", None, id="first"),
+        pytest.param("", None, id="latest"),
+    ],
+)
+def test_apply_problems_at_start_up_name_file_and_traffic_entry(
+    tmp_path: Path, traffic: str, problem: str | None
+) -> None:
+    """`serving up` checks these before starting anything: at start-up only the template's revision exists."""
+    problems = apply_problems([service(tmp_path, "v1", traffic=traffic)])
+
+    if problem is None:
+        assert problems == []
+    else:
+        [line] = problems
+        assert line.startswith(f"{tmp_path / 'hello.yaml'}: document 1 (Service/hello): {problem}")

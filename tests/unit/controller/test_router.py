@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 import pytest
@@ -11,7 +12,16 @@ from aiohttp import web
 from controller.router import Router
 from controller.routetable import RouteTable, service_routes
 from controller.store import Store
-from serving.http import serve
+from serving.http import (
+    Exchange,
+    ForwardTimeouts,
+    Headers,
+    Request,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    serve,
+)
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 
 KEY = RevisionKey("default", "hello-00001")
@@ -156,3 +166,101 @@ async def test_activator_down_gives_a_clear_503(rig: Rig) -> None:
     assert "activator" in body
     assert "not reachable" in body
     assert rig.router.traffic[KEY].errors == 1
+
+
+REUSED = "a response was already sent, or the body streamed, on this exchange"
+"""What the engine raises when `forward` is called on an exchange that cannot be forwarded again."""
+
+
+class FakeExchange:
+    """The part of the engine's Exchange the router uses; each `forward` raises the next scripted error."""
+
+    def __init__(self, host: str, *errors: BaseException) -> None:
+        self.request = Request("GET", "/", "1.1", Headers([("host", host)]), ("127.0.0.1", 5000), True, False)
+        self.response_started = False
+        self.responses: list[tuple[int, bytes]] = []
+        self.forwarded_to: list[str] = []
+        self._errors = list(errors)
+
+    async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        if self.response_started:
+            raise RuntimeError("a response was already sent on this exchange")
+        self.responses.append((status, body))
+        self.response_started = True
+
+    async def forward(
+        self,
+        pool: UpstreamPool,
+        headers: Headers,
+        *,
+        timeouts: ForwardTimeouts | None = None,
+        response_headers: Iterable[tuple[str, str]] = (),
+        retry_refused: bool = False,
+    ) -> int:
+        self.forwarded_to.append(pool.address)
+        if self._errors:
+            raise self._errors.pop(0)
+        self.response_started = True
+        return 200
+
+
+@pytest.mark.parametrize(
+    ("mode", "errors", "code", "body"),
+    [
+        pytest.param(
+            "Serve",
+            (UpstreamConnectError("the app refused"), RuntimeError(REUSED)),
+            502,
+            f"the request cannot be sent again: {REUSED}\n",
+            id="fallback-on-an-exchange-that-cannot-be-forwarded-again",
+        ),
+        pytest.param("Serve", (KeyError("bug"),), 502, "the router failed the request\n", id="bug-to-pod"),
+        pytest.param(
+            "Proxy", (KeyError("bug"),), 502, "the router failed the request\n", id="bug-to-activator"
+        ),
+        pytest.param(
+            "Proxy",
+            (RuntimeError("bug"),),
+            502,
+            "the router failed the request\n",
+            id="runtime-error-first-try",
+        ),
+        pytest.param(
+            "Serve",
+            (UpstreamConnectError("refused"), UpstreamConnectError("activator down")),
+            503,
+            None,
+            id="pod-and-activator-refuse",
+        ),
+        pytest.param(
+            "Proxy",
+            (UpstreamError("reset", response_started=False),),
+            502,
+            None,
+            id="activator-failed-before-the-response",
+        ),
+    ],
+)
+async def test_every_failure_of_the_router_is_a_502_503_or_504_never_500(
+    rig: Rig, mode: str, errors: tuple[BaseException, ...], code: int, body: str | None
+) -> None:
+    rig.store.set_pods(KEY, (pod(closed_port()),))
+    rig.store.set_status(KEY, status(mode))
+    exchange = FakeExchange("hello.default.localhost", *errors)
+    await rig.router.handle(cast(Exchange, exchange))
+    [(answered, text)] = exchange.responses
+    assert answered == code
+    if body is not None:
+        assert text.decode() == body
+    assert rig.router.traffic[KEY].errors == 1
+    assert rig.router.traffic[KEY].in_flight == 0
+
+
+async def test_started_response_failing_is_left_to_the_engine_to_abort(rig: Rig) -> None:
+    rig.store.set_pods(KEY, (pod(closed_port()),))
+    rig.store.set_status(KEY, status("Serve"))
+    exchange = FakeExchange("hello.default.localhost", UpstreamError("reset mid-body", response_started=True))
+    exchange.response_started = True
+    with pytest.raises(UpstreamError):
+        await rig.router.handle(cast(Exchange, exchange))
+    assert exchange.responses == []

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -9,9 +12,10 @@ import pytest
 
 from controller.backoff import BackoffPolicy
 from controller.platformserver import PlatformServer
-from controller.pod import LocalPod, PodPorts, PodProcesses, PodSettings
+from controller.pod import LocalPod, PodPorts, PodProcesses, PodSettings, duration
 from controller.port import PortAllocator
 from controller.process import ProcessSpec
+from controller.rotation import RotationPolicy, rotated
 from controller.store import Store
 from controller.supervisor import RevisionSpec, Supervisor
 from serving.platform import Revision, RevisionKey
@@ -53,11 +57,11 @@ async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 class Rig:
-    def __init__(self, launcher: FakeLauncher) -> None:
+    def __init__(self, launcher: FakeLauncher, settings: PodSettings = SETTINGS) -> None:
         self.store = Store()
         self.launcher = launcher
         self.supervisor = Supervisor(
-            self.store, launcher, launcher.probe, PortAllocator(low=23000, high=24000), SETTINGS
+            self.store, launcher, launcher.probe, PortAllocator(low=23000, high=24000), settings
         )
         self.task: asyncio.Task[None] | None = None
 
@@ -203,6 +207,88 @@ async def test_platform_api_watch_and_scale(rig: Rig, tmp_path: Path) -> None:
                 assert resp.status == 400
     finally:
         await runner.cleanup()
+
+
+async def test_app_not_listening_on_its_port_is_the_reason_its_pod_is_not_ready(
+    rig: Rig, tmp_path: Path
+) -> None:
+    rig.launcher.probe.app_listening = False
+    rig.supervisor.add(spec(tmp_path))
+    [pod] = await _pods(rig)
+    assert pod.reason(time.monotonic()) is not None
+    await eventually(lambda: "not listening" in (pod.reason(time.monotonic()) or ""))
+    assert pod.reason(time.monotonic() + 42) == (
+        f"user-container running for 42s but not listening on port {pod.ports.user}"
+    )
+    await asyncio.sleep(0.05)  # about 25 probes
+    assert rig.launcher.probe.diagnoses == 1, "the app's port is checked at most once a second"
+    assert rig.ready_pods() == []
+    rig.launcher.probe.app_listening = True
+    await eventually(lambda: rig.ready_pods() == [pod.name])
+    assert pod.reason(time.monotonic()) is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        pytest.param(0.4, "0s", id="under-a-second"),
+        pytest.param(42.9, "42s", id="seconds"),
+        pytest.param(185, "3m5s", id="minutes"),
+        pytest.param(7805, "2h10m", id="hours"),
+    ],
+)
+def test_duration_as_kubectl_shows_ages(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+async def test_replacement_held_back_after_pods_failed_says_why(tmp_path: Path) -> None:
+    slow = PodSettings(
+        probe_interval=0.002, backoff=BackoffPolicy(base=5.0, cap=5.0, reset_after=10.0), orphan_grace=0.05
+    )
+    rig = Rig(FakeLauncher(), slow)
+    task = asyncio.create_task(rig.supervisor.run())
+    try:
+        rig.supervisor.add(spec(tmp_path))
+        for _ in range(2):  # the first failed pod is replaced at once, the second after 5 s
+            await eventually(lambda: len(rig.ready_pods()) == 1)
+            [name] = rig.ready_pods()
+            assert rig.supervisor.reasons(KEY, time.monotonic()) == []
+            rig.launcher.alive("queue-proxy")[0].exit(1)
+            await eventually(partial(gone, rig, name))
+        assert rig.supervisor.reasons(KEY, time.monotonic()) == [
+            f"pod {name} ended: queue-proxy exit code 1; next pod in 5s"
+        ]
+        assert rig.supervisor.reasons(KEY, time.monotonic() + 5) == []
+    finally:
+        await rig.supervisor.shutdown(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_logs_of_both_containers_are_rotated_past_the_size_limit(tmp_path: Path) -> None:
+    policy = RotationPolicy(max_bytes=1024, max_files=2, interval=0.005)
+    rig = Rig(FakeLauncher(), dataclasses.replace(SETTINGS, log_rotation=policy))
+    task = asyncio.create_task(rig.supervisor.run())
+    try:
+        rig.supervisor.add(spec(tmp_path))
+        await eventually(lambda: len(rig.ready_pods()) == 1)
+        [pod] = rig.supervisor.pods(KEY)
+        assert pod.log_paths == (tmp_path / "user.log", tmp_path / "qp")
+        for log in pod.log_paths:
+            with log.open("a") as out:
+                out.write("x" * 2000 + "\n")
+        await eventually(lambda: all(rotated(log, 1).exists() for log in pod.log_paths))
+        for log in pod.log_paths:
+            assert log.stat().st_size == 0
+            assert rotated(log, 1).read_text() == "x" * 2000 + "\n"
+    finally:
+        await rig.supervisor.shutdown(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def gone(rig: Rig, name: str) -> bool:
+    return name not in [p.name for p in rig.supervisor.pods(KEY)]
 
 
 def status_of(pod: LocalPod) -> tuple[str | None, int]:

@@ -68,14 +68,16 @@ class FakeExchange:
 class Rig:
     """A handler wired to real breaker, stats, metrics and readiness objects, with a fake clock."""
 
-    def __init__(self, *, concurrency: int = 0, ready: bool = True) -> None:
+    def __init__(
+        self, *, concurrency: int = 0, ready: bool = True, readiness: Readiness | None = None
+    ) -> None:
         self.clock = FakeClock(100.0)
         self.stats = RequestStats(self.clock.now())
         self.breaker = Breaker(capacity=concurrency, queue_depth=10 * concurrency) if concurrency else None
         self.registry = CollectorRegistry()
         self.drainer = Drainer(30.0, now=self.clock.now)
         self.in_flight = InFlight(now=self.clock.now)
-        self.readiness = Readiness(ProbeSpec(), 1, aggressive_poll_timeout=0.0)
+        self.readiness = readiness or Readiness(ProbeSpec(), 1, aggressive_poll_timeout=0.0)
         self.readiness_result = ready
         metrics = RequestMetrics(self.registry, IDENTITY, queue_depth=lambda: 0, in_flight=lambda: 0)
         self.handler = QueueHandler(
@@ -94,7 +96,8 @@ class Rig:
         async def check() -> bool:
             return self.readiness_result
 
-        self.readiness.check = check  # type: ignore[method-assign]  # readiness itself is tested apart
+        if readiness is None:
+            self.readiness.check = check  # type: ignore[method-assign]  # readiness itself is tested apart
 
     def count(self, status: int) -> float:
         labels = {
@@ -254,3 +257,30 @@ async def test_queue_full_is_503_with_retry_after() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_activator_probe_fails_as_soon_as_the_app_is_down_though_kubelet_still_sees_ready() -> None:
+    """With a periodic readiness probe kubelet's rule keeps a dead app ready for up to period x failures;
+    the activator's probe decides where requests go next, so it must see the app down at once."""
+    clock = FakeClock(100.0)
+    app = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = app.sockets[0].getsockname()[1]
+    spec = ProbeSpec(period=10.0, failure_threshold=3)
+    rig = Rig(readiness=Readiness(spec, port, now=clock.now))
+    kubelet = [("User-Agent", "kube-probe/1.30"), ("K-Network-Probe", "queue")]
+    activator = [("User-Agent", "Knative-Activator-Probe"), ("K-Network-Probe", "queue")]
+    try:
+        for headers in (kubelet, activator):
+            exchange = FakeExchange(headers)
+            await rig.handler(exchange)
+            assert exchange.responses[0][0] == 200
+        app.close()
+        await app.wait_closed()
+        clock.advance(1.0)
+        by_kubelet, by_activator = FakeExchange(kubelet), FakeExchange(activator)
+        await rig.handler(by_kubelet)
+        await rig.handler(by_activator)
+        assert by_kubelet.responses[0][0] == 200, "kubelet's rule: not yet three failures in a row"
+        assert by_activator.responses[0][:3:2] == (503, b"the app is not ready\n")
+    finally:
+        await rig.readiness.close()

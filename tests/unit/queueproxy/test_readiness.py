@@ -171,3 +171,25 @@ async def test_periodic_mode_applies_kubelet_thresholds() -> None:
         assert await readiness.check() is False
         await readiness.close()
     assert len(app.calls) == 4
+
+
+async def test_check_now_needs_a_fresh_attempt_in_periodic_mode_only() -> None:
+    clock = FakeClock()
+    app = ProbedApp()
+    async with app.server() as server:
+        periodic = fast(
+            ProbeSpec(kind="http", period=10.0, failure_threshold=3), port_of(server), now=clock.now
+        )
+        assert await periodic.check_now() is True
+        assert len(app.calls) == 2, "the kubelet-rule check, then one fresh attempt"
+        app.status = 503
+        clock.advance(1.0)
+        assert await periodic.check() is True, "kubelet's rule: the last result stands for the period"
+        assert await periodic.check_now() is False, "the app fails its probe now"
+        await periodic.close()
+        app.status = 200
+        aggressive = fast(ProbeSpec(kind="http"), port_of(server))
+        calls = len(app.calls)
+        assert await aggressive.check_now() is True
+        assert len(app.calls) == calls + 1, "an aggressive check is fresh: no second attempt"
+        await aggressive.close()

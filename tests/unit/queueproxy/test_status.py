@@ -32,3 +32,18 @@ def test_queue_full_says_when_to_retry() -> None:
 def test_unknown_errors_are_not_mapped() -> None:
     with pytest.raises(TypeError, match="no response"):
         response_for(KeyError("bug"))
+
+
+def test_only_the_refused_connection_502_is_marked_retryable() -> None:
+    """`k-app-refused: 1` tells the activator or router in front that nothing reached the app; a 502 after
+    the request reached the app must never carry it (retrying that could run the request twice)."""
+    assert ("k-app-refused", "1") in response_for(UpstreamConnectError("refused")).headers
+    others = [
+        QueueFull(),
+        RequestTimeout(),
+        ResponseStartTimeout(),
+        IdleTimeout(),
+        UpstreamError("reset", response_started=False),
+    ]
+    for error in others:
+        assert all(name != "k-app-refused" for name, _ in response_for(error).headers), error

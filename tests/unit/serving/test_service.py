@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.autoscaling import parse_config
 from serving.service import (
+    Service,
     ServiceFileError,
     kubernetes_problems,
     load_files,
@@ -218,6 +221,18 @@ def test_problems_from_every_file_are_reported_together(tmp_path: Path) -> None:
         pytest.param(
             "a: b: c\n", "line 1, column 5: invalid YAML: mapping values are not allowed here", id="syntax"
         ),
+        pytest.param(
+            "a: " + "[" * 300 + "]" * 300 + "\n",
+            "line 1, column 67: invalid YAML: lists and mappings nested deeper than 64 levels "
+            "(a Service needs at most 12)",
+            id="nested-300",
+        ),
+        pytest.param(
+            "kind: Service\nmetadata:\n  name: !!int x\n",
+            "line 3, column 9: invalid YAML: cannot read 'x' as !!int: "
+            "invalid literal for int() with base 10: 'x'",
+            id="bad-tagged-scalar",
+        ),
         pytest.param("", "no Service documents in this file", id="empty-file"),
         pytest.param("---\n---\n", "no Service documents in this file", id="only-empty-documents"),
         pytest.param(
@@ -290,3 +305,69 @@ def test_annotations_are_checked_against_the_cluster_autoscaler_settings(tmp_pat
 
     services = load_files([path], config=parse_config({"allow-zero-initial-scale": "true"}))
     assert services[0].template.annotations["autoscaling.knative.dev/initial-scale"] == "0"
+
+
+def test_unreadable_and_oversized_files_are_problems_naming_them(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as file:
+        file.truncate(50 << 20)
+    good = write(tmp_path, "good.yaml", base_service("good"))
+
+    problems = problems_of([binary, folder, big, good])
+
+    assert problems == [
+        f"{binary}: line 1: cannot read: not UTF-8 text (byte 0x89 at offset 0: invalid start byte)",
+        f"{folder}: cannot read: is a directory",
+        f"{big}: too large: 52428800 bytes, over the limit of 1048576 bytes (1 MiB) for a Service file "
+        "(Kubernetes refuses objects over 1.5 MiB)",
+    ]
+
+
+# Pieces of YAML that stress the reader: tags whose constructor trusts its input, aliases, nesting, control
+# characters, keys of every type, and fields of a Service.
+_PIECES = [
+    *(
+        "a",
+        "kind",
+        "name",
+        ": ",
+        "- ",
+        "? ",
+        "\n",
+        "  ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        "'",
+        '"',
+        "~",
+        "1",
+        "-1",
+        "\t",
+    ),
+    *("&x ", "*x", "<<: ", "!!int ", "!!float ", "!!bool ", "!!timestamp ", "!!binary ", "!!set ", "!!omap "),
+    *("!!str ", "!!map ", "!!seq ", "!foo ", "2001-02-30", "1e999", ".nan", "\x07", "\ufeff", "---\n", "..."),
+    *("kind: Service\n", "apiVersion: serving.knative.dev/v1\n", "metadata:\n  name: x\n", "spec:\n"),
+    *("  template:\n", "  traffic:\n", "    - revisionName: ", "      latestRevision: ", "%YAML 1.1\n"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map("".join))
+def test_any_text_gives_services_or_a_service_file_error(text: str) -> None:
+    """Whatever an edit holds, `serving up` gets Services or problems to print: no other exception escapes."""
+    try:
+        services = parse_documents(text, Path("any.yaml"))
+    except ServiceFileError as exc:
+        problems = exc.problems
+    else:
+        assert all(isinstance(s, Service) for s in services)
+        return
+    assert problems
+    assert all(p.startswith("any.yaml: ") for p in problems), problems

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from serving.duration import GRAMMAR
 from serving.service import ServiceFileError, kubernetes_problems, local_problems, parse_documents
 from tests.unit.serving.servicedoc import base_service, dump, with_field
 
@@ -105,8 +106,15 @@ INVALID = [
         "metadata.annotations",
         {"serving.knative.dev/rollout-duration": "soon"},
         "metadata.annotations[serving.knative.dev/rollout-duration]",
-        "'soon' is not a duration (examples: 0, 90s, 2m)",
+        f"'soon' is not a duration: expected a number, found 's' ({GRAMMAR})",
         id="rollout-duration-syntax",
+    ),
+    pytest.param(
+        "metadata.annotations",
+        {"serving.knative.dev/rollout-duration": "-30s"},
+        "metadata.annotations[serving.knative.dev/rollout-duration]",
+        "'-30s' must be positive",
+        id="rollout-duration-negative",
     ),
     pytest.param(
         "metadata.annotations",
@@ -496,15 +504,37 @@ INVALID = [
         "spec.traffic",
         [{"percent": 100, "revisionName": "hello-00001", "latestRevision": True}],
         "spec.traffic[0].latestRevision",
-        "may not set revisionName 'hello-00001' when latestRevision is true",
+        "may not set revisionName 'hello-00001' when latestRevision is true: a target follows either the "
+        "latest revision or the one it names",
         id="latest-and-revision-name",
     ),
     pytest.param(
         "spec.traffic",
         [{"percent": 100, "latestRevision": False}],
-        "spec.traffic[0].latestRevision",
-        "may not set revisionName '' when latestRevision is false",
+        "spec.traffic[0].revisionName",
+        "required when latestRevision is false: name the revision to pin",
         id="not-latest-without-revision-name",
+    ),
+    pytest.param(
+        "spec.traffic",
+        [{"percent": 100, "latestRevision": False, "revisionName": ""}],
+        "spec.traffic[0].revisionName",
+        "required when latestRevision is false: name the revision to pin",
+        id="not-latest-with-empty-revision-name",
+    ),
+    pytest.param(
+        "spec.traffic",
+        [{"percent": 100, "latestRevision": False, "revisionName": None}],
+        "spec.traffic[0].revisionName",
+        "required when latestRevision is false: name the revision to pin",
+        id="not-latest-with-null-revision-name",
+    ),
+    pytest.param(
+        "spec.traffic",
+        [{"percent": 100, "latestRevision": False, "revisionName": 7}],
+        "spec.traffic[0].revisionName",
+        'must be a string, not a number (quote it: "7")',
+        id="not-latest-with-number-revision-name",
     ),
     pytest.param(
         "spec.traffic",
@@ -617,9 +647,17 @@ VALID = [
         "metadata.annotations", {"serving.knative.dev/rollout-duration": "2m30s"}, id="rollout-duration"
     ),
     pytest.param(
+        "metadata.annotations",
+        {"serving.knative.dev/rollout-duration": ".5m"},
+        id="rollout-duration-go-fraction",
+    ),
+    pytest.param(
         "spec.traffic",
         [{"percent": 100}, {"revisionName": "hello-00001", "tag": "old"}],
         id="percent-omitted-counts-zero",
+    ),
+    pytest.param(
+        "spec.traffic", [{"percent": 100, "revisionName": "", "tag": ""}], id="empty-name-and-tag-are-unset"
     ),
     pytest.param("status", {"url": "http://hello.default.example.com"}, id="status-ignored"),
     pytest.param("metadata.uid", "1234", id="server-metadata-ignored"),

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.http import Exchange, ServerLimits, serve
+from serving.http import Exchange, Server, ServerLimits, serve
 
 VALID = [
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -44,7 +44,7 @@ class EngineThread:
         async def handler(ex: Exchange) -> None:
             await ex.respond(200, body=b"ok")
 
-        async def start() -> asyncio.Server:
+        async def start() -> Server:
             limits = ServerLimits(max_header_bytes=2048, max_headers=20, header_read_timeout=5)
             return await serve(handler, "127.0.0.1", 0, limits=limits)
 

@@ -292,7 +292,7 @@ async def test_marked_502_for_a_request_without_body_is_raised_and_the_exchange_
 
         async def handle(ex: Exchange) -> None:
             try:
-                await ex.forward(refusing, ex.request.headers)
+                await ex.forward(refusing, ex.request.headers, retry_refused=True)
             except UpstreamConnectError as exc:
                 outcomes.append(str(exc))
                 await ex.forward(working, ex.request.headers)
@@ -309,14 +309,32 @@ async def test_marked_502_for_a_request_without_body_is_raised_and_the_exchange_
     assert [r.target for r in recorder.requests] == ["/x", "/y"]
 
 
-@pytest.mark.parametrize("marked", [True, False])
-async def test_a_502_is_relayed_without_the_mark_when_it_cannot_be_retried(marked: bool) -> None:
-    """With a body already streamed the 502 is the client's answer; the internal mark never reaches it."""
+@pytest.mark.parametrize(
+    ("marked", "retry", "request_bytes"),
+    [
+        pytest.param(
+            True, True, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi", id="body-sent"
+        ),
+        pytest.param(
+            False, True, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi", id="unmarked"
+        ),
+        pytest.param(True, False, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", id="not-asked-to-retry"),
+    ],
+)
+async def test_a_502_is_relayed_without_the_mark_when_it_cannot_be_retried(
+    marked: bool, retry: bool, request_bytes: bytes
+) -> None:
+    """With a body already streamed (or from an app, to a queue-proxy that does not retry) the 502 is the
+    client's answer; the internal mark never reaches it."""
     async with raw_server(_refusing_upstream(marked)) as port:
         pool = UpstreamPool("127.0.0.1", port)
-        async with engine(forwarder(pool)) as eport:
+
+        async def handle(ex: Exchange) -> None:
+            await ex.forward(pool, ex.request.headers, retry_refused=retry)
+
+        async with engine(handle) as eport:
             client = await RawClient.connect(eport)
-            response = await client.request(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+            response = await client.request(request_bytes)
             await client.close()
         await pool.close()
     assert (response.status, response.body) == (502, b"refused")

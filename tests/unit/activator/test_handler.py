@@ -1,0 +1,156 @@
+"""The activator handler's error paths with an exchange whose forward fails as scripted: whatever goes wrong,
+a client that got nothing yet gets a 502, 503 or 504 from the activator, never the engine's 500."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import cast
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from activator.handler import ActivatorHandler
+from activator.metrics import ActivatorMetrics
+from activator.registry import Registry
+from activator.reporter import StatReporter
+from serving.clock import FakeClock
+from serving.http import (
+    Exchange,
+    ForwardTimeouts,
+    Headers,
+    Request,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+)
+from serving.platform import Pod, Revision, RevisionKey, Snapshot
+
+KEY = RevisionKey("default", "hello-00001")
+HOST = "hello-00001.default.svc.cluster.local"
+REUSED = "a response was already sent, or the body streamed, on this exchange"
+"""What the engine raises when `forward` is called on an exchange that cannot be forwarded again."""
+
+
+def pod(index: int) -> Pod:
+    return Pod(
+        name=f"hello-{index}",
+        host="127.0.0.1",
+        port=40000 + index,
+        stats_port=1,
+        admin_port=1,
+        ready=True,
+        started_at=0.0,
+    )
+
+
+class FakeExchange:
+    """The part of the engine's Exchange the handler uses; each `forward` raises the next scripted error."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.request = Request("GET", "/", "1.1", Headers([("host", HOST)]), ("127.0.0.1", 5000), True, False)
+        self.response_started = False
+        self.responses: list[tuple[int, bytes]] = []
+        self.forwarded_to: list[str] = []
+        self._errors = list(errors)
+
+    async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        if self.response_started:
+            raise RuntimeError("a response was already sent on this exchange")
+        self.responses.append((status, body))
+        self.response_started = True
+
+    async def forward(
+        self,
+        pool: UpstreamPool,
+        headers: Headers,
+        *,
+        timeouts: ForwardTimeouts | None = None,
+        response_headers: Iterable[tuple[str, str]] = (),
+        retry_refused: bool = False,
+    ) -> int:
+        self.forwarded_to.append(pool.address)
+        if self._errors:
+            raise self._errors.pop(0)
+        self.response_started = True
+        return 200
+
+
+class Rig:
+    def __init__(self, *pods: Pod) -> None:
+        self.prometheus = CollectorRegistry()
+        self.registry = Registry(
+            probe=self._probe,
+            metrics=ActivatorMetrics(self.prometheus, lambda: self.registry.occupancy()),
+            queue_depth=10,
+        )
+        self.registry.apply(
+            Snapshot(1, (Revision(key=KEY, service="hello", configuration="hello", pods=pods),))
+        )
+        reporter = StatReporter(pod_name="test", clock=FakeClock(), send=lambda _: None)
+        self.handler = ActivatorHandler(self.registry, reporter, lambda: True)
+
+    @staticmethod
+    async def _probe(_: Pod) -> bool:
+        return False
+
+    async def run(self, exchange: FakeExchange) -> None:
+        await asyncio.wait_for(self.handler(cast(Exchange, exchange)), 5.0)
+
+    def count(self, code: int) -> float:
+        labels = {"namespace": KEY.namespace, "revision": KEY.name, "code": str(code)}
+        return self.prometheus.get_sample_value("activator_requests_total", labels) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("errors", "body"),
+    [
+        pytest.param(
+            (UpstreamConnectError("refused"), RuntimeError(REUSED)),
+            b"activator: upstream failed: the request cannot be sent again: " + REUSED.encode() + b"\n",
+            id="retry-on-an-exchange-that-cannot-be-forwarded-again",
+        ),
+        pytest.param((KeyError("bug"),), b"activator: internal error\n", id="unexpected-exception"),
+        pytest.param((RuntimeError("bug"),), b"activator: internal error\n", id="runtime-error-first-try"),
+    ],
+)
+async def test_failures_that_are_no_upstream_error_answer_502_not_500(
+    errors: tuple[BaseException, ...], body: bytes
+) -> None:
+    rig = Rig(pod(1), pod(2))
+    exchange = FakeExchange(*errors)
+    try:
+        await rig.run(exchange)
+    finally:
+        await rig.registry.close()
+    assert exchange.responses == [(502, body)]
+    assert rig.count(502) == 1
+
+
+async def test_refused_pod_leaves_rotation_and_the_request_goes_to_the_other() -> None:
+    rig = Rig(pod(1), pod(2))
+    exchange = FakeExchange(UpstreamConnectError("refused"))
+    try:
+        await rig.run(exchange)
+        entry = rig.registry.get(KEY)
+        assert entry is not None
+        refused, served = exchange.forwarded_to
+        assert refused != served
+        assert entry.backends.healthy == [served]
+        assert entry.backends.probing == [refused]
+    finally:
+        await rig.registry.close()
+    assert exchange.responses == []
+    assert rig.count(200) == 1
+
+
+async def test_started_response_failing_is_left_to_the_engine_to_abort() -> None:
+    rig = Rig(pod(1))
+    exchange = FakeExchange(UpstreamError("reset mid-body", response_started=True))
+    exchange.response_started = True
+    try:
+        with pytest.raises(UpstreamError):
+            await rig.run(exchange)
+    finally:
+        await rig.registry.close()
+    assert exchange.responses == []
