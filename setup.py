@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sysconfig
+from pathlib import Path
 
 from setuptools import setup
 
@@ -47,8 +48,20 @@ def can_compile() -> bool:
     return shutil.which(compiler) is not None and os.path.exists(headers)
 
 
+def remove_extensions(root: Path) -> list[Path]:
+    """Delete the extension modules an earlier compiled build left beside the sources (and their shared
+    library): an extension shadows the .py beside it, so after a pure build it would keep running the old
+    code, or fail to import once its shared library is gone. Returns what was removed."""
+    stale = [p for path in COMPILED for p in (root / path).parent.glob(f"{Path(path).stem}.*.so")]
+    stale += root.glob("*__mypyc.*.so")
+    for extension in stale:
+        extension.unlink()
+    return stale
+
+
 def _extensions() -> list[object]:
     if not can_compile():
+        remove_extensions(Path(__file__).resolve().parent)
         return []
     from mypyc.build import mypycify
 

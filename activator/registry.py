@@ -1,6 +1,6 @@
 """Every revision the activator knows, each with its throttler, pod health and upstream pools.
 
-Fed by the platform's revision watch (`RevisionSource`, so the local API and a Kubernetes adapter fit alike):
+Fed by the platform's revision watch (`RevisionSource`, the seam any platform implements):
 each snapshot updates settings, pods and probing; a revision missing from a snapshot is forgotten.
 """
 
@@ -119,9 +119,6 @@ class Registry:
     def synced(self) -> bool:
         """Whether at least one snapshot has been applied."""
         return self._synced.is_set()
-
-    async def wait_synced(self) -> None:
-        await self._synced.wait()
 
     def max_timeout(self) -> float:
         """The longest revision timeout: how long a queued request may still take after draining begins."""

@@ -4,12 +4,15 @@ rules, offline, and print one JSON line per decider tick (optionally a chart).
 Conventions (Knative's): the revision's autoscaler exists before the first sample, with no ready pods; a
 sample at time t lands in the 1 s bucket floor(t); ticks fall on every multiple of the tick interval from the
 first sample to the last, and the tick at T sees every sample with t <= T and the `ready_pods` of the latest.
-A tick whose stable window holds no data makes no decision (`"desired_pods": null`).
+A line with `ready_pods` and no metric is a second in which no stat arrived (a gap, as when no pod answered a
+scrape): the ready pods change, nothing is recorded. A tick whose stable window holds no data makes no
+decision (`"desired_pods": null`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -28,9 +31,9 @@ from serving.autoscaling import (
     AutoscalingError,
     RevisionScaling,
     parse_config,
-    parse_go_duration,
     revision_scaling,
 )
+from serving.duration import parse_duration
 
 EXIT_USAGE = 2
 
@@ -41,11 +44,18 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One trace line: the load seen at `t` (both metrics None: no stat that second) and the ready pods."""
+
     line: int
     t: float
     concurrency: float | None
     rps: float | None
     ready_pods: int
+
+    @property
+    def gap(self) -> bool:
+        """No stat arrived at `t`: only the ready-pod count changes."""
+        return self.concurrency is None and self.rps is None
 
 
 def _number(value: Any, name: str, line: int) -> float:
@@ -72,9 +82,12 @@ def parse_sample(text: str, line: int) -> Sample:
             values[name] = _number(data[name], name, line)
             if values[name] < 0:  # type: ignore[operator]  # just set to a float
                 raise TraceError(f"line {line}: {name!r} must not be negative")
-    if not values:
-        raise TraceError(f'line {line}: needs "concurrency" or "rps"')
     if "ready_pods" not in data:
+        if not values:
+            raise TraceError(
+                f'line {line}: needs "concurrency" or "rps" with "ready_pods", or "ready_pods" alone for a '
+                "second with no stat"
+            )
         raise TraceError(f'line {line}: missing "ready_pods"')
     ready = data["ready_pods"]
     if isinstance(ready, bool) or not isinstance(ready, int) or ready < 0:
@@ -142,7 +155,8 @@ def simulate(samples: Sequence[Sample], scaling: RevisionScaling, tick: float) -
     for now in tick_times(first, samples[-1].t, tick):
         while seen < len(samples) and samples[seen].t <= now:
             sample = samples[seen]
-            revision.collection.record_values(sample.t, sample.concurrency or 0.0, sample.rps or 0.0)
+            if not sample.gap:
+                revision.collection.record_values(sample.t, sample.concurrency or 0.0, sample.rps or 0.0)
             ready = sample.ready_pods
             seen += 1
         result = revision.tick(now, ready)
@@ -160,7 +174,10 @@ def plot(samples: Sequence[Sample], lines: Sequence[dict[str, Any]], metric: str
     import matplotlib.pyplot as plt
 
     fig, load_axis = plt.subplots(figsize=(10, 5), dpi=100)
-    observed = [(s.concurrency if metric == CONCURRENCY else s.rps) or 0.0 for s in samples]
+    # A second with no stat is left blank (NaN breaks the line) rather than drawn as 0 load.
+    observed = [
+        math.nan if s.gap else (s.concurrency if metric == CONCURRENCY else s.rps) or 0.0 for s in samples
+    ]
     load_axis.step(
         [s.t for s in samples], observed, where="post", color="tab:blue", label=f"observed {metric}"
     )
@@ -218,7 +235,8 @@ def _pairs(items: Sequence[str], what: str, problems: list[str]) -> dict[str, st
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serving simulate",
-        description="Replay a traffic trace (JSON lines {t, concurrency|rps, ready_pods}) through the KPA.",
+        description="Replay a traffic trace (JSON lines {t, concurrency|rps, ready_pods}, or {t, ready_pods} "
+        "for a second with no stat) through the KPA.",
     )
     parser.add_argument("trace", help="trace file, or - for standard input")
     parser.add_argument(
@@ -249,7 +267,7 @@ def _settings(args: argparse.Namespace, samples: Sequence[Sample]) -> tuple[Revi
         for key, value in _pairs(args.annotation, "--annotation", problems).items()
     }
     try:
-        tick = parse_go_duration(args.tick)
+        tick = parse_duration(args.tick)
         if tick <= 0:
             problems.append(f"--tick {args.tick} must be positive")
     except ValueError as exc:
@@ -261,13 +279,14 @@ def _settings(args: argparse.Namespace, samples: Sequence[Sample]) -> tuple[Revi
     except AutoscalingError as exc:
         problems += [f"--config {p}" for p in exc.problems]
     metric_key = PREFIX + "metric"
-    if metric_key not in annotations and all(s.concurrency is None for s in samples):
+    stats = [s for s in samples if not s.gap]
+    if metric_key not in annotations and stats and all(s.concurrency is None for s in stats):
         annotations[metric_key] = RPS  # a trace of rps only scales on rps
     if problems:
         raise AutoscalingError(problems)
     scaling = revision_scaling(annotations, args.container_concurrency, config)
     field = CONCURRENCY if scaling.metric == CONCURRENCY else RPS
-    for sample in samples:
+    for sample in stats:
         if (sample.concurrency if field == CONCURRENCY else sample.rps) is None:
             raise TraceError(f"line {sample.line}: no {field!r} value, but the revision scales on {field}")
     return scaling, tick
@@ -287,6 +306,12 @@ def _write(lines: Iterable[dict[str, Any]], out: TextIO) -> None:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        print(
+            "serving simulate: --plot needs matplotlib, which is not installed: pip install 'serving[bench]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         samples = _read(args.trace)
         scaling, tick = _settings(args, samples)

@@ -22,7 +22,7 @@ COMMANDS: Final = {
     "activator": ("activator.main", "run the activator"),
     "autoscaler": ("autoscaler.main", "run the autoscaler"),
     "simulate": ("autoscaler.simulate", "replay a traffic trace through the KPA decider"),
-    "bench": ("controller.bench", "run a data-plane benchmark scenario"),
+    "bench": ("bench.command", "run a data-plane benchmark scenario"),
 }
 
 

@@ -3,7 +3,8 @@
 settings one revision is scaled with.
 
 Shared by the Service model (validation when a YAML file is loaded), the autoscaler and `serving simulate`.
-Durations use Go's syntax (`60s`, `1m30s`, `500ms`), as Knative's annotations and config map do.
+Durations use Go's syntax (`60s`, `1m30s`, `500ms`), as Knative's annotations and config map do
+(`serving.duration`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Final, Literal
+
+from serving.duration import GRAMMAR, DurationError, format_duration, parse_duration, parse_duration_nanos
 
 PREFIX: Final = "autoscaling.knative.dev/"
 KPA_CLASS: Final = "kpa.autoscaling.knative.dev"
@@ -77,18 +79,6 @@ class AutoscalingError(ValueError):
 
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_NANOS: Final = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,  # Go accepts the micro sign
-    "μs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_DURATION_PART_RE: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
-_MAX_NANOS: Final = 2**63 - 1
 
 
 def parse_go_int(text: str) -> int:
@@ -105,7 +95,10 @@ def parse_go_float(text: str) -> float:
     """A decimal number as Go's `strconv.ParseFloat` reads it; infinities and NaN are refused."""
     if not _FLOAT_RE.fullmatch(text):
         raise ValueError(f"{text!r} is not a number")
-    return float(text)
+    value = float(text)
+    if math.isinf(value):  # Go: `strconv.ParseFloat: parsing "1e999": value out of range`
+        raise ValueError(f"{text} is out of range for a 64-bit float")
+    return value
 
 
 def parse_go_bool(text: str) -> bool:
@@ -115,53 +108,6 @@ def parse_go_bool(text: str) -> bool:
     if text in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
-
-
-def parse_go_duration_nanos(text: str) -> int:
-    """Nanoseconds of a Go duration such as `60s`, `1m30s`, `1.5h`, `250ms` (`time.ParseDuration`)."""
-    rest = text
-    negative = False
-    if rest[:1] in ("+", "-"):
-        negative = rest[0] == "-"
-        rest = rest[1:]
-    if rest == "0":
-        return 0
-    if not rest:
-        raise ValueError(f"{text!r} is not a duration (examples: 60s, 1m30s, 500ms)")
-    total = Fraction(0)
-    while rest:
-        match = _DURATION_PART_RE.match(rest)
-        assert match is not None  # the pattern matches any prefix, possibly empty
-        whole, frac, unit = match.group(1), match.group(2), match.group(3)
-        if not whole and not frac:
-            raise ValueError(f"{text!r} is not a duration (examples: 60s, 1m30s, 500ms)")
-        if not unit:
-            raise ValueError(f"{text!r} is missing a unit (ns, us, ms, s, m or h)")
-        if unit not in _NANOS:
-            raise ValueError(f"{text!r} has an unknown unit {unit!r} (ns, us, ms, s, m or h)")
-        number = Fraction(int(whole or "0"))
-        if frac:
-            number += Fraction(int(frac), 10 ** len(frac))
-        total += number * _NANOS[unit]
-        rest = rest[match.end() :]
-    nanos = math.floor(total)
-    if nanos > _MAX_NANOS:
-        raise ValueError(f"{text!r} is too long a duration")
-    return -nanos if negative else nanos
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds of a Go duration (see `parse_go_duration_nanos`)."""
-    return parse_go_duration_nanos(text) / 1e9
-
-
-def format_duration(seconds: float) -> str:
-    """A compact Go-style rendering for messages and docs: `60s`, `1h`, `1.5s`."""
-    if seconds and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
 
 
 def _whole_seconds(nanos: int) -> bool:
@@ -198,7 +144,7 @@ class AutoscalerConfig:
     target_burst_capacity: float = _config_field("target-burst-capacity", parse_go_float, 211.0)
     """Spare concurrency to keep before taking the activator out of the path: -1 = always in the path,
     0 = only at zero pods. Knative default 211 (avoids activator flapping, knative#12774)."""
-    stable_window: float = _config_field("stable-window", parse_go_duration, 60.0)
+    stable_window: float = _config_field("stable-window", parse_duration, 60.0)
     """Seconds averaged for stable-mode decisions and held in panic. Knative default 60 s."""
     panic_window_percentage: float = _config_field("panic-window-percentage", parse_go_float, 10.0)
     """Panic window as a percentage of the stable window (10 % of 60 s = 6 s). Knative default."""
@@ -210,14 +156,14 @@ class AutoscalerConfig:
     """At most ready / rate pods removed per decision. Knative default."""
     activator_capacity: float = _config_field("activator-capacity", parse_go_float, 100.0)
     """Concurrent requests one activator is assumed to carry, for the activator count. Knative default."""
-    scale_to_zero_grace_period: float = _config_field("scale-to-zero-grace-period", parse_go_duration, 30.0)
+    scale_to_zero_grace_period: float = _config_field("scale-to-zero-grace-period", parse_duration, 30.0)
     """Upper bound on the wait, once a revision is idle, for the activator to be in the path before removing
     the last pod. Knative default 30 s."""
     scale_to_zero_pod_retention_period: float = _config_field(
-        "scale-to-zero-pod-retention-period", parse_go_duration, 0.0
+        "scale-to-zero-pod-retention-period", parse_duration, 0.0
     )
     """Minimum time the last pod stays after the decision to go to zero. Knative default 0 s."""
-    scale_down_delay: float = _config_field("scale-down-delay", parse_go_duration, 0.0)
+    scale_down_delay: float = _config_field("scale-down-delay", parse_duration, 0.0)
     """Scale-downs apply only after the lower demand lasted this long. Knative default 0 s."""
     initial_scale: int = _config_field("initial-scale", parse_go_int, 1)
     """Pods a new revision starts with. Knative default."""
@@ -435,9 +381,9 @@ class _Checker:
             return None
         key, value = found
         try:
-            return key, value, parse_go_duration_nanos(value)
-        except ValueError:
-            self.problems.append(f"{key}={value} is not a duration (examples: 60s, 1m30s)")
+            return key, value, parse_duration_nanos(value)
+        except DurationError as exc:
+            self.problems.append(f"{key}={value} is not a duration: {exc.reason} ({GRAMMAR})")
             return None
 
 
@@ -619,7 +565,7 @@ def revision_scaling(
 
     def duration(name: str, default: float) -> float:
         raw = value(name)
-        return default if raw is None else parse_go_duration(raw)
+        return default if raw is None else parse_duration(raw)
 
     stable_window = duration("window", config.stable_window)
     panic_percentage = number("panic-window-percentage", config.panic_window_percentage)

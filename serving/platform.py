@@ -3,8 +3,8 @@
 Components see revisions (with their settings and pod endpoints) through `RevisionSource`, and act on them
 through `Actuator` (set a revision's replica count, naming the pods to remove first; publish the autoscaler's
 view, including the routing mode). The local platform serves these over a small HTTP API on loopback
-(`serving.platformclient` is its client); the Kubernetes adapter implements the same protocols from the API
-server.
+(`serving.platformclient` is its client); a platform on Kubernetes would implement the same protocols from
+the API server (none exists yet).
 
 Wire format of the local API (JSON, all on one base URL given as `SERVING_PLATFORM_URL`):
 

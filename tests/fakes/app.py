@@ -13,7 +13,8 @@ Endpoints (all on `FakeApp.url`):
 - `/state`: JSON with `requests`, `active`, `max_active` (concurrency the app saw).
 - `/`: `hello world` (what the benchmark measures).
 
-Run as a process (`python -m tests.fakes.app --port N`) for benchmarks; uvloop is used there.
+Run as a process (`python -m tests.fakes.app --port N`, 0 for any free port) for benchmarks; uvloop is used
+there, and the first line on stdout is `listening on PORT`.
 """
 
 from __future__ import annotations
@@ -86,9 +87,9 @@ class FakeApp:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server  # aiohttp exposes no public accessor for the bound port
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        # The runner's public view of the bound sockets; the site's server is an `asyncio.Server` only on the
+        # default loop (uvloop has its own class), so it is not inspected directly.
+        self.port = int(self._runner.addresses[0][1])
         return self
 
     async def close(self) -> None:
@@ -212,7 +213,7 @@ async def running_app() -> AsyncIterator[FakeApp]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the fake app on 127.0.0.1 (benchmarks, manual tests).")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1; 0 picks a free one")
     parser.add_argument("--hello-only", action="store_true", help="only `/`, no counting (for benchmarks)")
     args = parser.parse_args()
     import uvloop  # only in this process entry point
@@ -224,9 +225,11 @@ def main() -> None:
             runner = web.AppRunner(application, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", args.port).start()
+            port = int(runner.addresses[0][1])
         else:
-            await FakeApp().start(args.port)
-        print(f"listening on {args.port}", flush=True)
+            app = await FakeApp().start(args.port)
+            port = app.port
+        print(f"listening on {port}", flush=True)  # the bound port, so `--port 0` can be used
         await asyncio.Event().wait()
 
     uvloop.run(serve())

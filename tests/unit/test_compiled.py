@@ -61,3 +61,19 @@ def test_no_extension_is_left_from_an_older_build() -> None:
         if str(extension.relative_to(ROOT)).split(".", 1)[0] + ".py" not in SETUP.COMPILED
     ]
     assert stale == [], f"remove these leftovers of an older build: {stale}"
+
+
+def test_a_pure_build_removes_the_extensions_of_a_compiled_one(tmp_path: Path) -> None:
+    """`SERVING_PURE_PYTHON=1 pip install -e .` after a compiled build: no extension may stay to shadow the
+    sources (or fail to load without the shared library it was built against)."""
+    for path in SETUP.COMPILED[:3]:
+        source = tmp_path / path
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text("")
+        source.with_name(source.stem + ".cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (tmp_path / "abc__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    (tmp_path / "serving" / "unrelated.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    removed = SETUP.remove_extensions(tmp_path)
+    assert len(removed) == 4
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.so"))
+    assert left == ["serving/unrelated.cpython-311-x86_64-linux-gnu.so"]

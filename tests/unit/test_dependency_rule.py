@@ -1,4 +1,5 @@
-"""Components import `serving` and never each other; `serving` imports no component (DESIGN.md)."""
+"""Components import `serving` and never each other; `serving` imports no component; nothing imports `bench`
+(DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def test_serving_imports_no_component() -> None:
     assert offenders == {}
 
 
+@pytest.mark.parametrize("package", ["serving", *ALL])
+def test_nothing_imports_bench(package: str) -> None:
+    """`serving bench` is reached only by its module's name in `controller/cli.py`, never by an import, so
+    no component (nor its image) needs the benchmark code or matplotlib."""
+    offenders = {path: ["bench"] for path, names in imported_top_levels(package).items() if "bench" in names}
+    assert offenders == {}
+
+
 def test_rule_sees_every_package() -> None:
-    for package in ("serving", *ALL):
+    for package in ("serving", *ALL, "bench"):
         assert (ROOT / package / "__init__.py").is_file(), package

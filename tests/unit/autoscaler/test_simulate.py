@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from autoscaler.revision import RevisionAutoscaler
 from autoscaler.simulate import Sample, read_trace, simulate, tick_times
-from serving.autoscaling import revision_scaling
+from serving.autoscaling import PREFIX, revision_scaling
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -149,7 +150,13 @@ def test_stdin_trace() -> None:
             '{"t": 0, "concurrency": 1, "ready_pods": 1}\nnot json\n', "line 2: not JSON", id="json"
         ),
         pytest.param('{"concurrency": 1, "ready_pods": 1}\n', 'line 1: missing "t"', id="no-t"),
-        pytest.param('{"t": 0, "ready_pods": 1}\n', 'line 1: needs "concurrency" or "rps"', id="no-value"),
+        pytest.param('{"t": 0}\n', 'line 1: needs "concurrency" or "rps"', id="no-value"),
+        pytest.param(
+            '{"t": 0, "concurrency": 1, "ready_pods": 1}\n{"t": 1}\n',
+            'line 2: needs "concurrency" or "rps" with "ready_pods", or "ready_pods" alone',
+            id="neither-value-nor-ready",
+        ),
+        pytest.param('{"t": 0, "ready_pods": -1}\n', '"ready_pods" must be a whole', id="gap-bad-ready"),
         pytest.param(
             '{"t": 0, "concurrency": -1, "ready_pods": 1}\n', "line 1: 'concurrency' must not be negative"
         ),
@@ -192,6 +199,10 @@ def test_bad_trace_lines_exit_2_naming_the_line(tmp_path: Path, content: str, me
         pytest.param(["--annotation", "novalue"], "must look like KEY=VALUE", id="malformed"),
         pytest.param(["--config", "max-scale-up-rate=0.5"], "max-scale-up-rate=0.5 must be greater than 1"),
         pytest.param(["--tick", "fast"], "--tick", id="tick"),
+        pytest.param(
+            ["--tick", "2"], "--tick: '2' is not a duration: missing a unit after 2", id="tick-no-unit"
+        ),
+        pytest.param(["--tick", "0"], "--tick 0 must be positive", id="tick-zero"),
         pytest.param(["--annotation", "metric=rps"], "no 'rps' value", id="metric-missing-in-trace"),
     ],
 )
@@ -234,3 +245,91 @@ def test_in_process_replay_matches_the_command(tmp_path: Path) -> None:
     replay = simulate(samples, revision_scaling({}, 0), 2.0)
     command = lines_of(run(str(write_trace(tmp_path / "trace.jsonl", rows))))
     assert replay == command
+
+
+def gap_trace() -> list[dict[str, Any]]:
+    """140 concurrent requests on 2 pods for 11 s, then 10 s in which no stat arrives (the ready pods go to 4
+    meanwhile), then zero load."""
+    rows: list[dict[str, Any]] = []
+    for t in range(31):
+        ready = 2 if t < 15 else 4
+        if 11 <= t <= 20:
+            rows.append({"t": t, "ready_pods": ready})
+        else:
+            rows.append({"t": t, "concurrency": 140.0 if t <= 10 else 0.0, "ready_pods": ready})
+    return rows
+
+
+def test_ready_pods_alone_is_a_second_with_no_stat() -> None:
+    rows = gap_trace()
+    scaling = revision_scaling({PREFIX + "window": "6s"}, 0)
+    lines = simulate(read_trace(json.dumps(row) for row in rows), scaling, 2.0)
+
+    # The reference: the decider fed every second that has a stat, and nothing for the others.
+    revision = RevisionAutoscaler(scaling, now=0.0, ready_pods=0)
+    expected = []
+    for row in rows:
+        if "concurrency" in row:
+            revision.collection.record_values(row["t"], row["concurrency"], 0.0)
+        if row["t"] % 2 == 0:
+            tick = revision.tick(float(row["t"]), row["ready_pods"])
+            decision = tick.decision
+            expected.append(
+                (
+                    row["t"],
+                    None if decision is None else decision.desired_pods,
+                    None if decision is None else decision.stable,
+                    tick.panic,
+                    row["ready_pods"],
+                )
+            )
+    got = [
+        (line["t"], line["desired_pods"], line["stable"], line["panic"], line["ready_pods"]) for line in lines
+    ]
+    assert got == expected
+
+    by_t = {line["t"]: line for line in lines}
+    # The ready-pod count of a gap line is honoured: 4 from 15 s on.
+    assert [by_t[t]["ready_pods"] for t in (14.0, 16.0, 20.0)] == [2, 4, 4]
+    # A gap is missing data, not zero load: once the 6 s window holds no stat there is no decision...
+    assert (by_t[18.0]["desired_pods"], by_t[18.0]["stable"]) == (None, None)
+    # ...and with stats again the 4 ready pods (not 2) bound the scale-down: at most halved, to 2.
+    assert (by_t[22.0]["desired_pods"], by_t[22.0]["stable"]) == (2, 0.0)
+
+
+def test_a_gap_differs_from_zero_load() -> None:
+    scaling = revision_scaling({PREFIX + "window": "6s"}, 0)
+    gaps = simulate(read_trace(json.dumps(row) for row in gap_trace()), scaling, 2.0)
+    zeros = [{"concurrency": 0.0, **row} for row in gap_trace()]
+    zeroed = simulate(read_trace(json.dumps(row) for row in zeros), scaling, 2.0)
+    assert [line["desired_pods"] for line in gaps if line["t"] in (18.0, 20.0)] == [None, None]
+    assert [line["desired_pods"] for line in zeroed if line["t"] in (18.0, 20.0)] == [2, 2]
+
+
+def test_trace_with_gaps_through_the_command(tmp_path: Path) -> None:
+    rows: list[dict[str, Any]] = [
+        {"t": 0, "rps": 420.0, "ready_pods": 1},
+        {"t": 1, "ready_pods": 3},
+        {"t": 2, "rps": 420.0, "ready_pods": 3},
+    ]
+    lines = lines_of(run(str(write_trace(tmp_path / "trace.jsonl", rows))))
+    assert [(line["t"], line["metric"], line["ready_pods"]) for line in lines] == [
+        (0.0, "rps", 1),
+        (2.0, "rps", 3),
+    ]
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from autoscaler import simulate as module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as if matplotlib were not installed
+    code = module.main(
+        [str(write_trace(tmp_path / "trace.jsonl", burst_trace())), "--plot", str(tmp_path / "p.png")]
+    )
+    assert code == 2
+    assert "pip install 'serving[bench]'" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()

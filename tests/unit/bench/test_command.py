@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from controller.bench.command import main
+from bench.command import NO_MATPLOTLIB, main
 from controller.cli import main as cli_main
 
 
@@ -61,3 +63,33 @@ def test_help_lists_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("dataplane-probe", "scale-from-zero", "load-test", "rollout-probe", "real-traffic"):
         assert name in out
+
+
+def test_without_matplotlib_one_line_says_how_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` sees when it is missing
+    assert main(["load-test", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [NO_MATPLOTLIB]
+    assert "pip install 'serving[bench]'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_serving_bench_loads_without_matplotlib(tmp_path: Path) -> None:
+    """Nothing `serving bench` imports before its plots needs matplotlib: blocked, the command answers."""
+    blocked = (
+        "import sys; sys.modules['matplotlib'] = None; "
+        "from controller.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, "bench", "dataplane-probe", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [NO_MATPLOTLIB]
+    assert not (tmp_path / "run").exists()

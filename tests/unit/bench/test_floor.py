@@ -8,7 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
-from controller.bench import floor, services
+from bench.scenarios import floor
+from bench.system import service
 
 
 def _children() -> set[int]:
@@ -26,7 +27,7 @@ def _children() -> set[int]:
 
 async def test_copies_are_timed_to_their_first_200_and_stopped(tmp_path: Path) -> None:
     before = _children()
-    app = services.benchapp(startup_ms=200)
+    app = service.benchapp(startup_ms=200)
     async with aiohttp.ClientSession() as session:
         run = await floor.run(app, 3, session, within=30, log_dir=tmp_path)
     assert run.count == 3
@@ -39,7 +40,7 @@ async def test_copies_are_timed_to_their_first_200_and_stopped(tmp_path: Path) -
 async def test_a_copy_that_never_answers_counts_as_none_and_is_stopped(tmp_path: Path) -> None:
     before = _children()
     # Listens on nothing and ignores SIGTERM: only SIGKILL of its process group ends it.
-    app = services.App(
+    app = service.App(
         command=(
             sys.executable,
             "-c",

@@ -8,18 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from controller.bench.loadgen import (
-    CLIENT_CAP,
-    CONNECT,
-    PROTOCOL,
-    RESET,
-    TIMEOUT,
-    LoadGenerator,
-    Shot,
-    Target,
-    constant_rate,
-    latency,
-)
+from bench.load.generator import LoadGenerator, latency
+from bench.load.sample import CLIENT_CAP, CONNECT, PROTOCOL, RESET, TIMEOUT
+from bench.load.schedule import Shot, Target, constant_rate
 
 
 @dataclass

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from controller.bench.progress import Progress, Snapshot, render
+from bench.load.progress import Progress, Snapshot, render
 
 
 def test_render_shows_counts_rate_and_bar() -> None:

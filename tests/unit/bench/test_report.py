@@ -3,11 +3,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controller.bench.machine import Machine
-from controller.bench.plot import Marker, PodPoint
-from controller.bench.result import RunResult, write_run
-from controller.bench.sample import Sample, read_samples
-from controller.bench.summary import Check
+from bench.load.sample import Sample, read_samples
+from bench.results.output import write_run
+from bench.results.report import load_line, render
+from bench.results.result import Marker, RunResult
+from bench.results.summary import Check
+from bench.system.machine import Machine
+from bench.system.podwatch import PodPoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,8 +59,6 @@ def _result() -> RunResult:
 
 
 def test_report_compares_each_figure_with_its_bar_and_states_conditions() -> None:
-    from controller.bench.report import render
-
     text = render(_result(), [("latency-over-time.png", "Latency")])
     assert "| queue-proxy p95 | 104.0 ms | ≤ 105.0 ms | ≤ 110 ms at 1000 rps | **pass** |" in text
     assert "| activator errors | 1 | ≤ 0 | 0 | **FAIL** |" in text
@@ -115,7 +115,5 @@ def test_run_without_pods_or_breakdown_skips_those_plots(tmp_path: Path) -> None
 
 
 def test_load_before_the_run_decides_whether_other_processes_competed() -> None:
-    from controller.bench.report import load_line
-
     assert "other processes were competing" in load_line(3.2, 1.0, 2)
     assert "otherwise nearly idle" in load_line(0.4, 6.0, 2)

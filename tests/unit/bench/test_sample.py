@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.bench.sample import Sample, parse_server_timing, read_samples, write_samples
+from bench.load.sample import Sample, parse_server_timing, read_samples, write_samples
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -8,15 +9,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.bench import coldstart, dataplane, loadtest, realtraffic, rollout, services
-from controller.bench.coldstart import PARTS, Wake
-from controller.bench.podwatch import pod_points
-from controller.bench.sample import Sample
-from controller.bench.scenarios import Context, ParamError, load_preset, merge, scenarios
-from controller.bench.stack import all_ready, at_zero
+from bench.context import Context
+from bench.load.sample import Sample
+from bench.preset import ParamError, load_preset, merge
+from bench.scenarios import coldstart, dataplane, loadtest, realtraffic, rollout
+from bench.scenarios.catalog import scenarios
+from bench.scenarios.wake import PARTS, Wake
+from bench.system import service
+from bench.system.podwatch import pod_points
+from bench.system.stack import all_ready, at_zero
 from controller.system import load_services
 
 NAMES = ["dataplane-probe", "scale-from-zero", "load-test", "rollout-probe", "real-traffic"]
+HELLOWORLD = Path(__file__).resolve().parents[3] / "examples" / "helloworld-python"
 
 
 @pytest.fixture
@@ -30,7 +35,10 @@ def _ctx(name: str, session: aiohttp.ClientSession, tmp_path: Path, **overrides:
     return Context(scenario=name, params=params, out=tmp_path, command="test", session=session)
 
 
-def test_every_scenario_has_a_preset_with_rate_and_duration() -> None:
+def test_every_scenario_has_a_preset_with_rate_and_duration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # presets ship inside the package: found from any working directory
     assert list(scenarios()) == NAMES
     for name in NAMES:
         preset = load_preset(name)
@@ -72,7 +80,8 @@ async def test_every_scenario_writes_services_that_serving_up_accepts(
     dp = _ctx("dataplane-probe", session, tmp_path)
     docs += dataplane.documents(dataplane.app_kinds(dp))
     for app in ("helloworld", "benchapp"):
-        docs += coldstart.documents(_ctx("scale-from-zero", session, tmp_path, app=app), 3)
+        sfz = _ctx("scale-from-zero", session, tmp_path, app=app, helloworld_dir=str(HELLOWORLD))
+        docs += coldstart.documents(sfz, 3)
     docs.append(loadtest.document(_ctx("load-test", session, tmp_path)))
     docs.append(rollout.document(_ctx("rollout-probe", session, tmp_path), "v2"))
     rt = _ctx("real-traffic", session, tmp_path)
@@ -80,11 +89,33 @@ async def test_every_scenario_writes_services_that_serving_up_accepts(
     # Names must be unique across one file for the check to see them all.
     for i, doc in enumerate(docs):
         doc["metadata"]["name"] = f"{doc['metadata']['name']}-{i}"
-    path = services.write(tmp_path / "all.yaml", docs, "every Service the scenarios write")
+    path = service.write(tmp_path / "all.yaml", docs, "every Service the scenarios write")
     loaded = load_services([path])
     assert len(loaded) == len(docs)
     pinned = {s.name: s.template.annotations for s in loaded if s.name.startswith("probe-sleep-100ms-act")}
-    assert list(pinned.values()) == [{services.MIN_SCALE: "1", services.TARGET_BURST_CAPACITY: "-1"}]
+    assert list(pinned.values()) == [{service.MIN_SCALE: "1", service.TARGET_BURST_CAPACITY: "-1"}]
+
+
+async def test_service_files_name_no_path_of_the_machine(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    docs = dataplane.documents(dataplane.app_kinds(_ctx("dataplane-probe", session, tmp_path)))
+    text = service.write(tmp_path / "services.yaml", docs).read_text()
+    assert docs[0]["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python",
+        "-m",
+        "bench.apps.benchapp",
+    ]
+    for machine_path in (sys.executable, sys.prefix, sys.base_prefix):
+        assert machine_path not in text
+
+
+async def test_scale_from_zero_needs_the_hello_world_example_folder(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    ctx = _ctx("scale-from-zero", session, tmp_path, helloworld_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(ParamError, match="set app=benchapp"):
+        coldstart.documents(ctx, 1)
 
 
 def test_load_test_steps_scale_to_the_top_rate() -> None:

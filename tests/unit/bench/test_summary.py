@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.bench.sample import Sample
-from controller.bench.summary import Check, Distribution, percentile, summarize, timeline
+from bench.load.sample import Sample
+from bench.results.summary import Check, Distribution, percentile, summarize, timeline
 
 
 def _sample(
