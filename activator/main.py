@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import resource
-import sys
 
 import aiohttp
 import uvloop
@@ -25,10 +23,9 @@ from activator.metrics import ActivatorMetrics
 from activator.probe import HttpProbe
 from activator.registry import Registry
 from activator.reporter import AutoscalerLink, StatReporter
-from serving import logformat, process
+from serving import lifecycle
 from serving.clock import MonotonicClock
-from serving.config import ConfigError
-from serving.http import drain, serve
+from serving.http import Server, serve
 from serving.platformclient import HttpPlatform
 
 log = logging.getLogger("activator")
@@ -48,28 +45,19 @@ def _raise_file_limit() -> None:
             log.warning("could not raise the open-file limit from %d: %s", soft, exc)
 
 
-async def _run_lifecycle(
-    config: ActivatorConfig,
-    terminating: asyncio.Event,
-    health: Health,
-    server: asyncio.Server,
-    registry: Registry,
-    background: list[asyncio.Task[None]],
-) -> None:
-    await terminating.wait()
+async def _drain(config: ActivatorConfig, health: Health, server: Server, registry: Registry) -> None:
+    """Readiness fails while traffic is still served for `DRAIN_TIMEOUT`, then the listener closes and the
+    in-flight and queued requests finish."""
     health.draining = True
     log.info("terminating: readiness fails now; serving for %.1fs more", config.drain_timeout)
     await asyncio.sleep(config.drain_timeout)
     log.info("closing the listener; finishing in-flight and queued requests")
-    await drain(server, registry.max_timeout() + DRAIN_GRACE)
+    await server.drain(registry.max_timeout() + DRAIN_GRACE)
     log.info("drained; exiting")
-    for task in background:
-        task.cancel()
 
 
-async def run(config: ActivatorConfig) -> int:
-    terminating = process.termination_event()
-
+async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
+    _raise_file_limit()
     async with aiohttp.ClientSession() as session:
         prometheus = CollectorRegistry()
         link = AutoscalerLink(config.autoscaler_url, session)
@@ -98,35 +86,23 @@ async def run(config: ActivatorConfig) -> int:
                 config.port,
                 config.admin_port,
             )
-            async with asyncio.TaskGroup() as group:
-                background = [
-                    group.create_task(registry.run(HttpPlatform(config.platform_url, session))),
-                    group.create_task(link.run()),
-                    group.create_task(reporter.run()),
-                ]
-                group.create_task(_run_lifecycle(config, terminating, health, server, registry, background))
+            await lifecycle.supervise(
+                terminating,
+                [registry.run(HttpPlatform(config.platform_url, session)), link.run(), reporter.run()],
+                lambda: _drain(config, health, server, registry),
+            )
         finally:
             await registry.close()
             await admin.cleanup()
-    return 0
 
 
 def main(argv: list[str]) -> int:
-    if argv:
-        print("usage: serving activator  (configured by environment variables; see docs/activator.md)")
-        return 0 if argv[0] in ("-h", "--help") else 2
-    try:
-        config = load_config(os.environ)
-    except ConfigError as exc:
-        print(f"serving activator: {exc}", file=sys.stderr)
-        return 1
-    logformat.configure(config.log_format, config.log_level)
-    _raise_file_limit()
-    try:
-        return uvloop.run(run(config))
-    except OSError as exc:
-        log.error("activator failed: %s", exc)
-        return 1
-    except BaseExceptionGroup as group:
-        log.error("activator failed: %s", "; ".join(repr(e) for e in group.exceptions))
-        return 1
+    return lifecycle.run_component(
+        "activator",
+        argv,
+        usage="usage: serving activator  (configured by environment variables; see docs/activator.md)",
+        load=load_config,
+        log=lambda config: config,
+        main=run,
+        loop_factory=uvloop.new_event_loop,
+    )

@@ -5,10 +5,7 @@ server, then runs the watch, scrape and decide loops until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import sys
 
 import aiohttp
 import uvloop
@@ -21,19 +18,17 @@ from autoscaler.probe import ActivatorProbe, AssumeActivatorInPath, HttpActivato
 from autoscaler.scraper import Scraper
 from autoscaler.statclient import StatClient
 from autoscaler.statserver import StatServer
-from serving import logformat, process
+from serving import lifecycle
 from serving.clock import MonotonicClock
-from serving.config import ConfigError
 from serving.platformclient import HttpPlatform
 
 log = logging.getLogger("autoscaler")
 
 
-async def run(settings: Settings) -> None:
-    """Run until cancelled or a signal arrives."""
+async def run(settings: Settings, terminating: asyncio.Event) -> None:
+    """Run the watch, scrape and decide loops until `terminating` is set."""
     registry = CollectorRegistry()
     clock = MonotonicClock()
-    stop = process.termination_event()
     stat_client = StatClient(timeout=settings.scrape_timeout)
     async with aiohttp.ClientSession() as platform_session:
         platform = HttpPlatform(settings.platform_url, platform_session)
@@ -53,40 +48,28 @@ async def run(settings: Settings) -> None:
         await web.TCPSite(runner, settings.bind_address, settings.port).start()
         log.info("autoscaler listening on %s:%d", settings.bind_address, settings.port)
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(multiscaler.run_watch(platform))
-                group.create_task(multiscaler.run_scraper())
-                group.create_task(multiscaler.run_decider())
-                await stop.wait()
-                raise _Stop
-        except* _Stop:
-            log.info("stopping")
+            await lifecycle.supervise(
+                terminating,
+                [multiscaler.run_watch(platform), multiscaler.run_scraper(), multiscaler.run_decider()],
+                _stopping,
+            )
         finally:
             await multiscaler.aclose()
             await runner.cleanup()
             stat_client.close()
 
 
-class _Stop(Exception):
-    """Ends the task group on a signal."""
+async def _stopping() -> None:
+    log.info("stopping")
 
 
 def main(argv: list[str]) -> int:
-    if argv:
-        print("usage: serving autoscaler   (configured by environment variables; see docs/autoscaling.md)")
-        return 0 if argv[0] in ("-h", "--help") else 2
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as exc:
-        print(f"serving autoscaler: {exc}", file=sys.stderr)
-        return 1
-    logformat.configure(settings.log_format, settings.log_level)
-    try:
-        uvloop.run(run(settings))
-    except Exception as exc:  # the root task failed: one line, non-zero exit
-        log.exception("autoscaler failed")
-        print(f"serving autoscaler: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    with contextlib.suppress(Exception):
-        logging.shutdown()
-    return 0
+    return lifecycle.run_component(
+        "autoscaler",
+        argv,
+        usage="usage: serving autoscaler  (configured by environment variables; see docs/autoscaling.md)",
+        load=load_settings,
+        log=lambda settings: settings,
+        main=run,
+        loop_factory=uvloop.new_event_loop,
+    )

@@ -27,7 +27,7 @@ import uvloop
 from bench.load.generator import LoadGenerator
 from bench.load.schedule import Target, constant_rate
 from bench.system import machine
-from controller.port import PortAllocator
+from controller.local.runtime.port import PortAllocator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench" / "loadgen-capacity.md"
 

@@ -1,1 +1,1 @@
-"""controller component."""
+"""The control side: the `serving` command line, platform-neutral reconciling, and the platforms (`local`)."""

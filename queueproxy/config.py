@@ -1,125 +1,32 @@
-"""The queue-proxy's settings, read from Knative's environment variables plus a few of our own.
-
-`load_config` reads every concern at once so that an operator sees every bad variable in one error.
+"""The queue-proxy's settings: `load_config` reads the contract (`serving.contract.queueproxy`) from the
+environment, every concern at once, so that an operator sees every bad variable in one error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
 
-from queueproxy.probe import ProbeSpec, parse_probe
-from serving.config import (
-    ConfigError,
-    collect,
-    parse_bool,
-    parse_duration,
-    parse_log_format,
-    parse_log_level,
-    parse_non_negative_float,
-    parse_non_negative_int,
-    parse_port,
-    parse_str,
-    setting,
+from serving.config import ConfigError, collect
+from serving.contract.queueproxy import (
+    Config,
+    DrainSettings,
+    Identity,
+    LogSettings,
+    Ports,
+    ProxySettings,
+    parse_positive_seconds,
 )
 
-
-def parse_positive_seconds(text: str) -> float:
-    value = parse_non_negative_float(text)
-    if value == 0:
-        raise ValueError("must be more than 0 seconds")
-    return value
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Identity:
-    """Which pod of which revision this queue-proxy serves; names appear in stats and metrics."""
-
-    namespace: str = setting("SERVING_NAMESPACE", parse_str, required=True)
-    """Namespace of the revision."""
-    configuration: str = setting("SERVING_CONFIGURATION", parse_str, required=True)
-    """Configuration that created the revision."""
-    revision: str = setting("SERVING_REVISION", parse_str, required=True)
-    """Revision name."""
-    pod: str = setting("SERVING_POD", parse_str, required=True)
-    """Pod name; the `pod_name` of every reported `Stat`."""
-    pod_ip: str = setting("SERVING_POD_IP", parse_str, required=True)
-    """Pod IP address (required by Knative's contract; informational here)."""
-    service: str = setting("SERVING_SERVICE", parse_str, "")
-    """Service that owns the revision, empty for a bare Configuration."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProxySettings:
-    """How requests reach the app: admission, timeouts and readiness."""
-
-    container_concurrency: int = setting("CONTAINER_CONCURRENCY", parse_non_negative_int, 0)
-    """Requests allowed in the app at once; 0 means no limit and no breaker (Knative default)."""
-    user_port: int = setting("USER_PORT", parse_port, 8080)
-    """Port of the app on 127.0.0.1 (Knative default 8080)."""
-    timeout: float = setting("REVISION_TIMEOUT_SECONDS", parse_positive_seconds, 300.0)
-    """Total seconds for a request, queue wait included, before a 504 (Knative default 300 s)."""
-    response_start_timeout: float = setting(
-        "REVISION_RESPONSE_START_TIMEOUT_SECONDS", parse_non_negative_float, 0.0
-    )
-    """Seconds the app may take to start its response (headers); 0 means only the total timeout applies."""
-    idle_timeout: float = setting("REVISION_IDLE_TIMEOUT_SECONDS", parse_non_negative_float, 0.0)
-    """Seconds the app may stay silent while responding; 0 turns the limit off (Knative default)."""
-    readiness_probe: ProbeSpec = setting("SERVING_READINESS_PROBE", parse_probe, ProbeSpec())  # noqa: RUF009  # frozen
-    """The app's readiness probe as Kubernetes Probe JSON; default TCP on the user port, aggressive."""
-
-    @property
-    def queue_depth(self) -> int:
-        """Requests allowed to wait for a slot: 10 x containerConcurrency (Knative's breaker queue)."""
-        return 10 * self.container_concurrency
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ports:
-    """Listening ports; overridable so that several pods can share one machine."""
-
-    bind_address: str = setting("QUEUE_BIND_ADDRESS", parse_str, "0.0.0.0")
-    """Address every server binds; all interfaces in a pod, 127.0.0.1 for local pods."""
-    serving: int = setting("QUEUE_SERVING_PORT", parse_port, 8012)
-    """Main HTTP/1.1 port that proxies to the app (Knative 8012)."""
-    admin: int = setting("QUEUE_ADMIN_PORT", parse_port, 8022)
-    """Admin port with `GET /wait-for-drain` (Knative 8022)."""
-    stats: int = setting("QUEUE_STATS_PORT", parse_port, 9090)
-    """Autoscaler stats port: protobuf `Stat` on `GET /metrics` (Knative 9090)."""
-    metrics: int = setting("QUEUE_METRICS_PORT", parse_port, 9091)
-    """Prometheus request metrics port (Knative 9091)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DrainSettings:
-    """Graceful shutdown after SIGTERM."""
-
-    quiet_period: float = setting("DRAIN_QUIET_PERIOD", parse_duration, 30.0)
-    """Keep serving until no request arrived for this long (Knative hard-codes 30 s)."""
-    websocket_timeout: float = setting("DRAIN_WEBSOCKET_TIMEOUT", parse_duration, 60.0)
-    """How long open websockets (upgraded connections) may last once draining ends (Knative 60 s)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogSettings:
-    """Process logging; only `main` applies these."""
-
-    request_log: bool = setting("REQUEST_LOG", parse_bool, False)
-    """Write one JSON line per proxied request to stderr; off by default (costs CPU per request)."""
-    log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "text")
-    """`text` for people, `json` for log collectors."""
-    log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
-    """Minimum level of process logs."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
-    identity: Identity
-    proxy: ProxySettings
-    ports: Ports
-    drain: DrainSettings
-    log: LogSettings
+__all__ = [
+    "Config",
+    "DrainSettings",
+    "Identity",
+    "LogSettings",
+    "Ports",
+    "ProxySettings",
+    "load_config",
+    "parse_positive_seconds",
+]
 
 
 def _check_distinct(ports: Ports, user_port: int | None, problems: list[str]) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -26,11 +24,10 @@ from queueproxy.readiness import Readiness
 from queueproxy.requestlog import RequestLog
 from queueproxy.site import run_site
 from queueproxy.stats import StatReporter, run_reporter, stats_app
-from serving import logformat, process
+from serving import lifecycle
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
-from serving.config import ConfigError
-from serving.http import ForwardTimeouts, UpstreamPool, drain, serve
+from serving.http import ForwardTimeouts, Server, UpstreamPool, serve
 
 logger = logging.getLogger("queueproxy")
 
@@ -38,26 +35,16 @@ APP_HOST = "127.0.0.1"
 """The app runs beside the queue-proxy in the same pod (network namespace)."""
 
 
-async def _run_lifecycle(
-    config: Config,
-    terminating: asyncio.Event,
-    drainer: Drainer,
-    in_flight: InFlight,
-    server: asyncio.Server,
-    others: list[asyncio.Task[None]],
-) -> None:
-    """Wait for SIGTERM, drain, stop the main server, then stop every other long-lived task."""
-    await terminating.wait()
+async def _drain(config: Config, drainer: Drainer, in_flight: InFlight, server: Server) -> None:
+    """The drain after SIGTERM, in the order documented above; the side servers keep running meanwhile."""
     logger.info("SIGTERM: draining")
     await drainer.wait()
     settings = config.drain
-    engine_drain = asyncio.create_task(drain(server, config.proxy.timeout + settings.websocket_timeout))
+    engine_drain = asyncio.create_task(server.drain(config.proxy.timeout + settings.websocket_timeout))
     await in_flight.wait_plain()
     await in_flight.close_upgrades(settings.websocket_timeout)
     await engine_drain
     logger.info("drained; exiting")
-    for task in others:
-        task.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +97,8 @@ def _build(config: Config) -> _Parts:
     return _Parts(registry, drainer, in_flight, readiness, pool, reporter, handler)
 
 
-async def _run(config: Config) -> None:
+async def run(config: Config, terminating: asyncio.Event) -> None:
     ports, parts = config.ports, _build(config)
-    terminating = process.termination_event()
     try:
         server = await serve(parts.handler, ports.bind_address, ports.serving)
     except OSError as exc:
@@ -130,44 +116,30 @@ async def _run(config: Config) -> None:
     )
     host = ports.bind_address
     try:
-        async with asyncio.TaskGroup() as group:
-            others = [
-                group.create_task(
-                    run_site("admin", admin_app(parts.drainer, terminating), host, ports.admin)
-                ),
-                group.create_task(run_site("stats", stats_app(parts.reporter), host, ports.stats)),
-                group.create_task(run_site("metrics", metrics_app(parts.registry), host, ports.metrics)),
-                group.create_task(run_reporter(parts.reporter)),
-                group.create_task(parts.in_flight.run_sweeper()),
-            ]
-            group.create_task(
-                _run_lifecycle(config, terminating, parts.drainer, parts.in_flight, server, others)
-            )
+        await lifecycle.supervise(
+            terminating,
+            [
+                run_site("admin", admin_app(parts.drainer, terminating), host, ports.admin),
+                run_site("stats", stats_app(parts.reporter), host, ports.stats),
+                run_site("metrics", metrics_app(parts.registry), host, ports.metrics),
+                run_reporter(parts.reporter),
+                parts.in_flight.run_sweeper(),
+            ],
+            lambda: _drain(config, parts.drainer, parts.in_flight, server),
+        )
     finally:
         server.close()
         await parts.readiness.close()
         await parts.pool.close()
 
 
-def _reason(error: BaseException) -> str:
-    if isinstance(error, BaseExceptionGroup):
-        return "; ".join(_reason(inner) for inner in error.exceptions)
-    return str(error) or type(error).__name__
-
-
 def main(argv: list[str]) -> int:
-    if argv:
-        print("usage: serving queue-proxy  (configured by environment variables only)", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(os.environ)
-    except ConfigError as exc:
-        print(f"serving queue-proxy: {exc}", file=sys.stderr)
-        return 1
-    logformat.configure(config.log.log_format, config.log.log_level)
-    try:
-        uvloop.run(_run(config))
-    except Exception as exc:  # the process boundary: one line, non-zero exit
-        logger.error("queue-proxy stopped: %s", _reason(exc))
-        return 1
-    return 0
+    return lifecycle.run_component(
+        "queue-proxy",
+        argv,
+        usage="usage: serving queue-proxy  (configured by environment variables; see docs/queue-proxy.md)",
+        load=load_config,
+        log=lambda config: config.log,
+        main=run,
+        loop_factory=uvloop.new_event_loop,
+    )

@@ -13,10 +13,10 @@ from typing import Final
 import aiohttp
 
 from bench.system import service
-from controller.expansion import expand
-from controller.podspec import USER_CONTAINER_NICE
-from controller.port import PortAllocator
-from controller.process import OsLauncher, Process, ProcessSpec, stop
+from controller.local.runtime.expansion import expand
+from controller.local.runtime.podspec import USER_CONTAINER_NICE
+from controller.local.runtime.port import PortAllocator
+from controller.local.runtime.process import OsLauncher, Process, ProcessSpec, stop
 
 _RETRY: Final = 0.05
 """Seconds between attempts while the app's port refuses connections."""

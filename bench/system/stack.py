@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bench.system.service import BENCHAPP_MODULE, path_first
-from controller import statefile
-from controller.port import PortAllocator
-from controller.process import OsLauncher, Process, ProcessSpec, describe_exit, stop
+from controller.local.runtime.port import PortAllocator
+from controller.local.runtime.process import OsLauncher, Process, ProcessSpec, describe_exit, stop
+from controller.local.view import statefile
 
 log = logging.getLogger(__name__)
 

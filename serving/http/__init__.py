@@ -10,7 +10,7 @@ from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnec
 from serving.http.exchange import Exchange
 from serving.http.message import Headers, Request
 from serving.http.pool import UpstreamPool
-from serving.http.server import Server, drain, serve
+from serving.http.server import Server, serve
 from serving.http.upstream import ForwardTimeouts
 
 __all__ = [
@@ -26,6 +26,5 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamPool",
-    "drain",
     "serve",
 ]

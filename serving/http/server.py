@@ -80,8 +80,3 @@ async def serve(
     else:
         server = await loop.create_server(factory, host, port, backlog=_BACKLOG, reuse_address=True)
     return Server(server, registry)
-
-
-async def drain(server: Server, timeout: float) -> None:  # noqa: ASYNC109  # the documented API
-    """`server.drain(timeout)`."""
-    await server.drain(timeout)

@@ -75,7 +75,7 @@ def fork_servers(up: ServingUp) -> list[int]:
     return [
         pid
         for pid, cmdline in marked_processes(up.marker)
-        if "controller.forkhost" in cmdline and parent(pid) == up.proc.pid
+        if "controller.local.runtime.forkhost" in cmdline and parent(pid) == up.proc.pid
     ]
 
 

@@ -1,5 +1,6 @@
-"""Components import `serving` and never each other; `serving` imports no component; nothing imports `bench`
-(DESIGN.md)."""
+"""The dependency rule (DESIGN.md): components import `serving` and never each other; `serving` imports no
+component; `controller.reconcile` imports only `serving`; `controller.local` and `controller.kube` import
+`reconcile` and `serving`, never each other; nothing imports `bench`."""
 
 from __future__ import annotations
 
@@ -13,18 +14,57 @@ COMPONENTS = ("queueproxy", "activator", "autoscaler")
 ALL = (*COMPONENTS, "controller")
 
 
-def imported_top_levels(package: str) -> dict[str, set[str]]:
+def imported_modules(package: str, depth: int = 1) -> dict[str, set[str]]:
+    """Per source file under `package` (a path such as `controller/local`), the modules it imports, cut to
+    their first `depth` dotted parts (`controller.local.runtime.pod` at depth 2 is `controller.local`)."""
     found: dict[str, set[str]] = {}
     for path in (ROOT / package).rglob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         names: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
+                names.update(".".join(alias.name.split(".")[:depth]) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names.add(".".join(node.module.split(".")[:depth]))
+                if node.module == "controller":  # `from controller import local`
+                    names.update(f"controller.{alias.name}" for alias in node.names)
         found[str(path.relative_to(ROOT))] = names
     return found
+
+
+def imported_top_levels(package: str) -> dict[str, set[str]]:
+    return imported_modules(package, 1)
+
+
+# The fork server's own process runs `serving` subcommands in its children, so it dispatches through the
+# command line's table (an entry point, like `__main__`), not through the modules behind it.
+_ENTRY_POINTS = {"controller/local/runtime/forkhost.py"}
+_CONTROLLER_PARTS = {"controller.cli", "controller.reconcile", "controller.local", "controller.kube"}
+
+
+@pytest.mark.parametrize(
+    ("package", "allowed_controller_parts"),
+    [
+        pytest.param("controller/reconcile", {"controller.reconcile"}, id="reconcile-only-serving"),
+        pytest.param("controller/local", {"controller.local", "controller.reconcile"}, id="local"),
+        pytest.param("controller/kube", {"controller.kube", "controller.reconcile"}, id="kube"),
+    ],
+)
+def test_platforms_import_reconcile_and_serving_never_each_other(
+    package: str, allowed_controller_parts: set[str]
+) -> None:
+    if not (ROOT / package).is_dir():
+        assert package == "controller/kube", package  # the Kubernetes platform does not exist yet
+        return
+    outside = set(ALL) - {"controller"} | {"bench"}
+    offenders = {
+        path: sorted(
+            (names & outside) | {n for n in names if n in _CONTROLLER_PARTS} - allowed_controller_parts
+        )
+        for path, names in imported_modules(package, 2).items()
+    }
+    offenders = {path: names for path, names in offenders.items() if names and path not in _ENTRY_POINTS}
+    assert offenders == {}
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -49,12 +89,12 @@ def test_serving_imports_no_component() -> None:
 
 @pytest.mark.parametrize("package", ["serving", *ALL])
 def test_nothing_imports_bench(package: str) -> None:
-    """`serving bench` is reached only by its module's name in `controller/cli.py`, never by an import, so
-    no component (nor its image) needs the benchmark code or matplotlib."""
+    """`serving bench` is reached only by its module's name in `controller/cli/__init__.py`, never by an
+    import, so no component (nor its image) needs the benchmark code or matplotlib."""
     offenders = {path: ["bench"] for path, names in imported_top_levels(package).items() if "bench" in names}
     assert offenders == {}
 
 
 def test_rule_sees_every_package() -> None:
-    for package in ("serving", *ALL, "bench"):
+    for package in ("serving", *ALL, "bench", "controller/reconcile", "controller/local", "controller/cli"):
         assert (ROOT / package / "__init__.py").is_file(), package

@@ -18,7 +18,7 @@ from bench.scenarios.wake import PARTS, Wake
 from bench.system import service
 from bench.system.podwatch import pod_points
 from bench.system.stack import all_ready, at_zero
-from controller.system import load_services
+from controller.local.system import load_services
 
 NAMES = ["dataplane-probe", "scale-from-zero", "load-test", "rollout-probe", "real-traffic"]
 HELLOWORLD = Path(__file__).resolve().parents[3] / "examples" / "helloworld-python"

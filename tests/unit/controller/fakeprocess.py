@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import signal
 
-from controller.pod import READY, PodPorts, ProbeResult
-from controller.process import Process, ProcessSpec
+from controller.local.runtime.pod import READY, PodPorts, ProbeResult
+from controller.local.runtime.process import Process, ProcessSpec
 
 _pids = itertools.count(1000)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.backoff import BackoffPolicy, CrashCounter
+from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
 
 
 @pytest.mark.parametrize(

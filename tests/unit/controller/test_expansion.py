@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.expansion import expand, expand_env
+from controller.local.runtime.expansion import expand, expand_env
 
 ENV = {"PORT": "8080", "NAME": "hello", "EMPTY": ""}
 

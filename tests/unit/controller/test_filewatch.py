@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from controller.filewatch import FileWatcher
+from controller.local.view.filewatch import FileWatcher
 
 
 def test_edits_removal_and_return_are_noticed_once(tmp_path: Path) -> None:

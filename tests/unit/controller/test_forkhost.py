@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.forkhost import INLINE_MAX, ProtocolError, pack, receive, send_packet
+from controller.local.runtime.forkhost import INLINE_MAX, ProtocolError, pack, receive, send_packet
 
 
 @pytest.fixture

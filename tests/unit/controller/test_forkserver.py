@@ -17,11 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller import forkserver as forkserver_module
-from controller.forkhost import INLINE_MAX
-from controller.forkserver import ForkedProcess, ForkServer
-from controller.podspec import queue_proxy_argv
-from controller.process import EXIT_UNKNOWN, OsLauncher, Process, ProcessSpec
+from controller.local.runtime import forkserver as forkserver_module
+from controller.local.runtime.forkhost import INLINE_MAX
+from controller.local.runtime.forkserver import ForkedProcess, ForkServer
+from controller.local.runtime.podspec import queue_proxy_argv
+from controller.local.runtime.process import EXIT_UNKNOWN, OsLauncher, Process, ProcessSpec
 from tests.fakes.app import FakeApp
 from tests.fakes.process import free_port
 
@@ -311,7 +311,11 @@ def fork_servers() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if fields[0] != "Z" and int(fields[1]) == os.getpid() and b"controller.forkhost" in cmdline:
+        if (
+            fields[0] != "Z"
+            and int(fields[1]) == os.getpid()
+            and b"controller.local.runtime.forkhost" in cmdline
+        ):
             found.append(int(entry.name))
     return found
 
@@ -427,10 +431,10 @@ async def test_garbled_answer_abandons_the_server_and_starts_the_plain_way(
 _OWNER = """
 import asyncio, json, sys
 from pathlib import Path
-from controller.forkhost import INLINE_MAX
-from controller import forkserver as forkserver_module
-from controller.forkserver import ForkedProcess, ForkServer
-from controller.process import OsLauncher, ProcessSpec
+from controller.local.runtime.forkhost import INLINE_MAX
+from controller.local.runtime import forkserver as forkserver_module
+from controller.local.runtime.forkserver import ForkedProcess, ForkServer
+from controller.local.runtime.process import OsLauncher, ProcessSpec
 
 async def main() -> None:
     spec = ProcessSpec(**{**json.loads(sys.argv[1]), "cwd": Path(sys.argv[2]), "log_path": Path(sys.argv[3])})
@@ -472,10 +476,10 @@ async def test_server_and_children_die_with_their_owner(tmp_path: Path, app: Fak
 _OWNER_OF_ORPHANS = """
 import asyncio, json, os, signal, sys
 from pathlib import Path
-from controller.forkhost import INLINE_MAX
-from controller import forkserver as forkserver_module
-from controller.forkserver import ForkedProcess, ForkServer
-from controller.process import OsLauncher, ProcessSpec
+from controller.local.runtime.forkhost import INLINE_MAX
+from controller.local.runtime import forkserver as forkserver_module
+from controller.local.runtime.forkserver import ForkedProcess, ForkServer
+from controller.local.runtime.process import OsLauncher, ProcessSpec
 
 async def main() -> None:
     folder = Path(sys.argv[1])

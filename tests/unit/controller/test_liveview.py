@@ -3,9 +3,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from controller.liveview import LiveView, render
-from controller.queuegauge import parse_queued
-from controller.report import RateMeter
+from controller.local.queuegauge import parse_queued
+from controller.local.view.liveview import LiveView, render
+from controller.local.view.report import RateMeter
 from serving.platform import RevisionKey
 
 

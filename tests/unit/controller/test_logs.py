@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.logs import Follower
-from controller.rotation import rotate, rotated
+from controller.cli.logs import Follower
+from controller.local.runtime.rotation import rotate, rotated
 
 PREFIX = "hello-00001-abcde user-container | "
 

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from controller.platformserver import PlatformServer
-from controller.store import Store
+from controller.local.platformserver import PlatformServer
+from controller.local.store import Store
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 
 KEY = RevisionKey("default", "hello-00001")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller.pod import PodPorts
-from controller.podspec import (
+from controller.local.runtime.pod import PodPorts
+from controller.local.runtime.podspec import (
     USER_CONTAINER_NICE,
     PodContext,
     grace_seconds,

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from controller.port import NoFreePort, PortAllocator, is_free
+from controller.local.runtime.port import NoFreePort, PortAllocator, is_free
 
 
 def test_ports_are_distinct_free_and_in_range() -> None:

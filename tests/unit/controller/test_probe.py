@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.pod import READY, PodPorts, ProbeResult
-from controller.probe import QueueProxyProbe
+from controller.local.runtime.pod import READY, PodPorts, ProbeResult
+from controller.local.runtime.probe import QueueProxyProbe
 from tests.fakes.process import free_port
 
 Serve = Callable[[web.Application], Awaitable[int]]

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from activator.admin import Health, admin_app
 from activator.metrics import ActivatorMetrics
-from controller.queuegauge import QueueGauge
+from controller.local.queuegauge import QueueGauge
 from serving.platform import RevisionKey
 
 HELLO = RevisionKey("default", "hello-00001")

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.backoff import BackoffPolicy
-from controller.pod import PodSettings
-from controller.port import PortAllocator
-from controller.reconciler import ApplyError, Reconciler, ReconcilerSettings, apply_problems
-from controller.routetable import RouteTable
-from controller.store import Store
-from controller.supervisor import Supervisor
+from controller.local.runtime.backoff import BackoffPolicy
+from controller.local.runtime.pod import PodSettings
+from controller.local.runtime.port import PortAllocator
+from controller.local.runtime.revisions import LocalRuntime, LocalSettings
+from controller.local.runtime.supervisor import Supervisor
+from controller.local.store import Store
+from controller.reconcile.reconciler import ApplyError, Reconciler, ReconcilerSettings, apply_problems
+from controller.reconcile.routetable import RouteTable
 from serving.platform import RevisionKey
 from serving.service import Service, parse_documents
 from tests.unit.controller.fakeprocess import FakeLauncher
@@ -50,9 +51,8 @@ class Rig:
             self.store, self.launcher, self.launcher.probe, PortAllocator(low=24000, high=25000), SETTINGS
         )
         self.tables: list[RouteTable] = []
-        self.reconciler = Reconciler(
-            self.store, self.supervisor, ReconcilerSettings(log_dir=tmp_path / "logs"), self.tables.append
-        )
+        runtime = LocalRuntime(self.store, self.supervisor, LocalSettings(log_dir=tmp_path / "logs"))
+        self.reconciler = Reconciler(runtime, ReconcilerSettings(), self.tables.append)
         self.reports: list[str] = []
 
     def route(self, host: str = "hello.default.localhost") -> list[tuple[str, int]]:

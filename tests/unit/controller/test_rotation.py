@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.rotation import (
+from controller.local.runtime.rotation import (
     ROTATING_SUFFIX,
     LogRotator,
     RotationPolicy,

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.router import Router
-from controller.routetable import RouteTable, service_routes
-from controller.store import Store
+from controller.local.router import Router
+from controller.local.store import Store
+from controller.reconcile.routetable import RouteTable, service_routes
 from serving.http import (
     Exchange,
     ForwardTimeouts,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.routetable import RouteTable, normalize_host, service_routes, url
+from controller.reconcile.routetable import RouteTable, normalize_host, service_routes, url
 from serving.platform import RevisionKey
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.backoff import BackoffPolicy
-from controller.platformserver import PlatformServer
-from controller.pod import LocalPod, PodPorts, PodProcesses, PodSettings, duration
-from controller.port import PortAllocator
-from controller.process import ProcessSpec
-from controller.rotation import RotationPolicy, rotated
-from controller.store import Store
-from controller.supervisor import RevisionSpec, Supervisor
+from controller.local.platformserver import PlatformServer
+from controller.local.runtime.backoff import BackoffPolicy
+from controller.local.runtime.pod import LocalPod, PodPorts, PodProcesses, PodSettings, duration
+from controller.local.runtime.port import PortAllocator
+from controller.local.runtime.process import ProcessSpec
+from controller.local.runtime.rotation import RotationPolicy, rotated
+from controller.local.runtime.supervisor import RevisionSpec, Supervisor
+from controller.local.store import Store
 from serving.platform import Revision, RevisionKey
 from serving.platformclient import HttpPlatform, PlatformError
 from tests.unit.controller.fakeprocess import POD_ENV, FakeLauncher

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.up import Prepared, parser, prepare
+from controller.cli.up import Prepared, parser, prepare
 from tests.unit.serving.servicedoc import base_service, with_field, write
 
 USAGE = "; see `serving up --help`"

@@ -64,7 +64,7 @@ def test_parse_probe_rejects(text: str, message: str) -> None:
 
 def test_every_problem_in_one_error() -> None:
     with pytest.raises(ValueError, match="scheme") as info:
-        parse_probe('{"httpGet": {"scheme": "FTP"}, "timeoutSeconds": "x", "failureThreshold": 0}')
+        parse_probe('{"httpGet": {"scheme": "FTP"}, "timeoutSeconds": "x", "failureThreshold": -1}')
     text = str(info.value)
     assert "scheme" in text
     assert "timeoutSeconds" in text

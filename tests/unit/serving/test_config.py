@@ -8,7 +8,7 @@ from serving.config import (
     ConfigError,
     env_names,
     load,
-    parse_duration,
+    parse_non_negative_duration,
     parse_non_negative_int,
     parse_port,
     parse_str,
@@ -21,7 +21,7 @@ class Sample:
     name: str = setting("SAMPLE_NAME", parse_str, required=True)
     port: int = setting("SAMPLE_PORT", parse_port, 8012)
     concurrency: int = setting("SAMPLE_CC", parse_non_negative_int, 0)
-    quiet: float = setting("SAMPLE_QUIET", parse_duration, 30.0)
+    quiet: float = setting("SAMPLE_QUIET", parse_non_negative_duration, 30.0)
 
 
 @pytest.mark.parametrize(
@@ -32,16 +32,26 @@ class Sample:
         pytest.param("1.5m", 90.0, id="minutes"),
         pytest.param("1h", 3600.0, id="hours"),
         pytest.param("12", 12.0, id="bare-number-is-seconds"),
+        pytest.param("1.5", 1.5, id="bare-fraction-is-seconds"),
+        pytest.param("1m30s", 90.0, id="go-compound"),
+        pytest.param("0", 0.0, id="zero"),
+        pytest.param(" 2s ", 2.0, id="surrounding-blanks"),
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_non_negative_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-1s", "5 days", "1e3"])
+@pytest.mark.parametrize("text", ["", "soon", "5 days", "1e3", "30 s"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
-        parse_duration(text)
+        parse_non_negative_duration(text)
+
+
+@pytest.mark.parametrize("text", ["-1s", "-1"])
+def test_parse_duration_rejects_negatives(text: str) -> None:
+    with pytest.raises(ValueError, match=f"{text} is negative; it must be 0 or more"):
+        parse_non_negative_duration(text)
 
 
 def test_defaults_and_overrides() -> None:

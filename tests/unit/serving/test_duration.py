@@ -8,7 +8,7 @@ import pytest
 
 from activator.config import ActivatorConfig
 from autoscaler.config import load_settings
-from controller.up import parser as serving_up_parser
+from controller.cli.up import parser as serving_up_parser
 from queueproxy.config import DrainSettings
 from serving.autoscaling import PREFIX, parse_config, revision_scaling
 from serving.config import load

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serving.http import Exchange, ServerLimits, drain, serve
+from serving.http import Exchange, ServerLimits, serve
 from tests.unit.serving.http.rawhttp import RawClient, engine, get
 
 
@@ -265,7 +265,7 @@ async def test_drain_finishes_in_flight_requests_then_closes() -> None:
     started.clear()
     await busy.send(get())
     await started.wait()
-    await drain(server, timeout=5)
+    await server.drain(timeout=5)
     response = await busy.read_response()
     assert (response.status, response.body) == (200, b"done")
     assert response.header("connection") == "close"
@@ -289,7 +289,7 @@ async def test_drain_aborts_what_does_not_finish_in_time() -> None:
     client = await RawClient.connect(port)
     await client.send(get())
     await asyncio.sleep(0.01)
-    await drain(server, timeout=0.05)
+    await server.drain(timeout=0.05)
     assert await client.closed()
     await asyncio.wait_for(cancelled.wait(), 5)
     await client.close()

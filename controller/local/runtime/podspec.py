@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from controller.expansion import expand, expand_env
-from controller.pod import PodPorts, PodProcesses
-from controller.process import ProcessSpec
+from controller.local.runtime.expansion import expand, expand_env
+from controller.local.runtime.pod import PodPorts, PodProcesses
+from controller.local.runtime.process import ProcessSpec
+from serving.contract import queueproxy as qp_contract
+from serving.contract.probe import parse_probe
 from serving.template import RevisionTemplate
 
 USER_CONTAINER: Final = "user-container"
@@ -126,27 +128,34 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         nice=USER_CONTAINER_NICE,
     )
     template = ctx.template
-    qp_env = {
-        "SERVING_NAMESPACE": ctx.namespace,
-        "SERVING_CONFIGURATION": ctx.configuration,
-        "SERVING_REVISION": ctx.revision,
-        "SERVING_SERVICE": ctx.service,
-        "SERVING_POD": pod,
-        "SERVING_POD_IP": "127.0.0.1",
-        "CONTAINER_CONCURRENCY": str(template.container_concurrency),
-        "USER_PORT": str(ports.user),
-        "REVISION_TIMEOUT_SECONDS": str(template.timeout_seconds),
-        "REVISION_RESPONSE_START_TIMEOUT_SECONDS": str(template.response_start_timeout_seconds or 0),
-        "REVISION_IDLE_TIMEOUT_SECONDS": str(template.idle_timeout_seconds or 0),
-        "SERVING_READINESS_PROBE": readiness_probe_json(container.readiness_probe),
-        "QUEUE_BIND_ADDRESS": "127.0.0.1",
-        "QUEUE_SERVING_PORT": str(ports.serving),
-        "QUEUE_ADMIN_PORT": str(ports.admin),
-        "QUEUE_STATS_PORT": str(ports.stats),
-        "QUEUE_METRICS_PORT": str(ports.metrics),
-        "DRAIN_QUIET_PERIOD": f"{ctx.drain_quiet_period:g}s",
-        "LOG_FORMAT": "text",
-    }
+    # The queue-proxy's whole environment comes from its contract (the dataclasses its own loader reads).
+    qp_env = qp_contract.Config(
+        identity=qp_contract.Identity(
+            namespace=ctx.namespace,
+            configuration=ctx.configuration,
+            revision=ctx.revision,
+            service=ctx.service,
+            pod=pod,
+            pod_ip="127.0.0.1",
+        ),
+        proxy=qp_contract.ProxySettings(
+            container_concurrency=template.container_concurrency,
+            user_port=ports.user,
+            timeout=float(template.timeout_seconds),
+            response_start_timeout=float(template.response_start_timeout_seconds or 0),
+            idle_timeout=float(template.idle_timeout_seconds or 0),
+            readiness_probe=parse_probe(readiness_probe_json(container.readiness_probe)),
+        ),
+        ports=qp_contract.Ports(
+            bind_address="127.0.0.1",
+            serving=ports.serving,
+            admin=ports.admin,
+            stats=ports.stats,
+            metrics=ports.metrics,
+        ),
+        drain=qp_contract.DrainSettings(quiet_period=ctx.drain_quiet_period),
+        log=qp_contract.LogSettings(log_format="text"),
+    ).to_env()
     queue_proxy = ProcessSpec(
         argv=queue_proxy_argv(),
         env={**host, **qp_env},

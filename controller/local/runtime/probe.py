@@ -14,7 +14,7 @@ from typing import Final
 
 import aiohttp
 
-from controller.pod import READY, PodPorts, ProbeResult
+from controller.local.runtime.pod import READY, PodPorts, ProbeResult
 from serving import header
 
 USER_AGENT: Final = "kube-probe/1.30"

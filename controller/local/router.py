@@ -15,8 +15,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from controller.routetable import RouteTable, url
-from controller.store import Store
+from controller.local.store import Store
+from controller.reconcile.routetable import RouteTable, url
 from serving import header
 from serving.http import (
     Exchange,

@@ -11,10 +11,10 @@ from typing import Final, Protocol
 
 # subcommand -> (module, one-line help). Each module exposes `main(argv: list[str]) -> int`.
 COMMANDS: Final = {
-    "up": ("controller.up", "run Services from Knative YAML files on this machine"),
-    "status": ("controller.status", "show the state of a running `serving up`"),
-    "logs": ("controller.logs", "print or follow the logs of a Service's pods"),
-    "controller": ("controller.main", "run the controller alone"),
+    "up": ("controller.cli.up", "run Services from Knative YAML files on this machine"),
+    "status": ("controller.cli.status", "show the state of a running `serving up`"),
+    "logs": ("controller.cli.logs", "print or follow the logs of a Service's pods"),
+    "controller": ("controller.cli.controller", "run the controller alone"),
     "queue-proxy": (
         "queueproxy.main",
         "run the queue-proxy sidecar (Knative environment variables)",

@@ -1,7 +1,7 @@
 """The fork server that starts local pods' processes: a child of `serving up` that has imported the
 queue-proxy forks each queue-proxy (no interpreter start, no imports) and forks + execs each user container,
 so that starting a pod never blocks the controller's event loop on fork and exec. This module is the
-`serving up` end (a `Launcher`); the server's own process is `controller.forkhost`.
+`serving up` end (a `Launcher`); the server's own process is `controller.local.runtime.forkhost`.
 
 Protocol: one SOCK_SEQPACKET socketpair, one JSON object per message. `serving up` sends `{"id", "env",
 "cwd"}` (and `"nice"`, added to the child's niceness, when not 0) plus `"args"` (run `serving ARGS` in the
@@ -46,13 +46,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from controller.forkhost import PRELOADED, ProtocolError, pack, receive, send_packet
-from controller.process import EXIT_UNKNOWN, Launcher, Process, ProcessSpec
+from controller.local.runtime.forkhost import PRELOADED, ProtocolError, pack, receive, send_packet
+from controller.local.runtime.process import EXIT_UNKNOWN, Launcher, Process, ProcessSpec
 
 log = logging.getLogger(__name__)
 
 _ENTRY: Final = (sys.executable, "-m", "controller.cli")
-_HOST: Final = ("-m", "controller.forkhost")
+_HOST: Final = ("-m", "controller.local.runtime.forkhost")
 """The server's interpreter arguments, before its socket's descriptor (tests swap in a misbehaving one)."""
 _MAX_LOSSES: Final = 3
 """Servers lost before processes are exec'd by `serving up` again: one that keeps dying is not restarted."""

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from controller.backoff import BackoffPolicy, CrashCounter
-from controller.process import Launcher, Process, ProcessSpec, describe_exit, stop
+from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
+from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
 
 log = logging.getLogger(__name__)
 

@@ -27,23 +27,26 @@ from typing import TypeVar
 import aiohttp
 from aiohttp import web
 
-from controller import statefile
-from controller.component import Component, ComponentFailed
-from controller.filewatch import FileWatcher
-from controller.forkserver import ForkServer
-from controller.liveview import LiveView
-from controller.platformserver import PlatformServer
-from controller.port import PortAllocator
-from controller.probe import QueueProxyProbe
-from controller.process import OsLauncher
-from controller.queuegauge import QueueGauge
-from controller.reconciler import ApplyError, Reconciler, ReconcilerSettings
-from controller.report import JSON, StatusReport
-from controller.router import Router
-from controller.store import Store
-from controller.supervisor import Supervisor
+from controller.local.component import Component, ComponentFailed
+from controller.local.platformserver import PlatformServer
+from controller.local.queuegauge import QueueGauge
+from controller.local.router import Router
+from controller.local.runtime.forkserver import ForkServer
+from controller.local.runtime.port import PortAllocator
+from controller.local.runtime.probe import QueueProxyProbe
+from controller.local.runtime.process import OsLauncher
+from controller.local.runtime.revisions import LocalRuntime, LocalSettings
+from controller.local.runtime.supervisor import Supervisor
+from controller.local.store import Store
+from controller.local.view import statefile
+from controller.local.view.filewatch import FileWatcher
+from controller.local.view.liveview import LiveView
+from controller.local.view.report import JSON, StatusReport
+from controller.reconcile.reconciler import ApplyError, Reconciler, ReconcilerSettings
 from serving.autoscaling import DEFAULT, AutoscalerConfig
-from serving.http import Server, drain, serve
+from serving.contract.activator import ActivatorConfig
+from serving.contract.autoscaler import Settings as AutoscalerSettings
+from serving.http import Server, serve
 from serving.service import Service, ServiceFileError, load_files, local_problems
 
 log = logging.getLogger(__name__)
@@ -55,8 +58,6 @@ class Options:
     files: list[Path]
     state_dir: Path
     port: int = 8080
-    autoscaler_pairs: dict[str, str] = field(default_factory=dict)
-    """config-autoscaler `key=value` settings for the autoscaler (validated by the caller)."""
     autoscaler_config: AutoscalerConfig = DEFAULT
     drain_quiet_period: float = 1.0
     """Queue-proxy drain quiet period, seconds (Knative's 30 s waits for load balancers; 1 s does here)."""
@@ -190,13 +191,15 @@ class LocalSystem:
         )
         ingress_port = sock.getsockname()[1]
         router = Router(store, activator_port, ingress_port=ingress_port)
-        settings = ReconcilerSettings(
-            log_dir=self.log_dir,
-            drain_quiet_period=opts.drain_quiet_period,
-            host_env=dict(os.environ),
-            autoscaler=opts.autoscaler_config,
+        runtime = LocalRuntime(
+            store,
+            supervisor,
+            LocalSettings(
+                log_dir=self.log_dir, drain_quiet_period=opts.drain_quiet_period, host_env=dict(os.environ)
+            ),
         )
-        reconciler = Reconciler(store, supervisor, settings, router.set_table)
+        settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
+        reconciler = Reconciler(runtime, settings, router.set_table)
         gauge = QueueGauge(f"http://127.0.0.1:{activator_admin}/metrics", session)
         report = StatusReport(
             reconciler=reconciler,
@@ -300,7 +303,7 @@ class LocalSystem:
         await parts.forkserver.close()
         if parts.server is not None:
             with contextlib.suppress(Exception):
-                await drain(parts.server, 0.5)
+                await parts.server.drain(0.5)
         await parts.router.close()
         await parts.control.cleanup()
         await parts.platform.cleanup()
@@ -318,17 +321,18 @@ class LocalSystem:
     ) -> tuple[Component, Component]:
         opts = self.options
         base = dict(os.environ)
-        config = ",".join(f"{k}={v}" for k, v in opts.autoscaler_pairs.items())
         autoscaler = Component(
             "autoscaler",
             env={
                 **base,
-                "AUTOSCALER_BIND_ADDRESS": "127.0.0.1",
-                "AUTOSCALER_PORT": str(autoscaler_port),
-                "SERVING_PLATFORM_URL": platform_url,
-                "ACTIVATOR_URL": f"http://127.0.0.1:{activator_port}",
-                "AUTOSCALER_CONFIG": config,
-                "LOG_FORMAT": "text",
+                **AutoscalerSettings(
+                    bind_address="127.0.0.1",
+                    port=autoscaler_port,
+                    platform_url=platform_url,
+                    activator_url=f"http://127.0.0.1:{activator_port}",
+                    config=opts.autoscaler_config,
+                    log_format="text",
+                ).to_env(),
             },
             ready_url=f"http://127.0.0.1:{autoscaler_port}/healthz",
             log_path=self.log_dir / "autoscaler.log",
@@ -339,14 +343,16 @@ class LocalSystem:
             "activator",
             env={
                 **base,
-                "ACTIVATOR_BIND_ADDRESS": "127.0.0.1",
-                "ACTIVATOR_PORT": str(activator_port),
-                "ACTIVATOR_ADMIN_PORT": str(activator_admin),
-                "SERVING_PLATFORM_URL": platform_url,
-                "AUTOSCALER_URL": f"ws://127.0.0.1:{autoscaler_port}/",
-                "DRAIN_TIMEOUT": f"{opts.activator_drain:g}s",
-                "POD_NAME": "activator",
-                "LOG_FORMAT": "text",
+                **ActivatorConfig(
+                    bind_address="127.0.0.1",
+                    port=activator_port,
+                    admin_port=activator_admin,
+                    platform_url=platform_url,
+                    autoscaler_url=f"ws://127.0.0.1:{autoscaler_port}/",
+                    drain_timeout=opts.activator_drain,
+                    pod_name="activator",
+                    log_format="text",
+                ).to_env(),
             },
             ready_url=f"http://127.0.0.1:{activator_admin}/readyz",
             log_path=self.log_dir / "activator.log",

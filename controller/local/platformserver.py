@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller.store import Store
+from controller.local.store import Store
 from serving.platform import RevisionKey, snapshot_to_json, status_from_json
 
 log = logging.getLogger(__name__)

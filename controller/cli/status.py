@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from controller import statefile
-from controller.liveview import render
+from controller.local.view import statefile
+from controller.local.view.liveview import render
 
 TIMEOUT = 5.0
 """Seconds to wait for the controller's answer."""

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.reconciler import Reconciler, ServiceState
-from controller.router import Router
-from controller.routetable import service_host, tag_host, url
-from controller.store import Store
-from controller.supervisor import Supervisor
+from controller.local.router import Router
+from controller.local.runtime.supervisor import Supervisor
+from controller.local.store import Store
+from controller.reconcile.reconciler import Reconciler, ServiceState
+from controller.reconcile.routetable import service_host, tag_host, url
 from serving.platform import RevisionKey
 
 JSON = dict[str, Any]

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from controller.backoff import BackoffPolicy, CrashCounter
-from controller.process import Launcher, Process, ProcessSpec, describe_exit, stop
-from controller.rotation import RotationPolicy
+from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
+from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
+from controller.local.runtime.rotation import RotationPolicy
 from serving.platform import Pod
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, TextIO
 
-from controller import statefile
-from controller.podspec import QUEUE_PROXY, USER_CONTAINER
-from controller.rotation import ROTATING_SUFFIX, rotated
+from controller.local.runtime.podspec import QUEUE_PROXY, USER_CONTAINER
+from controller.local.runtime.rotation import ROTATING_SUFFIX, rotated
+from controller.local.view import statefile
 
 SYSTEM_LOGS: Final = ("activator", "autoscaler", "controller")
 POLL: Final = 0.25
@@ -85,10 +85,10 @@ def _read(path: Path, offset: int, inode: int | None = None) -> bytes | None:
 class Follower:
     """Prints lines appended to a set of files, each with its prefix; remembers how far it has read.
 
-    Follows copy-truncate rotation (`controller.rotation`): a new `<log>.1` means the log was truncated; the
-    lines written since the last poll and before the truncation are read from the rotated copies, and the
-    log is then read from its start, so nothing is printed twice or skipped (but for the rotation's own
-    window, and a notice when the copies it needs were already dropped). `close` when done.
+    Follows copy-truncate rotation (`controller.local.runtime.rotation`): a new `<log>.1` means the log was
+    truncated; the lines written since the last poll and before the truncation are read from the rotated
+    copies, and the log is then read from its start, so nothing is printed twice or skipped (but for the
+    rotation's own window, and a notice when the copies it needs were already dropped). `close` when done.
     """
 
     out: TextIO

@@ -1,8 +1,9 @@
-"""The local ingress's routing table: Host name -> weighted revisions.
+"""An ingress's routing table: Host name -> weighted revisions.
 
-A Service answers on `{service}.{namespace}.localhost` with its traffic split, and each tagged traffic target
-on `{tag}-{service}.{namespace}.localhost` with that one revision (even at 0 %). The table is rebuilt whole on
-every change and swapped in at once, so a request sees either the old routes or the new ones.
+A Service answers on `{service}.{namespace}.{domain}` with its traffic split, and each tagged traffic target
+on `{tag}-{service}.{namespace}.{domain}` with that one revision (even at 0 %); the domain is the platform's
+(`localhost` for `serving up`, so that `*.localhost` resolves to loopback with no DNS set-up). The table is
+rebuilt whole on every change and swapped in at once, so a request sees either the old routes or the new ones.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from serving.platform import RevisionKey
 log = logging.getLogger(__name__)
 
 DOMAIN: Final = "localhost"
+"""The default domain: `serving up`'s."""
 
 
 class TargetLike(Protocol):
@@ -32,12 +34,12 @@ class TargetLike(Protocol):
     def tag(self) -> str | None: ...
 
 
-def service_host(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}.{DOMAIN}"
+def service_host(service: str, namespace: str, domain: str = DOMAIN) -> str:
+    return f"{service}.{namespace}.{domain}"
 
 
-def tag_host(tag: str, service: str, namespace: str) -> str:
-    return f"{tag}-{service}.{namespace}.{DOMAIN}"
+def tag_host(tag: str, service: str, namespace: str, domain: str = DOMAIN) -> str:
+    return f"{tag}-{service}.{namespace}.{domain}"
 
 
 def url(host: str, port: int) -> str:
@@ -114,7 +116,9 @@ class RouteTable:
         return sorted(self._routes)
 
 
-def service_routes(namespace: str, service: str, targets: Iterable[TargetLike]) -> list[HostRoute]:
+def service_routes(
+    namespace: str, service: str, targets: Iterable[TargetLike], domain: str = DOMAIN
+) -> list[HostRoute]:
     """The service's own host first, then one host per tag (percentages of one revision are summed)."""
     percents: dict[str, int] = {}
     tags: dict[str, str] = {}
@@ -125,7 +129,7 @@ def service_routes(namespace: str, service: str, targets: Iterable[TargetLike]) 
     main = HostRoute(
         namespace=namespace,
         service=service,
-        host=service_host(service, namespace),
+        host=service_host(service, namespace, domain),
         tag=None,
         splits=tuple(Split(RevisionKey(namespace, rev), pct) for rev, pct in percents.items() if pct > 0),
     )
@@ -133,7 +137,7 @@ def service_routes(namespace: str, service: str, targets: Iterable[TargetLike]) 
         HostRoute(
             namespace=namespace,
             service=service,
-            host=tag_host(tag, service, namespace),
+            host=tag_host(tag, service, namespace, domain),
             tag=tag,
             splits=(Split(RevisionKey(namespace, rev), 100),),
         )

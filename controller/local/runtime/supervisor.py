@@ -4,7 +4,8 @@ It plays the part of a Deployment controller and kubelet on one machine. Scale-o
 scale-in removes the pods the autoscaler named (the idlest), then pods that are not ready, then the newest.
 A pod whose queue-proxy died is replaced, after a back-off when that keeps happening. Pods are published to
 the store (only pods that are not terminating, as Kubernetes endpoints do) whenever one changes. As the
-kubelet does, it also rotates the pods' log files once they grow past a size (`controller.rotation`).
+kubelet does, it also rotates the pods' log files once they grow past a size
+(`controller.local.runtime.rotation`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.backoff import CrashCounter
-from controller.pod import LocalPod, PodPorts, PodProcesses, PodSettings, Prober, duration
-from controller.port import PortAllocator
-from controller.process import Launcher
-from controller.rotation import LogRotator, policy_from_environ
-from controller.store import Store
+from controller.local.runtime.backoff import CrashCounter
+from controller.local.runtime.pod import LocalPod, PodPorts, PodProcesses, PodSettings, Prober, duration
+from controller.local.runtime.port import PortAllocator
+from controller.local.runtime.process import Launcher
+from controller.local.runtime.rotation import LogRotator, policy_from_environ
+from controller.local.store import Store
 from serving.platform import Revision, RevisionKey
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Service -> Configuration -> Revisions -> Route, on the local platform.
+"""Service -> Configuration -> Revisions -> Route, on any platform that implements `Runtime`.
 
 `apply` takes the whole desired set of Services (every file, freshly loaded): a changed template stamps a new
 revision and starts its pods; traffic is resolved against the latest *ready* revision, so a new revision takes
@@ -14,12 +14,9 @@ import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from controller.podspec import PodContext, grace_seconds, pod_processes
-from controller.routetable import RouteTable, service_routes
-from controller.store import Store
-from controller.supervisor import RevisionSpec, Supervisor
+from controller.reconcile.routetable import DOMAIN, RouteTable, service_routes
+from controller.reconcile.runtime import RevisionStart, Runtime
 from serving.autoscaling import DEFAULT, AutoscalerConfig, AutoscalingError, revision_scaling
 from serving.platform import Revision, RevisionKey
 from serving.route import Configuration, ConfigurationError, RouteError, RouteTarget, resolve_route
@@ -39,12 +36,10 @@ class ApplyError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReconcilerSettings:
-    log_dir: Path
-    drain_quiet_period: float = 1.0
-    """Queue-proxy drain quiet period locally, seconds (Knative hard-codes 30 s; locally a pod stops fast)."""
-    host_env: Mapping[str, str] = field(default_factory=dict)
     autoscaler: AutoscalerConfig = DEFAULT
     """Global autoscaler settings, for each revision's initial scale."""
+    domain: str = DOMAIN
+    """The domain of Service hosts: `{service}.{namespace}.{domain}`."""
 
 
 @dataclass(slots=True, eq=False)
@@ -99,13 +94,11 @@ def apply_problems(
 class Reconciler:
     def __init__(
         self,
-        store: Store,
-        supervisor: Supervisor,
+        runtime: Runtime,
         settings: ReconcilerSettings,
         on_routes: Callable[[RouteTable], None],
     ) -> None:
-        self._store = store
-        self._supervisor = supervisor
+        self._runtime = runtime
         self._settings = settings
         self._on_routes = on_routes
         self._services: dict[tuple[str, str], ServiceState] = {}
@@ -122,7 +115,7 @@ class Reconciler:
         for key in [k for k in self._services if k not in wanted]:
             gone = self._services.pop(key)
             for revision in gone.revision_keys():
-                self._supervisor.remove(revision)
+                self._runtime.remove_revision(revision)
             changes.append(f"Service {key[0]}/{key[1]} deleted with its revisions")
         for key, service in wanted.items():
             state = self._services.get(key)
@@ -132,7 +125,7 @@ class Reconciler:
             state.service = service
             name, created = state.configuration.apply(service.template)
             if created:
-                self._supervisor.add(self._revision_spec(service, name, service.template))
+                self._runtime.add_revision(self._revision_start(service, name, service.template))
                 changes.append(f"Revision {service.namespace}/{name} created")
         self._refresh_readiness()
         changes += self._route()
@@ -143,18 +136,7 @@ class Reconciler:
         if problems:
             raise ApplyError(problems)
 
-    def _revision_spec(self, service: Service, name: str, template: RevisionTemplate) -> RevisionSpec:
-        ctx = PodContext(
-            namespace=service.namespace,
-            service=service.name,
-            configuration=service.name,
-            revision=name,
-            template=template,
-            base_dir=service.base_dir,
-            log_dir=self._settings.log_dir,
-            drain_quiet_period=self._settings.drain_quiet_period,
-            host_env=self._settings.host_env,
-        )
+    def _revision_start(self, service: Service, name: str, template: RevisionTemplate) -> RevisionStart:
         try:
             scaling = revision_scaling(
                 template.annotations, template.container_concurrency, self._settings.autoscaler
@@ -173,12 +155,7 @@ class Reconciler:
             idle_timeout_seconds=float(template.idle_timeout_seconds or 0),
             annotations=dict(template.annotations),
         )
-        return RevisionSpec(
-            revision=revision,
-            initial_scale=initial,
-            grace=grace_seconds(ctx),
-            processes=lambda pod, ports: pod_processes(ctx, pod, ports),
-        )
+        return RevisionStart(service=service, template=template, revision=revision, initial_scale=initial)
 
     def _refresh_readiness(self) -> list[str]:
         """Mark revisions that have a ready pod; returns one line per revision that just became ready."""
@@ -187,8 +164,7 @@ class Reconciler:
             for key in state.revision_keys():
                 if key.name in state.ready:
                     continue
-                revision = self._store.revision(key)
-                if revision is not None and any(p.ready for p in revision.pods):
+                if self._runtime.has_ready_pod(key):
                     state.ready.add(key.name)
                     became.append(f"Revision {key} is ready")
         return became
@@ -206,13 +182,15 @@ class Reconciler:
                 split = ", ".join(f"{t.revision} {t.percent}%" for t in targets if t.percent) or "none"
                 changes.append(f"Route {state.service.namespace}/{state.service.name}: {split}")
                 state.targets = targets
-            routes += service_routes(state.service.namespace, state.service.name, targets)
+            routes += service_routes(
+                state.service.namespace, state.service.name, targets, self._settings.domain
+            )
         self._on_routes(RouteTable(routes))
         return changes
 
     async def run(self, report: Callable[[list[str]], None]) -> None:
         """Follow pod readiness: move traffic to newly ready revisions; runs until cancelled."""
-        async for _ in self._store.changes():
+        async for _ in self._runtime.changes():
             became = self._refresh_readiness()
             if became:
                 report(became + self._route())

@@ -6,7 +6,7 @@ Helm chart.
 
 from __future__ import annotations
 
-from controller.up import parser, run
+from controller.cli.up import parser, run
 
 
 def main(argv: list[str]) -> int:

@@ -17,10 +17,10 @@ from typing import Final, NoReturn
 
 import uvloop
 
-from controller import statefile
-from controller.filewatch import FileWatcher
-from controller.reconciler import apply_problems
-from controller.system import LocalSystem, Options, bind_ingress, load_services, reset_logs
+from controller.local.system import LocalSystem, Options, bind_ingress, load_services, reset_logs
+from controller.local.view import statefile
+from controller.local.view.filewatch import FileWatcher
+from controller.reconcile.reconciler import apply_problems
 from serving.autoscaling import AutoscalingError, parse_config
 from serving.config import parse_non_negative_duration
 from serving.service import Service, ServiceFileError
@@ -157,7 +157,6 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         files=files,
         state_dir=state_dir,
         port=args.port,
-        autoscaler_pairs=pairs,
         autoscaler_config=autoscaler,
         drain_quiet_period=args.drain_quiet_period,
         shutdown_grace=args.shutdown_grace,

@@ -1,7 +1,7 @@
-"""The fork server's own process: started by `serving up` (`python -m controller.forkhost FD`), it imports the
-queue-proxy once, then forks a queue-proxy or forks + execs a user container for each request on its socket
-and reports each child's exit; `controller.forkserver` is the other end and documents the protocol, whose
-framing (`pack`, `send_packet`, `receive`) both ends share from here.
+"""The fork server's own process: started by `serving up` (`python -m controller.local.runtime.forkhost FD`),
+it imports the queue-proxy once, then forks a queue-proxy or forks + execs a user container for each request
+on its socket and reports each child's exit; `controller.local.runtime.forkserver` is the other end and
+documents the protocol, whose framing (`pack`, `send_packet`, `receive`) both ends share from here.
 
 Single-threaded and loop-free, so that a forked child starts its own event loop from a clean slate.
 """
@@ -353,7 +353,10 @@ def _run(request: dict[str, Any]) -> NoReturn:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m controller.forkhost SOCKET_FD  (started by `serving up`)", file=sys.stderr)
+        print(
+            "usage: python -m controller.local.runtime.forkhost SOCKET_FD  (started by `serving up`)",
+            file=sys.stderr,
+        )
         return 2
     sock = socket.socket(fileno=int(argv[0]))
     for command in PRELOADED:

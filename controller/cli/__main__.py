@@ -1,0 +1,7 @@
+"""`python -m controller.cli`: the `serving` command, for child processes and tests."""
+
+import sys
+
+from controller.cli import main
+
+sys.exit(main())
