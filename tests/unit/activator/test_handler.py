@@ -4,7 +4,6 @@ a client that got nothing yet gets a 502, 503 or 504 from the activator, never t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import cast
 
 import pytest
@@ -17,14 +16,11 @@ from activator.reporter import StatReporter
 from serving.clock import FakeClock
 from serving.http import (
     Exchange,
-    ForwardTimeouts,
-    Headers,
-    Request,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamPool,
 )
 from serving.platform import Pod, Revision, RevisionKey, Snapshot
+from tests.fakes.exchange import FakeExchange
 
 KEY = RevisionKey("default", "hello-00001")
 HOST = "hello-00001.default.svc.cluster.local"
@@ -42,38 +38,6 @@ def pod(index: int) -> Pod:
         ready=True,
         started_at=0.0,
     )
-
-
-class FakeExchange:
-    """The part of the engine's Exchange the handler uses; each `forward` raises the next scripted error."""
-
-    def __init__(self, *errors: BaseException) -> None:
-        self.request = Request("GET", "/", "1.1", Headers([("host", HOST)]), ("127.0.0.1", 5000), True, False)
-        self.response_started = False
-        self.responses: list[tuple[int, bytes]] = []
-        self.forwarded_to: list[str] = []
-        self._errors = list(errors)
-
-    async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
-        if self.response_started:
-            raise RuntimeError("a response was already sent on this exchange")
-        self.responses.append((status, body))
-        self.response_started = True
-
-    async def forward(
-        self,
-        pool: UpstreamPool,
-        headers: Headers,
-        *,
-        timeouts: ForwardTimeouts | None = None,
-        response_headers: Iterable[tuple[str, str]] = (),
-        retry_refused: bool = False,
-    ) -> int:
-        self.forwarded_to.append(pool.address)
-        if self._errors:
-            raise self._errors.pop(0)
-        self.response_started = True
-        return 200
 
 
 class Rig:
@@ -118,7 +82,7 @@ async def test_failures_that_are_no_upstream_error_answer_502_not_500(
     errors: tuple[BaseException, ...], body: bytes
 ) -> None:
     rig = Rig(pod(1), pod(2))
-    exchange = FakeExchange(*errors)
+    exchange = FakeExchange(HOST, *errors)
     try:
         await rig.run(exchange)
     finally:
@@ -129,7 +93,7 @@ async def test_failures_that_are_no_upstream_error_answer_502_not_500(
 
 async def test_refused_pod_leaves_rotation_and_the_request_goes_to_the_other() -> None:
     rig = Rig(pod(1), pod(2))
-    exchange = FakeExchange(UpstreamConnectError("refused"))
+    exchange = FakeExchange(HOST, UpstreamConnectError("refused"))
     try:
         await rig.run(exchange)
         entry = rig.registry.get(KEY)
@@ -142,11 +106,12 @@ async def test_refused_pod_leaves_rotation_and_the_request_goes_to_the_other() -
         await rig.registry.close()
     assert exchange.responses == []
     assert rig.count(200) == 1
+    assert exchange.retry_refused == [True, True], "a queue-proxy's marked 502 must move the request on"
 
 
 async def test_started_response_failing_is_left_to_the_engine_to_abort() -> None:
     rig = Rig(pod(1))
-    exchange = FakeExchange(UpstreamError("reset mid-body", response_started=True))
+    exchange = FakeExchange(HOST, UpstreamError("reset mid-body", response_started=True))
     exchange.response_started = True
     try:
         with pytest.raises(UpstreamError):

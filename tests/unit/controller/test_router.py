@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -14,15 +14,12 @@ from controller.local.store import Store
 from controller.reconcile.routetable import RouteTable, service_routes
 from serving.http import (
     Exchange,
-    ForwardTimeouts,
-    Headers,
-    Request,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamPool,
     serve,
 )
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
+from tests.fakes.exchange import FakeExchange
 
 KEY = RevisionKey("default", "hello-00001")
 
@@ -170,38 +167,6 @@ async def test_activator_down_gives_a_clear_503(rig: Rig) -> None:
 
 REUSED = "a response was already sent, or the body streamed, on this exchange"
 """What the engine raises when `forward` is called on an exchange that cannot be forwarded again."""
-
-
-class FakeExchange:
-    """The part of the engine's Exchange the router uses; each `forward` raises the next scripted error."""
-
-    def __init__(self, host: str, *errors: BaseException) -> None:
-        self.request = Request("GET", "/", "1.1", Headers([("host", host)]), ("127.0.0.1", 5000), True, False)
-        self.response_started = False
-        self.responses: list[tuple[int, bytes]] = []
-        self.forwarded_to: list[str] = []
-        self._errors = list(errors)
-
-    async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
-        if self.response_started:
-            raise RuntimeError("a response was already sent on this exchange")
-        self.responses.append((status, body))
-        self.response_started = True
-
-    async def forward(
-        self,
-        pool: UpstreamPool,
-        headers: Headers,
-        *,
-        timeouts: ForwardTimeouts | None = None,
-        response_headers: Iterable[tuple[str, str]] = (),
-        retry_refused: bool = False,
-    ) -> int:
-        self.forwarded_to.append(pool.address)
-        if self._errors:
-            raise self._errors.pop(0)
-        self.response_started = True
-        return 200
 
 
 @pytest.mark.parametrize(
