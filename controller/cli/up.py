@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import resource
 import sys
@@ -67,6 +68,13 @@ def _pair(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (expected CIDR blocks such as 10.0.0.0/8,::1/128)") from None
+
+
 def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Run Knative Services from YAML files on this machine.")
     p.add_argument(
@@ -76,6 +84,13 @@ def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.Argu
         "--port", type=_port, default=DEFAULT_PORT, help="ingress port on 127.0.0.1 (default 8080, 0: any)"
     )
     p.add_argument("--state-dir", help="state and logs (default: $SERVING_STATE_DIR or ./.serving)")
+    p.add_argument(
+        "--trusted-proxies",
+        type=_networks,
+        default=(),
+        metavar="CIDR,...",
+        help="proxies in front of the ingress whose X-Forwarded-*/Forwarded headers are kept (default: none)",
+    )
     p.add_argument(
         "--autoscaler-config",
         action="append",
@@ -157,6 +172,7 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         files=files,
         state_dir=state_dir,
         port=args.port,
+        trusted_proxies=args.trusted_proxies,
         autoscaler_config=autoscaler,
         drain_quiet_period=args.drain_quiet_period,
         shutdown_grace=args.shutdown_grace,

@@ -10,10 +10,12 @@ marks not ready gets no new request from here. Every failure of the router's own
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from controller.local.store import Store
 from controller.reconcile.routetable import RouteTable, url
@@ -53,8 +55,10 @@ class Router:
         *,
         ingress_port: int,
         rng: random.Random | None = None,
+        trusted_proxies: TrustedProxies = (),
     ) -> None:
         self._store = store
+        self._trusted = trusted_proxies
         self._activator = UpstreamPool("127.0.0.1", activator_port)
         self._pods: dict[str, UpstreamPool] = {}
         self._in_flight: dict[str, int] = {}
@@ -87,7 +91,7 @@ class Router:
         traffic.in_flight += 1
         try:
             headers = request.headers.copy()
-            _forwarded_for(headers, request.client[0])
+            sanitize(headers, request.client[0], self._trusted)
             pod = self._pod_for(key)
             if pod is not None:
                 try:
@@ -196,9 +200,44 @@ class Router:
         await self._activator.close()
 
 
-def _forwarded_for(headers: Headers, client_ip: str) -> None:
-    """Append the client to `X-Forwarded-For` and default `X-Forwarded-Proto`, as Knative's ingresses do."""
-    previous = headers.get(header.X_FORWARDED_FOR)
-    headers.set(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
+# Headers only the platform may set (the activator's and queue-proxy's hop headers, probes, routing): from a
+# client they would inject a Host into the app, hide load from the autoscaler or pick a revision.
+_PLATFORM_ONLY: Final = frozenset(
+    {header.ORIGINAL_HOST, header.PROXY_REQUEST, header.KUBELET_PROBE, header.APP_REFUSED}
+)
+_PLATFORM_ONLY_PREFIXES: Final = ("knative-serving-", "k-network-")
+_FORWARDING: Final = frozenset(
+    {header.X_FORWARDED_FOR, header.X_FORWARDED_PROTO, header.X_FORWARDED_HOST, header.FORWARDED}
+)
+
+TrustedProxies = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def is_trusted(client_ip: str, trusted: TrustedProxies) -> bool:
+    if not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def sanitize(headers: Headers, client_ip: str, trusted: TrustedProxies = ()) -> None:
+    """Make a client's headers fit to route: drop what only the platform may say, and keep the client's
+    `X-Forwarded-*`/`Forwarded` only when it is a trusted proxy (then append it to `X-Forwarded-For`, as
+    Knative's ingresses do); otherwise they are replaced by what this ingress saw, as Envoy does with no
+    trusted hops."""
+    for name in {
+        n for n, _ in headers.items() if n in _PLATFORM_ONLY or n.startswith(_PLATFORM_ONLY_PREFIXES)
+    }:
+        headers.remove(name)
+    if is_trusted(client_ip, trusted):
+        previous = headers.get(header.X_FORWARDED_FOR)
+        headers.set(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
+    else:
+        for name in _FORWARDING:
+            headers.remove(name)
+        headers.set(header.X_FORWARDED_FOR, client_ip)
     if header.X_FORWARDED_PROTO not in headers:
         headers.set(header.X_FORWARDED_PROTO, "http")

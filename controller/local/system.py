@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -58,6 +59,8 @@ class Options:
     files: list[Path]
     state_dir: Path
     port: int = 8080
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Peers whose `X-Forwarded-*`/`Forwarded` headers the ingress keeps (none: all are replaced)."""
     autoscaler_config: AutoscalerConfig = DEFAULT
     drain_quiet_period: float = 1.0
     """Queue-proxy drain quiet period, seconds (Knative's 30 s waits for load balancers; 1 s does here)."""
@@ -190,7 +193,9 @@ class LocalSystem:
             session, launcher, platform_url, autoscaler_port, activator_port, activator_admin
         )
         ingress_port = sock.getsockname()[1]
-        router = Router(store, activator_port, ingress_port=ingress_port)
+        router = Router(
+            store, activator_port, ingress_port=ingress_port, trusted_proxies=opts.trusted_proxies
+        )
         runtime = LocalRuntime(
             store,
             supervisor,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -9,11 +10,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.local.router import Router
+from controller.local.router import Router, sanitize
 from controller.local.store import Store
 from controller.reconcile.routetable import RouteTable, service_routes
 from serving.http import (
     Exchange,
+    Headers,
     UpstreamConnectError,
     UpstreamError,
     serve,
@@ -229,3 +231,84 @@ async def test_started_response_failing_is_left_to_the_engine_to_abort(rig: Rig)
     with pytest.raises(UpstreamError):
         await rig.router.handle(cast(Exchange, exchange))
     assert exchange.responses == []
+
+
+HOSTILE = {
+    "K-Original-Host": "evil.example",
+    "K-Proxy-Request": "activator",
+    "Knative-Serving-Revision": "other-00001",
+    "Knative-Serving-Namespace": "kube-system",
+    "K-Network-Probe": "queue",
+    "K-Network-Hash": "x",
+    "K-Kubelet-Probe": "queue",
+    "K-App-Refused": "1",
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Host": "evil.example",
+    "X-Forwarded-Proto": "https",
+    "Forwarded": "for=203.0.113.9;host=evil.example",
+    "X-Custom": "kept",
+}
+
+
+@pytest.mark.parametrize("mode", ["Serve", "Proxy"])
+async def test_the_ingress_strips_what_only_the_platform_may_say(rig: Rig, mode: str) -> None:
+    """A client cannot inject the app's Host (K-Original-Host), hide its load (K-Proxy-Request), pick a
+    revision, pose as a probe, or forge where it came from."""
+    app = Upstream("pod")
+    await app.start()
+    try:
+        rig.store.set_pods(KEY, (pod(app.port),))
+        rig.store.set_status(KEY, status(mode))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"http://127.0.0.1:{rig.port}/h", headers={"Host": "hello.default.localhost", **HOSTILE}
+            ) as resp,
+        ):
+            assert resp.status == 200
+        [seen] = (app if mode == "Serve" else rig.activator).seen
+    finally:
+        await app.stop()
+    assert seen["x-custom"] == "kept"
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    for name in (
+        "k-original-host",
+        "k-proxy-request",
+        "k-network-probe",
+        "k-network-hash",
+        "k-kubelet-probe",
+    ):
+        assert name not in seen, name
+    for name in ("k-app-refused", "x-forwarded-host", "forwarded"):
+        assert name not in seen, name
+    if mode == "Serve":
+        assert "knative-serving-revision" not in seen
+    else:  # the router names the revision it picked, never the client's
+        assert (seen["knative-serving-revision"], seen["knative-serving-namespace"]) == (
+            "hello-00001",
+            "default",
+        )
+
+
+@pytest.mark.parametrize(
+    ("client", "trusted", "forwarded_for", "proto", "kept"),
+    [
+        pytest.param("127.0.0.1", (), "127.0.0.1", "http", False, id="untrusted-replaced"),
+        pytest.param("10.1.2.3", ("10.0.0.0/8",), "203.0.113.9, 10.1.2.3", "https", True, id="trusted-kept"),
+        pytest.param(
+            "192.0.2.1", ("10.0.0.0/8",), "192.0.2.1", "http", False, id="outside-the-trusted-block"
+        ),
+        pytest.param("::1", ("::1/128",), "203.0.113.9, ::1", "https", True, id="ipv6-trusted"),
+    ],
+)
+def test_forwarding_headers_are_kept_only_from_trusted_proxies(
+    client: str, trusted: tuple[str, ...], forwarded_for: str, proto: str, kept: bool
+) -> None:
+    headers = Headers([(name, value) for name, value in HOSTILE.items()])
+    sanitize(headers, client, [ipaddress.ip_network(t) for t in trusted])
+    assert headers.get("x-forwarded-for") == forwarded_for
+    assert headers.get("x-forwarded-proto") == proto
+    assert (headers.get("forwarded") is not None, headers.get("x-forwarded-host") is not None) == (kept, kept)
+    assert headers.get("k-original-host") is None
+    assert headers.get("knative-serving-revision") is None

@@ -46,6 +46,11 @@ USAGE = "; see `serving up --help`"
             "argument --log-level: invalid choice: 'LOUD'",
             id="log-level",
         ),
+        pytest.param(
+            "--trusted-proxies 10.0.0.0/33",
+            "argument --trusted-proxies: '10.0.0.0/33' does not appear to be an IPv4 or IPv6 network",
+            id="trusted-proxies",
+        ),
     ],
 )
 def test_bad_flag_is_one_line_and_exit_2(
