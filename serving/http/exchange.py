@@ -83,11 +83,6 @@ class Exchange:
         return self._state != NEW
 
     @property
-    def forwardable(self) -> bool:
-        """Whether `forward` may still be called: nothing was answered and no body byte was streamed."""
-        return self._state == NEW and not self._body_taken
-
-    @property
     def retry_refused(self) -> bool:
         return self._retry_refused
 

@@ -64,6 +64,5 @@ class LocalRuntime:
         revision = self._store.revision(key)
         return revision is not None and any(p.ready for p in revision.pods)
 
-    async def changes(self) -> AsyncIterator[object]:
-        async for change in self._store.changes():
-            yield change
+    def changes(self) -> AsyncIterator[object]:
+        return self._store.changes()
