@@ -26,7 +26,8 @@ from activator.reporter import AutoscalerLink, StatReporter
 from serving import lifecycle
 from serving.clock import MonotonicClock
 from serving.http import Server, serve
-from serving.platformclient import HttpPlatform
+from serving.kube.connect import connect
+from serving.platform import PeerSource
 
 log = logging.getLogger("activator")
 
@@ -86,14 +87,21 @@ async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
                 config.port,
                 config.admin_port,
             )
-            await lifecycle.supervise(
-                terminating,
-                [registry.run(HttpPlatform(config.platform_url, session)), link.run(), reporter.run()],
-                lambda: _drain(config, health, server, registry),
-            )
+            async with connect(config.platform_url, session) as platform:
+                tasks = [registry.run(platform), link.run(), reporter.run()]
+                if isinstance(platform, PeerSource) and config.pod_ip:
+                    tasks.append(_follow_peers(platform, config, registry))
+                await lifecycle.supervise(
+                    terminating, tasks, lambda: _drain(config, health, server, registry)
+                )
         finally:
             await registry.close()
             await admin.cleanup()
+
+
+async def _follow_peers(platform: PeerSource, config: ActivatorConfig, registry: Registry) -> None:
+    async for index, count in platform.peers(config.system_namespace, config.service_name, config.pod_ip):
+        registry.set_subset(index, count)
 
 
 def main(argv: list[str]) -> int:

@@ -124,6 +124,16 @@ class Registry:
         """The longest revision timeout: how long a queued request may still take after draining begins."""
         return max((e.timeout for e in self._entries.values()), default=0.0)
 
+    def set_subset(self, index: int, count: int) -> None:
+        """Which share of every revision's pods this activator sends to, when the number of activators
+        changes (on Kubernetes, read from the activator Service's endpoints)."""
+        if (index, count) == (self._index, self._count):
+            return
+        log.info("activator subset: %d of %d", index, count)
+        self._index, self._count = index, count
+        for entry in self._entries.values():
+            entry.throttler.update_subset(index, count)
+
     def apply(self, snapshot: Snapshot) -> None:
         seen: set[RevisionKey] = set()
         for revision in snapshot.revisions:

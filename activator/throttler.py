@@ -127,6 +127,13 @@ class RevisionThrottler:
         self._trackers = {a: previous.get(a) or PodTracker(a, self._container_concurrency) for a in wanted}
         self._reassign()
 
+    def update_subset(self, index: int, count: int) -> None:
+        """This activator is now `index` of `count` sharing the revision's pods (the activators scaled)."""
+        if (index, count) == (self._index, self._count):
+            return
+        self._index, self._count = index, count
+        self._reassign()
+
     def update_concurrency(self, container_concurrency: int) -> None:
         if container_concurrency == self._container_concurrency:
             return

@@ -20,7 +20,7 @@ from autoscaler.statclient import StatClient
 from autoscaler.statserver import StatServer
 from serving import lifecycle
 from serving.clock import MonotonicClock
-from serving.platformclient import HttpPlatform
+from serving.kube.connect import connect
 
 log = logging.getLogger("autoscaler")
 
@@ -30,8 +30,10 @@ async def run(settings: Settings, terminating: asyncio.Event) -> None:
     registry = CollectorRegistry()
     clock = MonotonicClock()
     stat_client = StatClient(timeout=settings.scrape_timeout)
-    async with aiohttp.ClientSession() as platform_session:
-        platform = HttpPlatform(settings.platform_url, platform_session)
+    async with (
+        aiohttp.ClientSession() as platform_session,
+        connect(settings.platform_url, platform_session) as platform,
+    ):
         probe: ActivatorProbe = AssumeActivatorInPath()
         if settings.activator_url:
             probe = HttpActivatorProbe(platform_session, settings.activator_url, clock.now)

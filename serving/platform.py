@@ -3,8 +3,8 @@
 Components see revisions (with their settings and pod endpoints) through `RevisionSource`, and act on them
 through `Actuator` (set a revision's replica count, naming the pods to remove first; publish the autoscaler's
 view, including the routing mode). The local platform serves these over a small HTTP API on loopback
-(`serving.platformclient` is its client); a platform on Kubernetes would implement the same protocols from
-the API server (none exists yet).
+(`serving.platformclient` is its client); on Kubernetes `serving.kube.platform` implements the same
+protocols from the API server.
 
 Wire format of the local API (JSON, all on one base URL given as `SERVING_PLATFORM_URL`):
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Mode = Literal["Serve", "Proxy"]
 
@@ -189,3 +189,17 @@ def status_from_json(data: Mapping[str, Any]) -> ScalerStatus:
         excess_burst_capacity=float(data["excess_burst_capacity"]),
         activators=int(data["activators"]),
     )
+
+
+@runtime_checkable
+class PeerSource(Protocol):
+    """Where a component learns how many replicas of it run and which one it is (Kubernetes: the endpoints
+    of its own Service), so that replicas can share work without a static index."""
+
+    def peers(self, namespace: str, service: str, own_ip: str) -> AsyncIterator[tuple[int, int]]:
+        """Yields (index, count) now and whenever the ready replicas change."""
+        ...
+
+
+class PlatformClient(RevisionSource, Actuator, Protocol):
+    """Both sides of the seam: what the activator and the autoscaler hold."""

@@ -55,6 +55,23 @@ class Configuration:
         """Every revision, oldest first."""
         return dict(self._revisions)
 
+    def restore(self, name: str, template: RevisionTemplate, digest: str, generation: int) -> None:
+        """Record a revision that exists already (read back from a cluster after a restart), stamped at
+        `generation` from a template whose digest was `digest`; the newest generation becomes the latest."""
+        self._revisions[name] = template
+        self._digests[name] = digest
+        if generation >= self.generation:
+            self.generation = generation
+            self._latest = name
+        self._revisions = dict(sorted(self._revisions.items(), key=lambda item: item[0]))
+
+    def forget(self, name: str) -> None:
+        """Drop a revision that was garbage-collected; the latest one is never dropped."""
+        if name == self._latest:
+            raise ConfigurationError(f"revision {name!r} is the latest one and cannot be removed")
+        self._revisions.pop(name, None)
+        self._digests.pop(name, None)
+
     def apply(self, template: RevisionTemplate) -> tuple[str, bool]:
         """Make `template` the latest revision: (its name, whether a new revision was created).
 

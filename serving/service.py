@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from serving import document
 from serving.autoscaling import DEFAULT, AutoscalerConfig
@@ -238,6 +238,30 @@ def parse_documents(text: str, source: Path, config: AutoscalerConfig = DEFAULT)
     return services
 
 
+def parse_object(obj: Mapping[str, Any], config: AutoscalerConfig = DEFAULT) -> Service:
+    """Parse a Service object read from the Kubernetes API; raise `ServiceFileError` listing every problem,
+    each prefixed with `Service namespace/name`."""
+    problems: list[str] = []
+    meta = obj.get("metadata")
+    namespace = meta.get("namespace", DEFAULT_NAMESPACE) if isinstance(meta, Mapping) else DEFAULT_NAMESPACE
+    name = meta.get("name", "?") if isinstance(meta, Mapping) else "?"
+    where = f"Service {namespace}/{name}"
+    service = _parse_document(obj, Path(where), 1, problems, config)
+    if problems or service is None:
+        raise ServiceFileError([object_problem(p, where) for p in problems] or [f"{where}: not a Service"])
+    return service
+
+
+def object_problem(problem: str, where: str) -> str:
+    """A problem of a Service read from the API, prefixed `Service ns/name:` rather than with a file and a
+    document number."""
+    prefix = f"{where}: document 1 ("
+    if problem.startswith(prefix):
+        _, _, rest = problem[len(prefix) :].partition("): ")
+        return f"{where}: {rest}" if rest else problem
+    return problem
+
+
 def load_files(
     paths: Sequence[Path],
     *,
@@ -293,4 +317,5 @@ __all__ = [
     "load_files",
     "local_problems",
     "parse_documents",
+    "parse_object",
 ]

@@ -14,7 +14,8 @@ COMMANDS: Final = {
     "up": ("controller.cli.up", "run Services from Knative YAML files on this machine"),
     "status": ("controller.cli.status", "show the state of a running `serving up`"),
     "logs": ("controller.cli.logs", "print or follow the logs of a Service's pods"),
-    "controller": ("controller.cli.controller", "run the controller alone"),
+    "controller": ("controller.cli.controller", "run the controller alone (`--kubernetes`: in a cluster)"),
+    "router": ("controller.kube.ingress", "run the cluster ingress router (Kubernetes)"),
     "queue-proxy": (
         "queueproxy.main",
         "run the queue-proxy sidecar (Knative environment variables)",

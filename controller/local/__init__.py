@@ -1,1 +1,1 @@
-"""The one-machine platform behind `serving up`: system, store, platform API, ingress router."""
+"""The one-machine platform behind `serving up`: system, store, platform API, and the pods' runtime."""

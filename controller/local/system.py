@@ -28,10 +28,10 @@ from typing import TypeVar
 import aiohttp
 from aiohttp import web
 
+from controller.ingress.router import Router
 from controller.local.component import Component, ComponentFailed
 from controller.local.platformserver import PlatformServer
 from controller.local.queuegauge import QueueGauge
-from controller.local.router import Router
 from controller.local.runtime.forkserver import ForkServer
 from controller.local.runtime.port import PortAllocator
 from controller.local.runtime.probe import QueueProxyProbe

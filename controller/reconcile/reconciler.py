@@ -66,7 +66,9 @@ class ServiceState:
 
 
 def apply_problems(
-    services: Sequence[Service], current: Mapping[tuple[str, str], ServiceState] | None = None
+    services: Sequence[Service],
+    current: Mapping[tuple[str, str], ServiceState] | None = None,
+    history: Callable[[Service], tuple[Configuration, set[str]]] | None = None,
 ) -> list[str]:
     """Every problem `apply` would reject `services` for, given the `current` states (none at start-up).
 
@@ -76,11 +78,12 @@ def apply_problems(
     problems: list[str] = []
     for service in services:
         state = (current or {}).get(service.key)
-        trial = ServiceState(
-            service,
-            copy.deepcopy(state.configuration) if state else Configuration(service.name),
-            set(state.ready) if state else set(),
-        )
+        if state is not None:
+            trial = ServiceState(service, copy.deepcopy(state.configuration), set(state.ready))
+        elif history is not None:
+            trial = ServiceState(service, *history(service))
+        else:
+            trial = ServiceState(service, Configuration(service.name))
         try:
             trial.configuration.apply(service.template)
             trial.resolve()
@@ -97,7 +100,13 @@ class Reconciler:
         runtime: Runtime,
         settings: ReconcilerSettings,
         on_routes: Callable[[RouteTable], None],
+        *,
+        history: Callable[[Service], tuple[Configuration, set[str]]] | None = None,
     ) -> None:
+        """`history` gives a Service first seen by this reconciler the revisions it already has (and which of
+        them have been ready): a platform that outlives its controller (a cluster) restores them, so a
+        restarted controller stamps no revision twice."""
+        self._history = history
         self._runtime = runtime
         self._settings = settings
         self._on_routes = on_routes
@@ -106,6 +115,24 @@ class Reconciler:
     @property
     def services(self) -> list[ServiceState]:
         return [self._services[k] for k in sorted(self._services)]
+
+    def collect(self, key: RevisionKey) -> None:
+        """Remove a revision no route references (revision garbage collection): its pods stop, and it is
+        forgotten. Refuses (ConfigurationError) the latest revision and any revision with traffic."""
+        state = self._services.get((key.namespace, self._service_of(key)))
+        if state is None:
+            return
+        if any(t.revision == key.name for t in state.targets):
+            raise ConfigurationError(f"revision {key} is routed to and cannot be removed")
+        state.configuration.forget(key.name)
+        state.ready.discard(key.name)
+        self._runtime.remove_revision(key)
+
+    def _service_of(self, key: RevisionKey) -> str:
+        for (namespace, name), state in self._services.items():
+            if namespace == key.namespace and key.name in state.configuration.revisions:
+                return name
+        return ""
 
     def apply(self, services: Sequence[Service]) -> list[str]:
         """Make `services` the running set; returns what changed, one line each. Raises `ApplyError`."""
@@ -120,8 +147,12 @@ class Reconciler:
         for key, service in wanted.items():
             state = self._services.get(key)
             if state is None:
-                state = self._services[key] = ServiceState(service, Configuration(service.name))
-                changes.append(f"Service {service.namespace}/{service.name} created")
+                configuration, ready = (
+                    self._history(service) if self._history else (Configuration(service.name), set())
+                )
+                state = self._services[key] = ServiceState(service, configuration, ready)
+                if not configuration.revisions:
+                    changes.append(f"Service {service.namespace}/{service.name} created")
             state.service = service
             name, created = state.configuration.apply(service.template)
             if created:
@@ -132,7 +163,7 @@ class Reconciler:
         return changes
 
     def _check(self, services: Sequence[Service]) -> None:
-        problems = apply_problems(services, self._services)
+        problems = apply_problems(services, self._services, self._history)
         if problems:
             raise ApplyError(problems)
 

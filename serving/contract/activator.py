@@ -19,6 +19,7 @@ from serving.config import (
     parse_str,
     setting,
 )
+from serving.contract.platform import parse_platform_url
 
 
 def parse_url(text: str) -> str:
@@ -48,8 +49,10 @@ class ActivatorConfig(EnvContract):
     admin_port: int = setting("ACTIVATOR_ADMIN_PORT", parse_port, 9090)
     """Admin port: `GET /metrics` (Prometheus), `GET /healthz` (liveness), `GET /readyz` (readiness).
     9090 is the port Knative's activator serves its metrics on."""
-    platform_url: str = setting("SERVING_PLATFORM_URL", parse_url, required=True, formatter=format_str)
-    """Base URL of the platform API that lists revisions and their pods."""
+    platform_url: str = setting(
+        "SERVING_PLATFORM_URL", parse_platform_url, required=True, formatter=format_str
+    )
+    """Base URL of the platform API that lists revisions and their pods, or `kubernetes`."""
     autoscaler_url: str = setting("AUTOSCALER_URL", parse_url, required=True, formatter=format_str)
     """Websocket URL of the autoscaler's stat server (`ws://host:port/`); load is pushed every second."""
     index: int = setting("ACTIVATOR_INDEX", parse_non_negative_int, 0)
@@ -61,6 +64,13 @@ class ActivatorConfig(EnvContract):
     drain_timeout: float = setting("DRAIN_TIMEOUT", parse_non_negative_duration, 30.0)
     """After SIGTERM, how long readiness fails while traffic is still served, so load balancers stop sending
     (30 s, Knative's drain period); then the listener closes and in-flight and queued requests finish."""
+    pod_ip: str = setting("POD_IP", parse_str, "")
+    """This activator's pod IP; on Kubernetes its position among the activator Service's ready endpoints sets
+    `ACTIVATOR_INDEX` and `ACTIVATOR_COUNT`, which are then not read."""
+    system_namespace: str = setting("SYSTEM_NAMESPACE", parse_str, "knative-serving")
+    """The namespace of the activator's own Service (on Kubernetes)."""
+    service_name: str = setting("ACTIVATOR_SERVICE", parse_str, "activator")
+    """The name of the activator's own Service (on Kubernetes)."""
     pod_name: str = setting("POD_NAME", parse_str, "activator")
     """Name sent as `pod_name` in stats to the autoscaler; must be unique per activator."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")

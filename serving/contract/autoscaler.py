@@ -36,6 +36,7 @@ from serving.config import (
     parse_str,
     setting,
 )
+from serving.contract.platform import parse_platform_url
 from serving.duration import parse_duration
 
 
@@ -111,8 +112,10 @@ class Settings(EnvContract):
     """Address the stat server listens on: all interfaces in a pod, 127.0.0.1 on one machine."""
     port: int = setting("AUTOSCALER_PORT", parse_port, 8080)
     """Stat server port: the activators' websocket at `/`, `/healthz` and `/metrics` (Knative uses 8080)."""
-    platform_url: str = setting("SERVING_PLATFORM_URL", parse_http_url, required=True, formatter=format_str)
-    """Base URL of the platform API that lists revisions and pods and applies scale."""
+    platform_url: str = setting(
+        "SERVING_PLATFORM_URL", parse_platform_url, required=True, formatter=format_str
+    )
+    """Base URL of the platform API that lists revisions and pods and applies scale, or `kubernetes`."""
     activator_url: str = setting("ACTIVATOR_URL", parse_optional_http_url, "", formatter=format_str)
     """The activator checked before a revision goes to zero (`K-Network-Probe: activator`); empty means
     the activator is taken to be in the path."""

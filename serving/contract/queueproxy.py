@@ -22,6 +22,7 @@ from serving.config import (
     setting,
 )
 from serving.contract.probe import ProbeSpec, format_probe, parse_probe
+from serving.template import RevisionTemplate
 
 
 def parse_positive_seconds(text: str) -> float:
@@ -125,3 +126,16 @@ class Config(EnvContract):
     ports: Ports
     drain: DrainSettings
     log: LogSettings
+
+
+def proxy_settings(template: RevisionTemplate, *, user_port: int, readiness_probe: str) -> ProxySettings:
+    """The request-path settings of a revision's queue-proxy, from its template (as every platform sets
+    them): concurrency, the three timeouts, the user port and the readiness probe (as JSON, may be empty)."""
+    return ProxySettings(
+        container_concurrency=template.container_concurrency,
+        user_port=user_port,
+        timeout=float(template.timeout_seconds),
+        response_start_timeout=float(template.response_start_timeout_seconds or 0),
+        idle_timeout=float(template.idle_timeout_seconds or 0),
+        readiness_probe=parse_probe(readiness_probe),
+    )

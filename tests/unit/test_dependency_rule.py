@@ -1,6 +1,7 @@
 """The dependency rule (DESIGN.md): components import `serving` and never each other; `serving` imports no
-component; `controller.reconcile` imports only `serving`; `controller.local` and `controller.kube` import
-`reconcile` and `serving`, never each other; nothing imports `bench`."""
+component; `controller.reconcile` imports only `serving`; `controller.ingress` (the router) imports
+`reconcile` and `serving`; `controller.local` and `controller.kube` import `ingress`, `reconcile` and
+`serving`, never each other; nothing imports `bench`."""
 
 from __future__ import annotations
 
@@ -39,14 +40,26 @@ def imported_top_levels(package: str) -> dict[str, set[str]]:
 # The fork server's own process runs `serving` subcommands in its children, so it dispatches through the
 # command line's table (an entry point, like `__main__`), not through the modules behind it.
 _ENTRY_POINTS = {"controller/local/runtime/forkhost.py"}
-_CONTROLLER_PARTS = {"controller.cli", "controller.reconcile", "controller.local", "controller.kube"}
+_CONTROLLER_PARTS = {
+    "controller.cli",
+    "controller.reconcile",
+    "controller.ingress",
+    "controller.local",
+    "controller.kube",
+}
 
 
 @pytest.mark.parametrize(
     ("package", "allowed_controller_parts"),
     [
         pytest.param("controller/reconcile", {"controller.reconcile"}, id="reconcile-only-serving"),
-        pytest.param("controller/local", {"controller.local", "controller.reconcile"}, id="local"),
+        pytest.param("controller/ingress", {"controller.ingress", "controller.reconcile"}, id="ingress"),
+        pytest.param(
+            "controller/local", {"controller.local", "controller.ingress", "controller.reconcile"}, id="local"
+        ),
+        pytest.param(
+            "controller/kube", {"controller.kube", "controller.ingress", "controller.reconcile"}, id="kube"
+        ),
     ],
 )
 def test_platforms_import_reconcile_and_serving_never_each_other(
@@ -93,5 +106,14 @@ def test_nothing_imports_bench(package: str) -> None:
 
 
 def test_rule_sees_every_package() -> None:
-    for package in ("serving", *ALL, "bench", "controller/reconcile", "controller/local", "controller/cli"):
+    for package in (
+        "serving",
+        *ALL,
+        "bench",
+        "controller/reconcile",
+        "controller/ingress",
+        "controller/local",
+        "controller/kube",
+        "controller/cli",
+    ):
         assert (ROOT / package / "__init__.py").is_file(), package

@@ -20,7 +20,6 @@ from controller.local.runtime.expansion import expand, expand_env
 from controller.local.runtime.pod import PodPorts, PodProcesses
 from controller.local.runtime.process import ProcessSpec
 from serving.contract import queueproxy as qp_contract
-from serving.contract.probe import parse_probe
 from serving.template import RevisionTemplate
 
 USER_CONTAINER: Final = "user-container"
@@ -138,13 +137,8 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
             pod=pod,
             pod_ip="127.0.0.1",
         ),
-        proxy=qp_contract.ProxySettings(
-            container_concurrency=template.container_concurrency,
-            user_port=ports.user,
-            timeout=float(template.timeout_seconds),
-            response_start_timeout=float(template.response_start_timeout_seconds or 0),
-            idle_timeout=float(template.idle_timeout_seconds or 0),
-            readiness_probe=parse_probe(readiness_probe_json(container.readiness_probe)),
+        proxy=qp_contract.proxy_settings(
+            template, user_port=ports.user, readiness_probe=readiness_probe_json(container.readiness_probe)
         ),
         ports=qp_contract.Ports(
             bind_address="127.0.0.1",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.local.router import Router
+from controller.ingress.router import Router
 from controller.local.runtime.supervisor import Supervisor
 from controller.local.store import Store
 from controller.reconcile.reconciler import Reconciler, ServiceState

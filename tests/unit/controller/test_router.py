@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from controller.local.router import Router, sanitize
+from controller.ingress.router import Router, sanitize
 from controller.local.store import Store
 from controller.reconcile.routetable import RouteTable, service_routes
 from serving.http import (

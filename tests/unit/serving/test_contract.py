@@ -23,6 +23,7 @@ from serving.config import (
     format_float,
     load,
     parse_bool,
+    parse_int,
     parse_log_format,
     parse_log_level,
     parse_non_negative_duration,
@@ -33,7 +34,7 @@ from serving.config import (
     render_env,
     setting,
 )
-from serving.contract import activator, autoscaler, queueproxy
+from serving.contract import activator, autoscaler, controller, platform, queueproxy, router
 from serving.contract.probe import ProbeSpec, format_probe, parse_probe
 from serving.duration import parse_duration
 
@@ -45,6 +46,8 @@ CONCERNS: tuple[type[EnvContract], ...] = (
     queueproxy.LogSettings,
     activator.ActivatorConfig,
     autoscaler.Settings,
+    controller.ControllerConfig,
+    router.RouterConfig,
 )
 """Every contract class whose fields are settings (queue-proxy's `Config` nests five of them)."""
 
@@ -160,6 +163,17 @@ GENERATORS: dict[Callable[[str], Any], Callable[[random.Random], Any]] = {
     autoscaler.parse_optional_http_url: lambda rng: rng.choice(["", _url(rng, ("http", "https"))]),
     autoscaler.parse_autoscaler_config: _autoscaler_config,
     autoscaler.parse_positive_duration: _positive(_duration),
+    platform.parse_platform_url: lambda rng: rng.choice(["kubernetes", _url(rng, ("http", "https"))]),
+    parse_int: lambda rng: rng.randint(-5, 5000),
+    controller.parse_domain: lambda rng: rng.choice(
+        ["example.com", f"apps-{rng.randint(0, 99)}.corp.internal"]
+    ),
+    router.parse_address: lambda rng: (
+        f"{rng.choice(['activator.knative-serving.svc', '10.0.0.7'])}:{rng.randint(1, 65535)}"
+    ),
+    router.parse_cidrs: lambda rng: tuple(
+        rng.sample(["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32", "172.16.0.0/12"], rng.randint(0, 3))
+    ),
 }
 
 

@@ -1,11 +1,12 @@
-"""The local ingress: routes each request by Host to a revision, then to the activator or straight to a pod.
+"""The ingress: routes each request by Host to a revision, then to the activator or straight to a pod.
 
 Per request: pick a revision by the route's weights; in Proxy mode (the autoscaler's published mode, Proxy
 until it publishes one) forward to the activator with `Knative-Serving-Revision`/`-Namespace`; in Serve mode
 forward to the ready pod with the fewest requests in flight from this router. A pod that refuses the
 connection, or whose app refused it (the queue-proxy's marked 502; nothing reached the app), sends the request
-through the activator instead. Readiness is read from the store on every request, so a pod the supervisor
-marks not ready gets no new request from here. Every failure of the router's own is a 502, 503 or 504.
+through the activator instead. Readiness is read from the platform's state on every request, so a pod the
+platform marks not ready gets no new request from here. Every failure of the router's own is a 502, 503 or
+504.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from controller.local.store import Store
 from controller.reconcile.routetable import RouteTable, url
 from serving import header
 from serving.http import (
@@ -27,7 +27,7 @@ from serving.http import (
     UpstreamError,
     UpstreamPool,
 )
-from serving.platform import Pod, RevisionKey
+from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +47,31 @@ class RevisionTraffic:
     """Requests the router answered with an error of its own (5xx)."""
 
 
+class RoutingState(Protocol):
+    """What the router reads of the platform: revisions with their pods, and each one's routing mode."""
+
+    def revision(self, key: RevisionKey) -> Revision | None: ...
+    def revisions(self) -> list[Revision]: ...
+    def status(self, key: RevisionKey) -> ScalerStatus | None: ...
+    def changes(self) -> AsyncIterator[object]: ...
+
+
 class Router:
     def __init__(
         self,
-        store: Store,
+        store: RoutingState,
         activator_port: int,
         *,
         ingress_port: int,
         rng: random.Random | None = None,
         trusted_proxies: TrustedProxies = (),
+        activator_host: str = "127.0.0.1",
+        where: str = "this `serving up`",
     ) -> None:
         self._store = store
         self._trusted = trusted_proxies
-        self._activator = UpstreamPool("127.0.0.1", activator_port)
+        self._where = where
+        self._activator = UpstreamPool(activator_host, activator_port)
         self._pods: dict[str, UpstreamPool] = {}
         self._in_flight: dict[str, int] = {}
         self._rng = rng or random.Random()
@@ -174,7 +186,7 @@ class Router:
 
     async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
         known = self.table.hosts()
-        lines = [f"no Service answers to Host {host!r} on this `serving up`.", ""]
+        lines = [f"no Service answers to Host {host!r} on {self._where}.", ""]
         if known:
             lines.append("Known hosts:")
             lines += [f"  {url(h, self._ingress_port)}" for h in known]

@@ -1,0 +1,3 @@
+"""The Kubernetes platform behind `serving controller --kubernetes`: Services become Configurations,
+Revisions, Deployments, private Services and Routes in the cluster, through the shared `controller.reconcile`.
+"""

@@ -1,0 +1,116 @@
+"""`serving router`: the cluster ingress. Routes come from the `status.traffic` of Route objects, revisions
+and their pods from the Kubernetes API (`serving.kube.platform.KubeState`), the routing mode from what the
+autoscaler published on each Revision; requests then go through the shared `controller.ingress.Router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from controller.ingress.router import Router
+from controller.reconcile.routetable import RouteTable, service_routes
+from serving import lifecycle
+from serving.config import load
+from serving.contract.router import RouterConfig
+from serving.http import serve
+from serving.kube.api import ROUTES, Kube
+from serving.kube.informer import Informer
+from serving.kube.platform import KubeState
+from serving.route import RouteTarget
+
+log = logging.getLogger("router")
+
+USAGE = (
+    "usage: serving router  (configured by environment variables: ROUTER_PORT, SERVING_DOMAIN, "
+    "ACTIVATOR_ADDRESS...)"
+)
+
+
+def route_table(routes: Sequence[Mapping[str, Any]], domain: str) -> RouteTable:
+    """The routing table from Route objects' resolved traffic (`status.traffic`)."""
+    found = []
+    for obj in routes:
+        meta = obj.get("metadata") or {}
+        targets = [
+            RouteTarget(
+                revision=str(t.get("revisionName", "")),
+                percent=int(t.get("percent") or 0),
+                tag=str(t["tag"]) if t.get("tag") else None,
+            )
+            for t in (obj.get("status") or {}).get("traffic") or []
+            if t.get("revisionName")
+        ]
+        found += service_routes(str(meta.get("namespace", "")), str(meta.get("name", "")), targets, domain)
+    return RouteTable(found)
+
+
+def _admin(ready: asyncio.Event) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ready\n") if ready.is_set() else web.Response(status=503, text="syncing\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
+    kube = await Kube.connect()
+    state = KubeState(kube)
+    routes = Informer(kube, ROUTES)
+    host, _, port = config.activator_address.rpartition(":")
+    router = Router(
+        state,
+        int(port),
+        activator_host=host,
+        ingress_port=config.port,
+        trusted_proxies=tuple(ipaddress.ip_network(c) for c in config.trusted_proxies),
+        where="this ingress",
+    )
+    ready = asyncio.Event()
+
+    async def follow_routes() -> None:
+        async for _ in routes.changes():
+            router.set_table(route_table(routes.items(), config.domain))
+            ready.set()
+
+    admin = web.AppRunner(_admin(ready), access_log=None, shutdown_timeout=1.0)
+    await admin.setup()
+    try:
+        await web.TCPSite(admin, config.bind_address, config.admin_port).start()
+        server = await serve(router.handle, config.bind_address, config.port)
+        log.info("router serving on %s:%d (domain %s)", config.bind_address, server.port, config.domain)
+
+        async def drain() -> None:
+            ready.clear()
+            await server.drain(30.0)
+
+        await lifecycle.supervise(
+            terminating, [state.run(), routes.run(), follow_routes(), router.run()], drain
+        )
+    finally:
+        await router.close()
+        await admin.cleanup()
+        await kube.close()
+
+
+def main(argv: list[str]) -> int:
+    return lifecycle.run_component(
+        "router",
+        argv,
+        usage=USAGE,
+        load=lambda environ: load(RouterConfig, environ),
+        log=lambda config: config,
+        main=run,
+        loop_factory=uvloop.new_event_loop,
+    )

@@ -1,0 +1,245 @@
+"""The objects a Service becomes on Kubernetes, the routing table read back from Routes, and pods read from
+EndpointSlices: pure functions, checked without a cluster (the cluster tests are in tests/kube)."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from controller.kube import resources
+from controller.kube.controller import _template_of, condition
+from controller.kube.ingress import route_table
+from controller.kube.labels import CONFIGURATION_GENERATION, DIGEST, REVISION_UID
+from queueproxy.config import load_config
+from serving.contract.controller import ControllerConfig
+from serving.kube.platform import pods_of, revision_of, scaler_status_of
+from serving.platform import RevisionKey
+from serving.route import Configuration, RouteTarget
+from serving.service import Service, ServiceFileError, parse_object
+
+ROOT = Path(__file__).resolve().parents[3]
+
+SERVICE_DOC: dict[str, Any] = {
+    "apiVersion": "serving.knative.dev/v1",
+    "kind": "Service",
+    "metadata": {"name": "hello", "namespace": "team", "uid": "svc-uid", "generation": 3},
+    "spec": {
+        "template": {
+            "metadata": {"annotations": {"autoscaling.knative.dev/target": "10"}, "labels": {"tier": "web"}},
+            "spec": {
+                "containerConcurrency": 4,
+                "timeoutSeconds": 120,
+                "containers": [
+                    {
+                        "image": "docker.io/example/hello",
+                        "command": ["python3", "app.py"],
+                        "env": [{"name": "TARGET", "value": "World"}],
+                        "ports": [{"containerPort": 9000}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz"}},
+                        "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}},
+                    }
+                ],
+            },
+        },
+        "traffic": [
+            {"latestRevision": True, "percent": 80},
+            {"revisionName": "hello-00001", "percent": 20, "tag": "old"},
+        ],
+    },
+}
+
+
+def owner(kind: str, name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": "serving.knative.dev/v1", "kind": kind, "metadata": {"name": name, "uid": uid}}
+
+
+@pytest.fixture
+def service() -> Service:
+    return parse_object(SERVICE_DOC)
+
+
+def revision_obj(service: Service, name: str = "hello-00002") -> dict[str, Any]:
+    obj = resources.revision(service, name, 2, service.template, owner("Configuration", "hello", "cfg-uid"))
+    obj["metadata"]["uid"] = "rev-uid"
+    return obj
+
+
+def test_revision_keeps_the_template_and_records_its_generation_and_digest(service: Service) -> None:
+    obj = revision_obj(service)
+    meta = obj["metadata"]
+    assert meta["labels"][CONFIGURATION_GENERATION] == "2"
+    assert meta["labels"]["tier"] == "web"
+    assert meta["annotations"][DIGEST] == service.template.digest()
+    assert meta["ownerReferences"][0]["uid"] == "cfg-uid"
+    assert obj["spec"]["containerConcurrency"] == 4
+    assert obj["spec"]["timeoutSeconds"] == 120
+
+
+def test_a_revision_object_parses_back_to_its_template(service: Service) -> None:
+    template = _template_of(revision_obj(service))
+    assert template is not None
+    assert template.container == service.template.container
+    assert template.container_concurrency == 4
+    configuration = Configuration("hello")
+    configuration.restore("hello-00002", template, service.template.digest(), 2)
+    # The same template again makes no new revision after a restart; a changed one makes -00003.
+    assert configuration.apply(service.template) == ("hello-00002", False)
+
+
+def test_deployment_runs_the_user_container_behind_the_queue_proxy(service: Service) -> None:
+    config = ControllerConfig(queue_sidecar_image="registry.example/serving:1", drain_seconds=30.0)
+    deployment = resources.deployment(service, revision_obj(service), service.template, 1, config)
+    assert deployment["metadata"]["name"] == "hello-00002-deployment"
+    assert deployment["spec"]["selector"]["matchLabels"] == {REVISION_UID: "rev-uid"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 150  # timeout 120 + drain 30
+    user, queue = pod["containers"]
+    assert "readinessProbe" not in user  # the queue-proxy probes the app
+    assert user["lifecycle"]["preStop"]["httpGet"] == {"port": 8022, "path": "/wait-for-drain"}
+    assert user["resources"] == {"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}}
+    env = {e["name"]: e.get("value") for e in user["env"]}
+    assert env["PORT"] == "9000"
+    assert env["K_REVISION"] == "hello-00002"
+    assert env["TARGET"] == "World"
+    assert queue["name"] == "queue-proxy"
+    assert queue["image"] == "registry.example/serving:1"
+    assert queue["readinessProbe"]["httpGet"]["port"] == 8012
+    # The sidecar's environment is exactly what the queue-proxy's contract loads.
+    qenv = {e["name"]: e.get("value") for e in queue["env"]}
+    qenv["SERVING_POD"] = "hello-00002-deployment-abc"
+    qenv["SERVING_POD_IP"] = "10.0.0.7"
+    loaded = load_config({k: v for k, v in qenv.items() if v is not None})
+    assert loaded.identity.pod_ip == "10.0.0.7"
+    assert loaded.proxy.user_port == 9000
+    assert loaded.proxy.container_concurrency == 4
+    assert loaded.proxy.timeout == 120.0
+    assert loaded.proxy.readiness_probe.path == "/healthz"
+    refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in queue["env"] if "valueFrom" in e}
+    assert refs["SERVING_POD"] == "metadata.name"
+    assert refs["SERVING_POD_IP"] == "status.podIP"
+
+
+def test_every_object_is_valid_kubernetes(service: Service) -> None:
+    config = ControllerConfig()
+    rev = revision_obj(service)
+    for obj in (
+        resources.deployment(service, rev, service.template, 1, config),
+        resources.private_service(service, rev),
+    ):
+        kubernetes_validate.validate(obj, "1.37", strict=True)
+
+
+def test_route_objects_become_the_routing_table() -> None:
+    route = {
+        "metadata": {"name": "hello", "namespace": "team"},
+        "status": {
+            "traffic": [
+                {"revisionName": "hello-00002", "percent": 80, "latestRevision": True},
+                {"revisionName": "hello-00001", "percent": 20, "tag": "old"},
+            ]
+        },
+    }
+    table = route_table([route, {"metadata": {"name": "empty", "namespace": "team"}}], "example.com")
+    main = table.lookup("hello.team.example.com")
+    assert main is not None
+    tagged = table.lookup("old-hello.team.example.com:80")
+    assert tagged is not None
+    assert tagged.pick(random.Random(1)) == RevisionKey("team", "hello-00001")
+    empty = table.lookup("empty.team.example.com")  # no resolved traffic yet: the router answers 503
+    assert empty is not None
+    assert empty.pick(random.Random(1)) is None
+
+
+def test_traffic_status_names_the_resolved_revisions(service: Service) -> None:
+    targets = [RouteTarget("hello-00002", 80, None), RouteTarget("hello-00001", 20, "old")]
+    status = resources.traffic_status(service, targets, {"old": "http://old-hello.team.example.com"})
+    assert status == [
+        {"revisionName": "hello-00002", "percent": 80, "latestRevision": True},
+        {
+            "revisionName": "hello-00001",
+            "percent": 20,
+            "latestRevision": False,
+            "tag": "old",
+            "url": "http://old-hello.team.example.com",
+        },
+    ]
+
+
+def test_pods_come_from_endpoint_slices_and_terminating_ones_are_not_ready() -> None:
+    slices = [
+        {
+            "endpoints": [
+                {"addresses": ["10.244.0.5"], "conditions": {"ready": True}, "targetRef": {"name": "p1"}},
+                {
+                    "addresses": ["10.244.0.6"],
+                    "conditions": {"ready": True, "terminating": True},
+                    "targetRef": {"name": "p2"},
+                },
+                {"addresses": ["10.244.0.7"], "conditions": {"ready": False}, "targetRef": {"name": "p3"}},
+                {"addresses": [], "conditions": {"ready": True}},
+            ]
+        }
+    ]
+    pods = pods_of(slices)
+    assert [(p.name, p.host, p.ready, p.port, p.stats_port) for p in pods] == [
+        ("p1", "10.244.0.5", True, 8012, 9090),
+        ("p2", "10.244.0.6", False, 8012, 9090),
+        ("p3", "10.244.0.7", False, 8012, 9090),
+    ]
+
+
+def test_a_revision_object_as_the_data_plane_sees_it(service: Service) -> None:
+    obj = revision_obj(service)
+    obj["status"] = {
+        "scaler": {
+            "desired_pods": 2,
+            "mode": "Serve",
+            "stable_concurrency": 1.0,
+            "panic_concurrency": 1.0,
+            "panic": False,
+            "excess_burst_capacity": 100.0,
+            "activators": 1,
+        }
+    }
+    revision = revision_of(obj)
+    assert revision.key == RevisionKey("team", "hello-00002")
+    assert revision.container_concurrency == 4
+    assert revision.timeout_seconds == 120.0
+    assert revision.annotations["autoscaling.knative.dev/target"] == "10"
+    status = scaler_status_of(obj)
+    assert status is not None
+    assert status.mode == "Serve"
+    assert scaler_status_of({"status": {"scaler": {"mode": "Sideways"}}}) is None
+
+
+def test_condition_keeps_its_transition_time_while_its_status_holds() -> None:
+    before = [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    assert condition("Ready", "True", "", "", before)["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert condition("Ready", "False", "X", "m", before)["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+
+
+def test_the_crds_name_knatives_resources() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "charts/serving/crds/serving.knative.dev.yaml").read_text()))
+    names = {d["spec"]["names"]["kind"]: d["spec"]["names"] for d in docs}
+    assert set(names) == {"Service", "Configuration", "Revision", "Route"}
+    assert "ksvc" in names["Service"]["shortNames"]
+    for doc in docs:
+        assert doc["spec"]["group"] == "serving.knative.dev"
+        assert doc["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+def test_problems_of_an_api_object_name_the_object_not_a_file() -> None:
+    doc = copy.deepcopy(SERVICE_DOC)
+    doc["spec"]["template"]["spec"]["containerConcurrency"] = -3
+    with pytest.raises(ServiceFileError) as caught:
+        parse_object(doc)
+    assert caught.value.problems == [
+        "Service team/hello: spec.template.spec.containerConcurrency: -3 is out of range: must be 0-1000 "
+        "(Knative's default limit)"
+    ]
