@@ -1,0 +1,168 @@
+"""The platform's own processes against a test cluster: the controller, the autoscaler, the activator and the
+ingress router, each a real `serving ...` process with `SERVING_PLATFORM_URL=kubernetes` and the cluster's
+kubeconfig, as the chart runs them in pods (here on the host, which reaches every pod IP)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "charts/serving/crds/serving.knative.dev.yaml"
+DOMAIN = "example.com"
+SYSTEM_NAMESPACE = "knative-serving"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Platform:
+    kubeconfig: Path
+    log_dir: Path
+    autoscaler_config: str = "stable-window=6s,scale-to-zero-grace-period=2s"
+    controller_env: Mapping[str, str] = field(default_factory=dict)
+    router_port: int = field(default_factory=free_port)
+    activator_port: int = field(default_factory=free_port)
+    activator_admin_port: int = field(default_factory=free_port)
+    autoscaler_port: int = field(default_factory=free_port)
+    router_admin_port: int = field(default_factory=free_port)
+    components: dict[str, Component] = field(default_factory=dict)
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVING_", "KUBERNETES_"))}
+        env.update(KUBECONFIG=str(self.kubeconfig), LOG_FORMAT="text", LOG_LEVEL="INFO")
+        return env
+
+    def build(self) -> None:
+        cli = [sys.executable, "-m", "controller.cli"]
+        base = self._base_env()
+        specs = {
+            "controller": (
+                [*cli, "controller", "--kubernetes"],
+                {
+                    "SYSTEM_NAMESPACE": SYSTEM_NAMESPACE,
+                    "SERVING_DOMAIN": DOMAIN,
+                    "QUEUE_SIDECAR_IMAGE": "ghcr.io/serving/serving:test",
+                    "QUEUE_DRAIN_TIMEOUT": "2s",
+                    "POD_NAME": "controller-test",
+                    **self.controller_env,
+                },
+            ),
+            "autoscaler": (
+                [*cli, "autoscaler"],
+                {
+                    "SERVING_PLATFORM_URL": "kubernetes",
+                    "AUTOSCALER_BIND_ADDRESS": "127.0.0.1",
+                    "AUTOSCALER_PORT": str(self.autoscaler_port),
+                    "AUTOSCALER_CONFIG": self.autoscaler_config,
+                    "ACTIVATOR_URL": f"http://127.0.0.1:{self.activator_port}",
+                },
+            ),
+            "activator": (
+                [*cli, "activator"],
+                {
+                    "SERVING_PLATFORM_URL": "kubernetes",
+                    "ACTIVATOR_BIND_ADDRESS": "127.0.0.1",
+                    "ACTIVATOR_PORT": str(self.activator_port),
+                    "ACTIVATOR_ADMIN_PORT": str(self.activator_admin_port),
+                    "AUTOSCALER_URL": f"ws://127.0.0.1:{self.autoscaler_port}/",
+                    "DRAIN_TIMEOUT": "0s",
+                },
+            ),
+            "router": (
+                [*cli, "router"],
+                {
+                    "ROUTER_BIND_ADDRESS": "127.0.0.1",
+                    "ROUTER_PORT": str(self.router_port),
+                    "ROUTER_ADMIN_PORT": str(self.router_admin_port),
+                    "SERVING_DOMAIN": DOMAIN,
+                    "ACTIVATOR_ADDRESS": f"127.0.0.1:{self.activator_port}",
+                },
+            ),
+        }
+        for name, (argv, env) in specs.items():
+            self.components[name] = Component(name, argv, {**base, **env}, self.log_dir / f"{name}.log")
+
+    def start(self) -> None:
+        if not self.components:
+            self.build()
+        for component in self.components.values():
+            component.start()
+
+    def stop(self) -> None:
+        for component in reversed(list(self.components.values())):
+            component.stop()
+
+    def restart(self, name: str) -> None:
+        component = self.components[name]
+        component.kill()
+        component.start()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {c.name} ---\n{c.tail()}" for c in self.components.values())
+
+    def alive(self) -> dict[str, int | None]:
+        return {n: (c.process.poll() if c.process else -1) for n, c in self.components.items()}
+
+
+def wait_until(check: object, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll the callable `check` until it returns true; raise AssertionError naming `what` after `timeout`."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
