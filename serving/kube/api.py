@@ -90,6 +90,19 @@ class ApiError(Exception):
         return self.status == 410
 
 
+THROTTLE_ATTEMPTS: Final = 10
+"""Tries of a request the API server answers 429 Too Many Requests (each after its Retry-After)."""
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds), 1 when absent or unreadable, at most 10."""
+    try:
+        seconds = float(value) if value else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), 10.0)
+
+
 def _error(status: int, body: bytes | str) -> ApiError:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
@@ -136,25 +149,34 @@ class Kube:
     ) -> JSON:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         params = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (query or {}).items()]
-        try:
-            response = await self._api.call_api(
-                path,
-                method,
-                query_params=params,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
-        try:
-            data = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
-        finally:
-            response.release()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._api.call_api(
+                    path,
+                    method,
+                    query_params=params,
+                    header_params=headers,
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+            try:
+                data = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+            finally:
+                response.release()
+            if response.status == 429 and attempt < THROTTLE_ATTEMPTS:
+                # Not processed (priority and fairness, or a watch cache still initializing): the server
+                # says when to come back, as client-go honours it.
+                await asyncio.sleep(_retry_after(response.headers.get("Retry-After")))
+                continue
+            break
         if not 200 <= response.status < 300:
             raise _error(response.status, data)
         if not data:

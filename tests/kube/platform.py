@@ -4,6 +4,7 @@ kubeconfig, as the chart runs them in pods (here on the host, which reaches ever
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -13,7 +14,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import aiohttp
+import yaml
+
+from serving.kube.api import NAMESPACES, SERVICES, ApiError, Kube, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "charts/serving/crds/serving.knative.dev.yaml"
@@ -47,6 +53,12 @@ class Component:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
             self.process.wait(timeout=30)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -55,9 +67,7 @@ class Component:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._close_log()
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -71,6 +81,9 @@ class Component:
 class Platform:
     kubeconfig: Path
     log_dir: Path
+    kubeconfigs: Mapping[str, Path] = field(default_factory=dict)
+    """Per component, a kubeconfig other than `kubeconfig` (e.g. one with its ServiceAccount's token)."""
+    system_namespace: str = SYSTEM_NAMESPACE
     autoscaler_config: str = "stable-window=6s,scale-to-zero-grace-period=2s"
     controller_env: Mapping[str, str] = field(default_factory=dict)
     router_port: int = field(default_factory=free_port)
@@ -80,19 +93,19 @@ class Platform:
     router_admin_port: int = field(default_factory=free_port)
     components: dict[str, Component] = field(default_factory=dict)
 
-    def _base_env(self) -> dict[str, str]:
+    def _base_env(self, component: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVING_", "KUBERNETES_"))}
-        env.update(KUBECONFIG=str(self.kubeconfig), LOG_FORMAT="text", LOG_LEVEL="INFO")
+        kubeconfig = self.kubeconfigs.get(component, self.kubeconfig)
+        env.update(KUBECONFIG=str(kubeconfig), LOG_FORMAT="text", LOG_LEVEL="INFO")
         return env
 
     def build(self) -> None:
         cli = [sys.executable, "-m", "controller.cli"]
-        base = self._base_env()
         specs = {
             "controller": (
                 [*cli, "controller", "--kubernetes"],
                 {
-                    "SYSTEM_NAMESPACE": SYSTEM_NAMESPACE,
+                    "SYSTEM_NAMESPACE": self.system_namespace,
                     "SERVING_DOMAIN": DOMAIN,
                     "QUEUE_SIDECAR_IMAGE": "ghcr.io/serving/serving:test",
                     "QUEUE_DRAIN_TIMEOUT": "2s",
@@ -133,7 +146,8 @@ class Platform:
             ),
         }
         for name, (argv, env) in specs.items():
-            self.components[name] = Component(name, argv, {**base, **env}, self.log_dir / f"{name}.log")
+            log = self.log_dir / f"{name}.log"
+            self.components[name] = Component(name, argv, {**self._base_env(name), **env}, log)
 
     def start(self) -> None:
         if not self.components:
@@ -166,3 +180,101 @@ def wait_until(check: object, timeout: float, what: str, interval: float = 0.2) 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+HELLO = ROOT / "examples/helloworld-python"
+
+
+def hello_service(name: str = "hello", target: str = "Python Sample v1") -> dict[str, Any]:
+    """The example's Service, with the app's folder as its working directory (the node agent runs the
+    container's command, not its image)."""
+    doc: dict[str, Any] = yaml.safe_load((HELLO / "service.yaml").read_text())
+    doc["metadata"]["name"] = name
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["workingDir"] = str(HELLO)
+    container["env"] = [{"name": "TARGET", "value": target}]
+    return doc
+
+
+async def install_crds(kubeconfig: Path, namespace: str) -> None:
+    """The chart's CRDs, established, and the platform's `namespace` (both may exist already)."""
+    kube = await Kube.connect(str(kubeconfig))
+    try:
+        for doc in yaml.safe_load_all(CRDS.read_text()):
+            try:
+                await kube.create(CRD, None, doc)
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+        try:
+            await kube.create(
+                NAMESPACES,
+                None,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            )
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+        deadline = time.monotonic() + 30
+        for doc in yaml.safe_load_all(CRDS.read_text()):
+            while True:
+                crd = await kube.get(CRD, None, doc["metadata"]["name"])
+                conditions = (crd.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                    break
+                assert time.monotonic() < deadline, f"CRD {doc['metadata']['name']} not established"
+                await asyncio.sleep(0.2)
+    finally:
+        await kube.close()
+
+
+async def eventually(check: Any, timeout: float, what: str, platform: Platform | None = None) -> Any:
+    """Await `check()` until it returns something true; fail naming `what` (with the platform's logs)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+        except (ApiError, aiohttp.ClientError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        await asyncio.sleep(0.25)
+    logs = platform.logs() if platform is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})\n{logs}")
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+async def get_text(session: aiohttp.ClientSession, platform: Platform, host: str) -> tuple[int, str]:
+    async with session.get(
+        f"http://127.0.0.1:{platform.router_port}/",
+        headers={"Host": host},
+        timeout=aiohttp.ClientTimeout(total=60),
+    ) as response:
+        return response.status, await response.text()
+
+
+async def service_ready(
+    kube: Kube, name: str, generation: int | None = None, namespace: str = "default"
+) -> dict[str, Any] | None:
+    obj = await kube.get(SERVICES, namespace, name)
+    status = obj.get("status") or {}
+    if not ready(obj):
+        return None
+    if generation is not None and status.get("observedGeneration") != generation:
+        return None
+    return obj
+
+
+async def answer(session: aiohttp.ClientSession, platform: Platform, host: str) -> tuple[int, str] | None:
+    """The router's 200 answer for `host`, or None (an error, a refused connection, another status)."""
+    try:
+        status, body = await get_text(session, platform, host)
+    except aiohttp.ClientError:
+        return None
+    return (status, body) if status == 200 else None

@@ -13,20 +13,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from serving.kube.api import (
     CONFIGURATIONS,
     CORE_SERVICES,
     DEPLOYMENTS,
-    NAMESPACES,
     REVISIONS,
     ROUTES,
     SERVICES,
@@ -34,30 +31,28 @@ from serving.kube.api import (
     Kube,
     Resource,
 )
-from tests.kube.platform import CRDS, DOMAIN, ROOT, SYSTEM_NAMESPACE, Platform
+from tests.kube.platform import (
+    DOMAIN,
+    SYSTEM_NAMESPACE,
+    Platform,
+    answer,
+    eventually,
+    get_text,
+    hello_service,
+    install_crds,
+    ready,
+    service_ready,
+)
 
 pytestmark = pytest.mark.kube
 
-CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
-HELLO = ROOT / "examples/helloworld-python"
 NS = "default"
-
-
-def hello_service(name: str = "hello", target: str = "Python Sample v1") -> dict[str, Any]:
-    """The example's Service, with the app's folder as its working directory (the node agent runs the
-    container's command, not its image)."""
-    doc: dict[str, Any] = yaml.safe_load((HELLO / "service.yaml").read_text())
-    doc["metadata"]["name"] = name
-    container = doc["spec"]["template"]["spec"]["containers"][0]
-    container["workingDir"] = str(HELLO)
-    container["env"] = [{"name": "TARGET", "value": target}]
-    return doc
 
 
 @pytest.fixture(scope="module")
 def platform(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     log_dir = tmp_path_factory.mktemp("platform")
-    asyncio.run(_install(Path(kube_cluster.kubeconfig)))
+    asyncio.run(install_crds(Path(kube_cluster.kubeconfig), SYSTEM_NAMESPACE))
     running = Platform(
         kubeconfig=Path(kube_cluster.kubeconfig),
         log_dir=log_dir,
@@ -75,37 +70,6 @@ def platform(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         print(running.logs())
 
 
-async def _install(kubeconfig: Path) -> None:
-    kube = await Kube.connect(str(kubeconfig))
-    try:
-        for doc in yaml.safe_load_all(CRDS.read_text()):
-            try:
-                await kube.create(CRD, None, doc)
-            except ApiError as exc:
-                if not exc.conflict:
-                    raise
-        try:
-            await kube.create(
-                NAMESPACES,
-                None,
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}},
-            )
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
-        deadline = time.monotonic() + 30
-        for doc in yaml.safe_load_all(CRDS.read_text()):
-            while True:
-                crd = await kube.get(CRD, None, doc["metadata"]["name"])
-                conditions = (crd.get("status") or {}).get("conditions") or []
-                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                    break
-                assert time.monotonic() < deadline, f"CRD {doc['metadata']['name']} not established"
-                await asyncio.sleep(0.2)
-    finally:
-        await kube.close()
-
-
 @pytest.fixture
 async def kube(platform: Platform) -> AsyncIterator[Kube]:
     client = await Kube.connect(str(platform.kubeconfig))
@@ -113,46 +77,6 @@ async def kube(platform: Platform) -> AsyncIterator[Kube]:
         yield client
     finally:
         await client.close()
-
-
-async def eventually(check: Any, timeout: float, what: str, platform: Platform | None = None) -> Any:
-    """Await `check()` until it returns something true; fail naming `what` (with the platform's logs)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-        except ApiError as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        await asyncio.sleep(0.25)
-    logs = platform.logs() if platform is not None else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})\n{logs}")
-
-
-def ready(obj: dict[str, Any]) -> bool:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-async def get_text(session: aiohttp.ClientSession, platform: Platform, host: str) -> tuple[int, str]:
-    async with session.get(
-        f"http://127.0.0.1:{platform.router_port}/",
-        headers={"Host": host},
-        timeout=aiohttp.ClientTimeout(total=60),
-    ) as response:
-        return response.status, await response.text()
-
-
-async def service_ready(kube: Kube, name: str, generation: int | None = None) -> dict[str, Any] | None:
-    obj = await kube.get(SERVICES, NS, name)
-    status = obj.get("status") or {}
-    if not ready(obj):
-        return None
-    if generation is not None and status.get("observedGeneration") != generation:
-        return None
-    return obj
 
 
 async def test_hello_world_becomes_a_ready_service_that_answers(kube: Kube, platform: Platform) -> None:
@@ -182,20 +106,12 @@ async def test_hello_world_becomes_a_ready_service_that_answers(kube: Kube, plat
 
     async with aiohttp.ClientSession() as session:
         status_code, body = await eventually(
-            lambda: _ok(session, platform, f"hello.{NS}.{DOMAIN}"),
+            lambda: answer(session, platform, f"hello.{NS}.{DOMAIN}"),
             60,
             "an answer through the router",
             platform,
         )
     assert (status_code, body.strip()) == (200, "Hello Python Sample v1!")
-
-
-async def _ok(session: aiohttp.ClientSession, platform: Platform, host: str) -> tuple[int, str] | None:
-    try:
-        status, body = await get_text(session, platform, host)
-    except aiohttp.ClientError:
-        return None
-    return (status, body) if status == 200 else None
 
 
 async def replicas(kube: Kube, name: str) -> int:
@@ -225,6 +141,54 @@ async def _pods(kube: Kube, revision: str) -> list[dict[str, Any]]:
     return items
 
 
+async def roll_out(kube: Kube, platform: Platform, edited: dict[str, Any], what: str) -> dict[str, Any]:
+    """Replace Service hello with `edited`; its status once Ready for that generation."""
+    updated = await kube.replace(SERVICES, NS, "hello", edited)
+    generation = updated["metadata"]["generation"]
+    svc: dict[str, Any] = await eventually(
+        lambda: service_ready(kube, "hello", generation), 120, what, platform
+    )
+    return svc
+
+
+class Traffic:
+    """Clients sending requests to one host back to back until stopped, counting every answer that is not a
+    200 and every connection failure."""
+
+    def __init__(self, platform: Platform, host: str, clients: int = 4) -> None:
+        self.platform = platform
+        self.host = host
+        self.clients = clients
+        self.ok = 0
+        self.failures: collections.Counter[str] = collections.Counter()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Traffic:
+        self._session = aiohttp.ClientSession()
+        self._tasks = [asyncio.create_task(self._client(self._session)) for _ in range(self.clients)]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _client(self, session: aiohttp.ClientSession) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = await get_text(session, self.platform, self.host)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                self.failures[repr(exc)] += 1
+                continue
+            if status == 200:
+                self.ok += 1
+            else:
+                self.failures[f"{status} {body[:80]}"] += 1
+
+
 async def test_an_edit_rolls_out_with_a_tagged_split_and_no_failed_request(
     kube: Kube, platform: Platform
 ) -> None:
@@ -236,32 +200,10 @@ async def test_an_edit_rolls_out_with_a_tagged_split_and_no_failed_request(
         {"revisionName": "hello-00001", "percent": 20, "tag": "old"},
     ]
     host = f"hello.{NS}.{DOMAIN}"
-    failures: collections.Counter[str] = collections.Counter()
-    stop = asyncio.Event()
-
-    async def traffic(session: aiohttp.ClientSession) -> None:
-        while not stop.is_set():
-            try:
-                status, body = await get_text(session, platform, host)
-                if status != 200:
-                    failures[f"{status} {body[:80]}"] += 1
-            except aiohttp.ClientError as exc:
-                failures[repr(exc)] += 1
-
+    async with Traffic(platform, host) as traffic:
+        svc = await roll_out(kube, platform, edited, "hello-00002 ready and routed")
+    assert traffic.failures == collections.Counter(), f"{traffic.failures}\n{platform.logs()}"
     async with aiohttp.ClientSession() as session:
-        runners = [asyncio.create_task(traffic(session)) for _ in range(4)]
-        try:
-            updated = await kube.replace(SERVICES, NS, "hello", edited)
-            svc = await eventually(
-                lambda: service_ready(kube, "hello", updated["metadata"]["generation"]),
-                120,
-                "hello-00002 ready and routed",
-                platform,
-            )
-        finally:
-            stop.set()
-            await asyncio.gather(*runners)
-        assert failures == collections.Counter(), f"{failures}\n{platform.logs()}"
         assert svc["status"]["latestReadyRevisionName"] == "hello-00002"
         traffic_status = {(t["revisionName"], t["percent"], t.get("tag")) for t in svc["status"]["traffic"]}
         assert traffic_status == {("hello-00002", 80, None), ("hello-00001", 20, "old")}
@@ -277,3 +219,97 @@ async def test_an_edit_rolls_out_with_a_tagged_split_and_no_failed_request(
                 200,
                 "Hello Python Sample v1!\n",
             )
+
+
+async def _revision_names(kube: Kube) -> set[str]:
+    found = await kube.list(REVISIONS, NS, label_selector="serving.knative.dev/service=hello")
+    return {item["metadata"]["name"] for item in found.get("items", [])}
+
+
+async def test_the_controller_and_the_autoscaler_killed_mid_traffic(kube: Kube, platform: Platform) -> None:
+    before = await kube.get(SERVICES, NS, "hello")
+    revisions = await _revision_names(kube)
+    async with Traffic(platform, f"hello.{NS}.{DOMAIN}") as traffic:
+        await asyncio.sleep(1)
+        await asyncio.to_thread(platform.restart, "controller")
+        await asyncio.to_thread(platform.restart, "autoscaler")
+        await asyncio.sleep(8)
+    assert traffic.failures == collections.Counter(), f"{traffic.failures}\n{platform.logs()}"
+    assert traffic.ok > 20
+    # The restarted controller adopts what is there: no revision stamped again, the Service as it was.
+    await asyncio.sleep(3)
+    assert await _revision_names(kube) == revisions
+    after = await service_ready(kube, "hello", before["metadata"]["generation"])
+    assert after is not None, platform.logs()
+    assert after["status"]["traffic"] == before["status"]["traffic"]
+
+    # The restarted autoscaler sizes the revisions again: idle, both scale to zero.
+    async def idle() -> bool:
+        return await replicas(kube, "hello-00001") == 0 and await replicas(kube, "hello-00002") == 0
+
+    await eventually(idle, 90, "both revisions scaled to zero by the restarted autoscaler", platform)
+
+
+async def test_a_watch_cut_is_survived_and_old_revisions_are_collected(
+    kube: Kube, platform: Platform, kube_cluster: Any
+) -> None:
+    await asyncio.to_thread(kube_cluster.restart_apiserver)
+    current = await eventually(lambda: kube.get(SERVICES, NS, "hello"), 30, "the API server back", platform)
+    edited = copy.deepcopy(current)
+    edited["spec"] = hello_service(target="Python Sample v3")["spec"]
+    # Every watch of the platform was cut: the controller, the router and the activator must resume them to
+    # see this edit, route it and wake the new revision.
+    svc = await roll_out(kube, platform, edited, "hello-00003 ready after the API server restarted")
+    routed = [{"revisionName": "hello-00003", "percent": 100, "latestRevision": True}]
+    assert svc["status"]["traffic"] == routed
+    async with aiohttp.ClientSession() as session:
+        reply = await eventually(
+            lambda: answer(session, platform, f"hello.{NS}.{DOMAIN}"), 60, "hello-00003 answering", platform
+        )
+        assert reply[1].strip() == "Hello Python Sample v3!"
+        # The tag left with the split: its host is no longer routed.
+        status, _ = await get_text(session, platform, f"old-hello.{NS}.{DOMAIN}")
+        assert status == 404
+
+    # hello-00001 and hello-00002 are no longer routed; the controller keeps one non-active revision (the
+    # newest, hello-00002) and collects hello-00001 with its Deployment and private Service.
+    async def collected() -> bool:
+        return await _revision_names(kube) == {"hello-00002", "hello-00003"}
+
+    await eventually(collected, 60, "hello-00001 garbage-collected", platform)
+    for resource, name in ((DEPLOYMENTS, "hello-00001-deployment"), (CORE_SERVICES, "hello-00001-private")):
+        await eventually(lambda r=resource, n=name: _gone(kube, r, n), 60, f"{name} deleted", platform)
+    kept = await kube.get(REVISIONS, NS, "hello-00002")
+    assert kept["metadata"]["labels"]["serving.knative.dev/routingState"] == "reserve"
+
+
+async def _gone(kube: Kube, resource: Resource, name: str, namespace: str = NS) -> bool:
+    try:
+        await kube.get(resource, namespace, name)
+    except ApiError as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
+
+
+async def test_deleting_the_service_removes_everything(kube: Kube, platform: Platform) -> None:
+    from serving.kube.api import PODS
+
+    await kube.delete(SERVICES, NS, "hello")
+    selector = "serving.knative.dev/service=hello"
+
+    async def empty() -> bool:
+        for resource in (CONFIGURATIONS, REVISIONS, ROUTES, DEPLOYMENTS, CORE_SERVICES, PODS):
+            if (await kube.list(resource, NS, label_selector=selector)).get("items"):
+                return False
+        return await _gone(kube, ROUTES, "hello") and await _gone(kube, CONFIGURATIONS, "hello")
+
+    await eventually(empty, 90, "every object of Service hello deleted", platform)
+    async with aiohttp.ClientSession() as session:
+
+        async def unrouted() -> bool:
+            status, _ = await get_text(session, platform, f"hello.{NS}.{DOMAIN}")
+            return status == 404
+
+        await eventually(unrouted, 30, "the router forgetting hello", platform)
