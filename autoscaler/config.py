@@ -31,6 +31,8 @@ __all__ = [
 def load_settings(environ: Mapping[str, str]) -> Settings:
     problems: list[str] = []
     settings = collect(Settings, environ, problems)
-    if settings is None:
+    if settings is not None:
+        problems += settings.problems()
+    if settings is None or problems:
         raise ConfigError(problems)
     return settings

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import uvloop
@@ -23,6 +24,9 @@ from serving.clock import MonotonicClock
 from serving.kube.connect import connect
 
 log = logging.getLogger("autoscaler")
+
+LEASE = "serving-autoscaler"
+"""The Lease replicas of the autoscaler elect their leader with; also the value of the leader's pod label."""
 
 
 async def run(settings: Settings, terminating: asyncio.Event) -> None:
@@ -45,20 +49,52 @@ async def run(settings: Settings, terminating: asyncio.Event) -> None:
             registry=registry,
             activator_probe=probe,
         )
-        runner = web.AppRunner(StatServer(multiscaler, registry).app(), access_log=None, shutdown_timeout=1.0)
+        leading = asyncio.Event()
+        if not settings.leader_elect:
+            leading.set()
+        server = StatServer(multiscaler, registry, accepting=leading.is_set)
+        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, settings.bind_address, settings.port).start()
         log.info("autoscaler listening on %s:%d", settings.bind_address, settings.port)
+
+        async def act() -> None:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(multiscaler.run_watch(platform))
+                group.create_task(multiscaler.run_scraper())
+                group.create_task(multiscaler.run_decider())
+
         try:
             await lifecycle.supervise(
                 terminating,
-                [multiscaler.run_watch(platform), multiscaler.run_scraper(), multiscaler.run_decider()],
+                [_lead(settings, platform, leading, act) if settings.leader_elect else act()],
                 _stopping,
             )
         finally:
             await multiscaler.aclose()
             await runner.cleanup()
             stat_client.close()
+
+
+async def _lead(
+    settings: Settings, platform: object, leading: asyncio.Event, act: Callable[[], Awaitable[None]]
+) -> None:
+    """Wait for the `serving-autoscaler` Lease; once held, mark this pod as the leader (the autoscaler
+    Service selects the mark, so the activators' stats come here), take stats and act."""
+    from serving.kube.lease import hold, mark_leader
+    from serving.kube.platform import KubePlatform
+
+    if not isinstance(platform, KubePlatform):  # the contract allows LEADER_ELECT only on Kubernetes
+        raise TypeError(f"leader election needs the Kubernetes platform, not {type(platform).__name__}")
+    kube = platform.kube
+
+    async def work() -> None:
+        await mark_leader(kube, settings.system_namespace, settings.pod_name, LEASE)
+        leading.set()
+        await act()
+
+    log.info("%s waiting for lease %s/%s", settings.pod_name, settings.system_namespace, LEASE)
+    await hold(kube, settings.system_namespace, LEASE, settings.pod_name, work)
 
 
 async def _stopping() -> None:

@@ -7,6 +7,7 @@ message is logged and dropped, never fatal to the connection or the process.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import WSMsgType, web
@@ -25,11 +26,17 @@ class StatSink(Protocol):
 
 
 class StatServer:
-    __slots__ = ("_registry", "_sink", "connections", "dropped")
+    __slots__ = ("_accepting", "_registry", "_sink", "connections", "dropped")
 
-    def __init__(self, sink: StatSink, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, sink: StatSink, registry: CollectorRegistry, accepting: Callable[[], bool] = lambda: True
+    ) -> None:
         self._sink = sink
         self._registry = registry
+        self._accepting = accepting
+        """False on a standby replica (leader election): stats belong to the leader, so a websocket that
+        reaches this one is refused with 503 and the activator reconnects (through the Service, to the
+        leader)."""
         self.connections = 0
         """Websockets currently open."""
         self.dropped = 0
@@ -56,6 +63,8 @@ class StatServer:
             if header.is_health_check(user_agent, header.KUBELET_PROBE in request.headers):
                 return web.Response(text="ok")
             return web.Response(status=400, text="expected a websocket of WireStatMessages\n")
+        if not self._accepting():
+            return web.Response(status=503, text="this autoscaler is a standby; the leader takes stats\n")
         await ws.prepare(request)
         self.connections += 1
         peer = request.remote

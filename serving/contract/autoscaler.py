@@ -29,6 +29,7 @@ from serving.config import (
     format_float,
     format_int,
     format_str,
+    parse_bool,
     parse_log_format,
     parse_log_level,
     parse_non_negative_duration,
@@ -36,7 +37,7 @@ from serving.config import (
     parse_str,
     setting,
 )
-from serving.contract.platform import parse_platform_url
+from serving.contract.platform import is_kubernetes, parse_platform_url
 from serving.duration import parse_duration
 
 
@@ -128,7 +129,23 @@ class Settings(EnvContract):
     )
     """Seconds one pod scrape may take; a silent pod is skipped after this, so a tick never stalls on it.
     Shorter than Knative's 3 s so that one dead pod costs at most one 1 s scrape tick."""
+    leader_elect: bool = setting("LEADER_ELECT", parse_bool, False)
+    """On Kubernetes: take the `serving-autoscaler` Lease before acting and mark this pod as its holder (the
+    autoscaler Service selects that mark), so that two replicas can run: one scales, the other waits warm."""
+    system_namespace: str = setting("SYSTEM_NAMESPACE", parse_str, "knative-serving")
+    """Namespace of the Lease and of this replica's pod."""
+    pod_name: str = setting("POD_NAME", parse_str, "")
+    """This replica's pod (its identity in the Lease); required with LEADER_ELECT."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     """Process log output: JSON lines or plain text."""
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
     """Lowest level logged: debug, info, warning or error."""
+
+    def problems(self) -> list[str]:
+        """Cross-field checks that a single variable's parser cannot make."""
+        found: list[str] = []
+        if self.leader_elect and not is_kubernetes(self.platform_url):
+            found.append("LEADER_ELECT: leader election needs SERVING_PLATFORM_URL=kubernetes (a Lease)")
+        if self.leader_elect and not self.pod_name:
+            found.append("POD_NAME: required with LEADER_ELECT (the pod to mark as the leader)")
+        return found

@@ -4,7 +4,11 @@ acts, the other waits to take over.
 `hold` takes the lease (when it is free or its holder stopped renewing for `duration`), then renews it every
 `renew` seconds; a replica that cannot renew within `duration` has lost it, and `hold` raises `LeaseLost` so
 the process stops acting (and is restarted) rather than act beside a new leader. Writes carry the lease's
-resourceVersion, so two candidates cannot both win.
+resourceVersion, so two candidates cannot both win. A leader that stops (SIGTERM, a rollout) releases the
+lease on its way out, so a waiting replica takes over at its next try instead of after `duration`.
+
+`mark_leader` is for components that others reach through a Kubernetes Service (the autoscaler): the leader
+labels its own pod, and the Service selects that label, so connections go to the replica that acts.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from serving.kube.api import LEASES, ApiError, Kube
+from serving.kube.api import LEASES, PODS, ApiError, Kube
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +125,49 @@ async def hold(
             if asyncio.get_running_loop().time() - last > duration:
                 raise LeaseLost(f"lease {namespace}/{name} not renewed for {duration:.0f}s")
 
-    async with asyncio.TaskGroup() as group:
-        keeper = group.create_task(keep())
-        await work()
-        keeper.cancel()
+    try:
+        async with asyncio.TaskGroup() as group:
+            keeper = group.create_task(keep())
+            await work()
+            keeper.cancel()
+    except BaseException:
+        await asyncio.shield(_release(kube, namespace, name, identity))
+        raise
+    await _release(kube, namespace, name, identity)
+
+
+async def _release(kube: Kube, namespace: str, name: str, identity: str) -> None:
+    """Give the lease up if this replica still holds it (best effort: an expired lease frees itself)."""
+    try:
+        lease: dict[str, Any] = await kube.get(LEASES, namespace, name)
+        spec = lease.get("spec") or {}
+        if spec.get("holderIdentity") != identity:
+            return
+        lease["spec"] = {
+            **spec,
+            "holderIdentity": "",
+            "leaseDurationSeconds": 1,
+            "renewTime": _format(_now()),
+        }
+        await kube.replace(LEASES, namespace, name, lease)
+        log.info("%s released lease %s/%s", identity, namespace, name)
+    except ApiError as exc:
+        log.warning("releasing lease %s/%s: %s", namespace, name, exc)
+
+
+LEADER_LABEL: Final = "serving.knative.dev/leader"
+"""On the pod of the replica holding a lease; its value is the lease's name."""
+
+
+async def mark_leader(kube: Kube, namespace: str, pod: str, lease: str) -> None:
+    """Label `pod` as the holder of `lease` and take the label off every other pod that carries it (a
+    replica that lost the lease, or a leader's restarted container)."""
+    await kube.merge_patch(PODS, namespace, pod, {"metadata": {"labels": {LEADER_LABEL: lease}}})
+    found = await kube.list(PODS, namespace, label_selector=f"{LEADER_LABEL}={lease}")
+    for other in found.get("items", []):
+        other_name = other["metadata"]["name"]
+        if other_name != pod:
+            await kube.merge_patch(
+                PODS, namespace, other_name, {"metadata": {"labels": {LEADER_LABEL: None}}}
+            )
+            log.info("pod %s/%s no longer marked leader of %s", namespace, other_name, lease)

@@ -30,6 +30,7 @@ from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings
 from serving.contract.controller import ControllerConfig
 from serving.contract.router import RouterConfig
+from serving.kube.lease import LEADER_LABEL
 from tests.chart.helm import (
     CASES,
     CHART,
@@ -74,7 +75,12 @@ COMPONENTS: Final = {
         ("controller", "--kubernetes"),
         frozenset({"SYSTEM_NAMESPACE", "QUEUE_SIDECAR_IMAGE", "POD_NAME"}),
     ),
-    "autoscaler": Component(Settings, ("autoscaler",), frozenset({"SERVING_PLATFORM_URL", "ACTIVATOR_URL"})),
+    # LEADER_ELECT is off by default in the contract (one machine has no Lease) and on in the chart.
+    "autoscaler": Component(
+        Settings,
+        ("autoscaler",),
+        frozenset({"SERVING_PLATFORM_URL", "ACTIVATOR_URL", "LEADER_ELECT", "SYSTEM_NAMESPACE", "POD_NAME"}),
+    ),
     "activator": Component(
         ActivatorConfig,
         ("activator",),
@@ -256,6 +262,8 @@ def test_custom_values_reach_the_components(renders: Renders) -> None:
     assert named(objects, "Deployment", "controller")["spec"]["replicas"] == 2
 
     autoscaler = loaded(objects, "autoscaler")
+    assert named(objects, "Deployment", "autoscaler")["spec"]["replicas"] == 2
+    assert autoscaler.leader_elect
     assert autoscaler.port == 8081
     assert autoscaler.scrape_timeout == 0.5
     assert autoscaler.activator_url == ""
@@ -316,10 +324,12 @@ def test_each_component_runs_its_serving_command(renders: Renders, name: str, ca
 
 
 def service_port(objects: list[Obj], name: str, port: int) -> tuple[Obj, Obj]:
-    """The Service `name` and its port `port`, checked to send to a pod of the Deployment `name`."""
+    """The Service `name` and its port `port`, checked to send to a pod of the Deployment `name` (the label
+    the leader of a Lease puts on its own pod at run time aside)."""
     service = named(objects, "Service", name)
     pod_labels = named(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items(), f"Service {name} selects no {name} pod"
+    selector = {k: v for k, v in service["spec"]["selector"].items() if k != LEADER_LABEL}
+    assert selector.items() <= pod_labels.items(), f"Service {name} selects no {name} pod"
     ports = [p for p in service["spec"]["ports"] if p["port"] == port]
     assert ports, f"Service {name} has no port {port}"
     return service, ports[0]
@@ -563,6 +573,11 @@ INVALID: Final = [
     pytest.param(
         {"controller": {"replicas": 2, "leaderElect": False}}, "/controller/replicas", id="no-lease"
     ),
+    pytest.param(
+        {"autoscaler": {"replicas": 2, "leaderElect": False}},
+        "/autoscaler/replicas",
+        id="no-autoscaler-lease",
+    ),
     pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest"),
 ]
 """Values values.schema.json refuses: `helm lint`, `helm template` and `helm install` fail, naming them."""
@@ -586,6 +601,31 @@ CROSS_CHECKED: Final = [
 ]
 """Relations between values a JSON schema cannot state, checked by the templates (`fail`): `helm template` and
 `helm install` fail; `helm lint` only logs the message (Helm renders leniently when linting)."""
+
+
+@pytest.mark.parametrize("leader_elect", [True, False])
+def test_the_autoscaler_service_reaches_only_the_leader(
+    helm: Helm, tmp_path: Path, leader_elect: bool
+) -> None:
+    """With leader election the Service selects the pod the Lease holder labels, and a rollout starts the new
+    pod beside the old (it waits as a standby); without it, one replica, replaced (never two at once)."""
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"autoscaler": {"leaderElect": leader_elect}}))
+    objects = helm.render(Values(files=(path,)))
+    selector = named(objects, "Service", "autoscaler")["spec"]["selector"]
+    deployment = named(objects, "Deployment", "autoscaler")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert {
+        k: v for k, v in selector.items() if k != "serving.knative.dev/leader"
+    }.items() <= pod_labels.items()
+    if leader_elect:
+        assert selector["serving.knative.dev/leader"] == "serving-autoscaler"
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+        env = {e["name"]: e for e in container(objects, "autoscaler")["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    else:
+        assert LEADER_LABEL not in selector
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
 
 
 @pytest.mark.parametrize(("values", "needle"), INVALID)

@@ -25,8 +25,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 
+from serving.kube.api import Kube
 from tests.kube.cluster import ControlPlane, ControlPlaneError, build_control_plane
 from tests.kube.nodeagent import NodeAgentConfig, NodeAgentThread, pod_log_dir
+from tests.kube.platform import Platform
 
 KUBE_DIR = Path(__file__).resolve().parent
 MARKER_ENV = "SERVING_KUBE_TEST_MARKER"
@@ -247,3 +249,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()
     if report.failed and _cluster and _is_kube(item):
         report.sections.append(("kube cluster logs", _cluster[0].logs()))
+
+
+@pytest.fixture
+async def kube(platform: Platform) -> AsyncIterator[Kube]:
+    """An admin client of the cluster the module's `platform` fixture runs on."""
+    admin = await Kube.connect(str(platform.kubeconfig))
+    try:
+        yield admin
+    finally:
+        await admin.close()

@@ -86,6 +86,9 @@ class Platform:
     system_namespace: str = SYSTEM_NAMESPACE
     autoscaler_config: str = "stable-window=6s,scale-to-zero-grace-period=2s"
     controller_env: Mapping[str, str] = field(default_factory=dict)
+    autoscaler_env: Mapping[str, str] = field(default_factory=dict)
+    autoscaler_url: str = ""
+    """Where the activator sends its stats; empty: straight to the autoscaler's port."""
     router_port: int = field(default_factory=free_port)
     activator_port: int = field(default_factory=free_port)
     activator_admin_port: int = field(default_factory=free_port)
@@ -120,6 +123,7 @@ class Platform:
                     "AUTOSCALER_BIND_ADDRESS": "127.0.0.1",
                     "AUTOSCALER_PORT": str(self.autoscaler_port),
                     "AUTOSCALER_CONFIG": self.autoscaler_config,
+                    **self.autoscaler_env,
                     "ACTIVATOR_URL": f"http://127.0.0.1:{self.activator_port}",
                 },
             ),
@@ -130,7 +134,7 @@ class Platform:
                     "ACTIVATOR_BIND_ADDRESS": "127.0.0.1",
                     "ACTIVATOR_PORT": str(self.activator_port),
                     "ACTIVATOR_ADMIN_PORT": str(self.activator_admin_port),
-                    "AUTOSCALER_URL": f"ws://127.0.0.1:{self.autoscaler_port}/",
+                    "AUTOSCALER_URL": self.autoscaler_url or f"ws://127.0.0.1:{self.autoscaler_port}/",
                     "DRAIN_TIMEOUT": "0s",
                 },
             ),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,15 +166,6 @@ def platform(
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture
-async def kube(platform: Platform) -> AsyncIterator[Kube]:
-    admin = await Kube.connect(str(platform.kubeconfig))
-    try:
-        yield admin
-    finally:
-        await admin.close()
 
 
 async def test_the_chart_pods_are_held_and_their_identities_are_real(kube: Kube, platform: Platform) -> None:

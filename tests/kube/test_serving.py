@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,6 @@ def platform(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         running.stop()
         print(running.logs())
-
-
-@pytest.fixture
-async def kube(platform: Platform) -> AsyncIterator[Kube]:
-    client = await Kube.connect(str(platform.kubeconfig))
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_hello_world_becomes_a_ready_service_that_answers(kube: Kube, platform: Platform) -> None:

@@ -139,6 +139,9 @@ affinity:
 {{- if and (gt (int64 .Values.controller.replicas) 1) (not .Values.controller.leaderElect) -}}
 {{- fail (printf "controller.replicas is %v but controller.leaderElect is false: replicas would reconcile against each other" .Values.controller.replicas) -}}
 {{- end -}}
+{{- if and (gt (int64 .Values.autoscaler.replicas) 1) (not .Values.autoscaler.leaderElect) -}}
+{{- fail (printf "autoscaler.replicas is %v but autoscaler.leaderElect is false: replicas would scale against each other" .Values.autoscaler.replicas) -}}
+{{- end -}}
 {{- if and (eq $r.service.type "ClusterIP") (not (kindIs "invalid" $r.service.nodePort)) -}}
 {{- fail "router.service.nodePort is set but router.service.type is ClusterIP" -}}
 {{- end -}}
