@@ -488,7 +488,6 @@ EXPECTED_GRANTS: Final = {
     "router": grants("cluster", "serving.knative.dev", ("routes", "revisions"), READ)
     | grants("cluster", "discovery.k8s.io", ("endpointslices",), READ),
 }
-GATEWAY_GRANTS: Final = grants("cluster", "gateway.networking.k8s.io", ("httproutes",), ALL)
 
 
 def granted(objects: list[Obj]) -> dict[str, set[Grant]]:
@@ -520,13 +519,6 @@ def granted(objects: list[Obj]) -> dict[str, set[Grant]]:
 def test_each_component_is_granted_exactly_what_it_needs(renders: Renders) -> None:
     found = granted(renders("default"))
     assert found == {f"{NAMESPACE}/{name}": expected for name, expected in EXPECTED_GRANTS.items()}
-
-
-def test_gateway_api_adds_only_httproutes_to_the_controller(renders: Renders) -> None:
-    found = granted(renders("custom"))  # gatewayAPI.enabled: true
-    expected = {f"{NAMESPACE}/{name}": set(grant) for name, grant in EXPECTED_GRANTS.items()}
-    expected[f"{NAMESPACE}/controller"] |= GATEWAY_GRANTS
-    assert found == expected
 
 
 def test_only_the_controller_writes_workloads_and_the_router_only_reads(renders: Renders) -> None:
