@@ -36,7 +36,7 @@ async def run(settings: Settings, terminating: asyncio.Event) -> None:
     stat_client = StatClient(timeout=settings.scrape_timeout)
     async with (
         aiohttp.ClientSession() as platform_session,
-        connect(settings.platform_url, platform_session) as platform,
+        connect(settings.platform_url, platform_session, pod_start_times=True) as platform,
     ):
         probe: ActivatorProbe = AssumeActivatorInPath()
         if settings.activator_url:

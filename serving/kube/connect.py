@@ -15,7 +15,11 @@ from serving.platformclient import HttpPlatform
 
 
 @contextlib.asynccontextmanager
-async def connect(platform_url: str, session: aiohttp.ClientSession) -> AsyncIterator[PlatformClient]:
+async def connect(
+    platform_url: str, session: aiohttp.ClientSession, *, pod_start_times: bool = False
+) -> AsyncIterator[PlatformClient]:
+    """`pod_start_times`: on Kubernetes, also watch the revision pods for their start times (the
+    autoscaler's scraper and scale-in use them; the local platform always reports them)."""
     if not is_kubernetes(platform_url):
         yield HttpPlatform(platform_url, session)
         return
@@ -24,6 +28,6 @@ async def connect(platform_url: str, session: aiohttp.ClientSession) -> AsyncIte
 
     kube = await Kube.connect()
     try:
-        yield KubePlatform(kube)
+        yield KubePlatform(kube, pod_start_times=pod_start_times)
     finally:
         await kube.close()

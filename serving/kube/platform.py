@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from serving.kube.api import DEPLOYMENTS, ENDPOINT_SLICES, PODS, REVISIONS, ApiError, Kube
@@ -78,8 +79,25 @@ def revision_of(obj: Mapping[str, Any], pods: tuple[Pod, ...] = ()) -> Revision:
     )
 
 
-def pods_of(slices: Sequence[Mapping[str, Any]]) -> tuple[Pod, ...]:
-    """The pods the EndpointSlices of one private Service list (a terminating pod is not ready)."""
+def pod_started_at(pod: Mapping[str, Any]) -> float:
+    """Unix time a pod started (`status.startTime`, else its creation), 0 when neither reads."""
+    for text in (
+        (pod.get("status") or {}).get("startTime"),
+        (pod.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        if isinstance(text, str):
+            try:
+                return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def pods_of(
+    slices: Sequence[Mapping[str, Any]], started: Callable[[str, str], float] = lambda namespace, name: 0.0
+) -> tuple[Pod, ...]:
+    """The pods the EndpointSlices of one private Service list (a terminating pod is not ready);
+    `started(namespace, pod)` gives each one's start time (unknown: 0)."""
     found: dict[str, Pod] = {}
     for slice_ in slices:
         for endpoint in slice_.get("endpoints") or []:
@@ -88,6 +106,7 @@ def pods_of(slices: Sequence[Mapping[str, Any]]) -> tuple[Pod, ...]:
                 continue
             ref = endpoint.get("targetRef") or {}
             name = str(ref.get("name") or addresses[0])
+            namespace = str((slice_.get("metadata") or {}).get("namespace", ""))
             conditions = endpoint.get("conditions") or {}
             ready = bool(conditions.get("ready")) and not conditions.get("terminating")
             found[name] = Pod(
@@ -97,7 +116,7 @@ def pods_of(slices: Sequence[Mapping[str, Any]]) -> tuple[Pod, ...]:
                 stats_port=QUEUE_STATS_PORT,
                 admin_port=QUEUE_ADMIN_PORT,
                 ready=ready,
-                started_at=0.0,
+                started_at=started(namespace, name),
             )
     return tuple(found[name] for name in sorted(found))
 
@@ -113,14 +132,28 @@ def scaler_status_of(obj: Mapping[str, Any]) -> ScalerStatus | None:
 
 
 class KubeState:
-    """Revisions and their pods, kept by two informers; what the data plane reads of the cluster."""
+    """Revisions and their pods, kept by informers; what the data plane reads of the cluster.
 
-    def __init__(self, kube: Kube, namespace: str | None = None) -> None:
+    Pods come from the EndpointSlices of the revisions' private Services. With `pod_start_times` (the
+    autoscaler, whose scraper prefers pods older than the window and whose scale-in keeps older pods), a
+    third informer on the revision pods supplies each one's start time.
+    """
+
+    def __init__(self, kube: Kube, namespace: str | None = None, *, pod_start_times: bool = False) -> None:
         self.kube = kube
         self.revisions_informer = Informer(kube, REVISIONS, namespace)
         self.slices_informer = Informer(kube, ENDPOINT_SLICES, namespace, label_selector=REVISION_LABEL)
+        self.pods_informer = (
+            Informer(kube, PODS, namespace, label_selector=REVISION_LABEL) if pod_start_times else None
+        )
         self._version = 0
         self._changed = asyncio.Event()
+
+    def _started(self, namespace: str, name: str) -> float:
+        if self.pods_informer is None:
+            return 0.0
+        pod = self.pods_informer.get(namespace, name)
+        return pod_started_at(pod) if pod is not None else 0.0
 
     async def run(self) -> None:
         async def follow(informer: Informer) -> None:
@@ -133,10 +166,14 @@ class KubeState:
             group.create_task(self.slices_informer.run())
             group.create_task(follow(self.revisions_informer))
             group.create_task(follow(self.slices_informer))
+            if self.pods_informer is not None:
+                group.create_task(self.pods_informer.run())
 
     async def synced(self) -> None:
         await self.revisions_informer.synced.wait()
         await self.slices_informer.synced.wait()
+        if self.pods_informer is not None:
+            await self.pods_informer.synced.wait()
 
     def _slices_by_service(self) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
         found: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -153,7 +190,8 @@ class KubeState:
         for (namespace, name), obj in sorted(self.revisions_informer.cache.items()):
             if (obj.get("metadata") or {}).get("deletionTimestamp"):
                 continue
-            found.append(revision_of(obj, pods_of(slices.get((namespace, private_service_name(name)), []))))
+            pods = pods_of(slices.get((namespace, private_service_name(name)), []), self._started)
+            found.append(revision_of(obj, pods))
         return found
 
     def revision(self, key: RevisionKey) -> Revision | None:
@@ -167,7 +205,7 @@ class KubeState:
             and ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)
             == private_service_name(key.name)
         ]
-        return revision_of(obj, pods_of(slices))
+        return revision_of(obj, pods_of(slices, self._started))
 
     def status(self, key: RevisionKey) -> ScalerStatus | None:
         obj = self.revisions_informer.get(key.namespace, key.name)
@@ -195,9 +233,9 @@ def peer_position(addresses: Sequence[str], own_ip: str) -> tuple[int, int]:
 class KubePlatform:
     """`RevisionSource`, `Actuator` and `PeerSource` over the Kubernetes API."""
 
-    def __init__(self, kube: Kube, namespace: str | None = None) -> None:
+    def __init__(self, kube: Kube, namespace: str | None = None, *, pod_start_times: bool = False) -> None:
         self.kube = kube
-        self.state = KubeState(kube, namespace)
+        self.state = KubeState(kube, namespace, pod_start_times=pod_start_times)
 
     async def watch(self) -> AsyncIterator[Snapshot]:
         runner = asyncio.create_task(self.state.run())

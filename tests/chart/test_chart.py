@@ -480,7 +480,7 @@ EXPECTED_GRANTS: Final = {
     | grants("cluster", "serving.knative.dev", ("revisions/status",), ("get", "update", "patch"))
     | grants("cluster", "discovery.k8s.io", ("endpointslices",), READ)
     | grants("cluster", "apps", ("deployments/scale",), ("get", "update", "patch"))
-    | grants("cluster", "", ("pods",), ("get", "list", "patch"))
+    | grants("cluster", "", ("pods",), ("get", "list", "watch", "patch"))
     | LEASES,
     "activator": grants("cluster", "serving.knative.dev", ("revisions",), READ)
     | grants("cluster", "discovery.k8s.io", ("endpointslices",), READ)
