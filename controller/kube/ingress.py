@@ -9,7 +9,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import uvloop
 from aiohttp import web
@@ -51,11 +51,18 @@ def route_table(routes: Sequence[Mapping[str, Any]], domain: str) -> RouteTable:
     return RouteTable(found)
 
 
-def _admin(ready: asyncio.Event) -> web.Application:
+IN_FLIGHT_LIMIT: Final = 600.0
+"""Seconds in-flight requests get to finish once the listener is closed: Knative's longest revision timeout
+(`max-revision-timeout-seconds`); the pod's termination grace period must cover the drain plus this."""
+
+
+def _admin(ready: asyncio.Event, draining: asyncio.Event) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
+        if draining.is_set():
+            return web.Response(status=503, text="draining\n")
         return web.Response(text="ready\n") if ready.is_set() else web.Response(status=503, text="syncing\n")
 
     app = web.Application()
@@ -78,13 +85,15 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
         where="this ingress",
     )
     ready = asyncio.Event()
+    """Set once the routes are listed."""
+    draining = asyncio.Event()
 
     async def follow_routes() -> None:
         async for _ in routes.changes():
             router.set_table(route_table(routes.items(), config.domain))
             ready.set()
 
-    admin = web.AppRunner(_admin(ready), access_log=None, shutdown_timeout=1.0)
+    admin = web.AppRunner(_admin(ready, draining), access_log=None, shutdown_timeout=1.0)
     await admin.setup()
     try:
         await web.TCPSite(admin, config.bind_address, config.admin_port).start()
@@ -92,8 +101,12 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
         log.info("router serving on %s:%d (domain %s)", config.bind_address, server.port, config.domain)
 
         async def drain() -> None:
-            ready.clear()
-            await server.drain(30.0)
+            draining.set()
+            log.info("terminating: readiness fails now; serving for %.1fs more", config.drain_timeout)
+            await asyncio.sleep(config.drain_timeout)
+            log.info("closing the listener; finishing in-flight requests")
+            await server.drain(IN_FLIGHT_LIMIT)
+            log.info("drained; exiting")
 
         await lifecycle.supervise(
             terminating, [state.run(), routes.run(), follow_routes(), router.run()], drain

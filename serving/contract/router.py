@@ -14,6 +14,7 @@ from serving.config import (
     format_str,
     parse_log_format,
     parse_log_level,
+    parse_non_negative_duration,
     parse_port,
     parse_str,
     setting,
@@ -70,5 +71,8 @@ class RouterConfig(EnvContract):
     )
     trusted_proxies: tuple[str, ...] = setting("TRUSTED_PROXIES", parse_cidrs, (), formatter=format_cidrs)
     """Peers whose `X-Forwarded-*`/`Forwarded` headers are kept (a load balancer in front); empty: none."""
+    drain_timeout: float = setting("DRAIN_TIMEOUT", parse_non_negative_duration, 15.0)
+    """After SIGTERM, how long readiness fails while new requests are still served, so the Service's endpoints
+    and load balancers stop sending here; then the listener closes and in-flight requests finish."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")

@@ -44,10 +44,16 @@ class Component:
     _log: IO[bytes] | None = None
 
     def start(self) -> None:
+        self._close_log()  # the previous run's, when it exited by itself
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+    def send(self, sig: signal.Signals) -> None:
+        """Send `sig` to the process group without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -146,6 +152,7 @@ class Platform:
                     "ROUTER_ADMIN_PORT": str(self.router_admin_port),
                     "SERVING_DOMAIN": DOMAIN,
                     "ACTIVATOR_ADDRESS": f"127.0.0.1:{self.activator_port}",
+                    "DRAIN_TIMEOUT": "4s",
                 },
             ),
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,35 @@ async def _gone(kube: Kube, resource: Resource, name: str, namespace: str = NS) 
             return True
         raise
     return False
+
+
+async def test_a_terminating_router_keeps_serving_while_it_drains(kube: Kube, platform: Platform) -> None:
+    router = platform.components["router"]
+    assert router.process is not None
+    readyz = f"http://127.0.0.1:{platform.router_admin_port}/readyz"
+    host = f"hello.{NS}.{DOMAIN}"
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: answer(session, platform, host), 60, "hello answering", platform)
+        async with session.get(readyz) as response:
+            assert response.status == 200
+        router.send(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        async with session.get(readyz) as response:
+            assert response.status == 503, "readiness fails as soon as the router is told to stop"
+    # New connections during the drain (4 s here) are still served: the endpoints have not caught up yet.
+    statuses = []
+    for _ in range(6):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            statuses.append((await get_text(fresh, platform, host))[0])
+        await asyncio.sleep(0.3)
+    assert statuses == [200] * 6, platform.logs()
+    await asyncio.to_thread(router.process.wait, 30)
+    assert router.process.returncode == 0, platform.logs()
+    router.start()
+    async with aiohttp.ClientSession() as session:
+        await eventually(
+            lambda: answer(session, platform, host), 60, "the restarted router answering", platform
+        )
 
 
 async def test_deleting_the_service_removes_everything(kube: Kube, platform: Platform) -> None:
