@@ -93,6 +93,7 @@ class Platform:
     autoscaler_config: str = "stable-window=6s,scale-to-zero-grace-period=2s"
     controller_env: Mapping[str, str] = field(default_factory=dict)
     autoscaler_env: Mapping[str, str] = field(default_factory=dict)
+    activator_env: Mapping[str, str] = field(default_factory=dict)
     autoscaler_url: str = ""
     """Where the activator sends its stats; empty: straight to the autoscaler's port."""
     router_port: int = field(default_factory=free_port)
@@ -142,6 +143,7 @@ class Platform:
                     "ACTIVATOR_ADMIN_PORT": str(self.activator_admin_port),
                     "AUTOSCALER_URL": self.autoscaler_url or f"ws://127.0.0.1:{self.autoscaler_port}/",
                     "DRAIN_TIMEOUT": "0s",
+                    **self.activator_env,
                 },
             ),
             "router": (

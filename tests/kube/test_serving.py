@@ -25,6 +25,7 @@ from serving.kube.api import (
     CONFIGURATIONS,
     CORE_SERVICES,
     DEPLOYMENTS,
+    ENDPOINT_SLICES,
     REVISIONS,
     ROUTES,
     SERVICES,
@@ -48,6 +49,7 @@ from tests.kube.platform import (
 pytestmark = pytest.mark.kube
 
 NS = "default"
+ACTIVATOR_IP = "10.96.200.2"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,9 @@ def platform(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     running = Platform(
         kubeconfig=Path(kube_cluster.kubeconfig),
         log_dir=log_dir,
+        # With POD_IP the activator takes its share of pods from its position among the ready endpoints of
+        # the `activator` Service (here an EndpointSlice the test writes: no activator pods run).
+        activator_env={"POD_IP": ACTIVATOR_IP, "SYSTEM_NAMESPACE": SYSTEM_NAMESPACE},
         controller_env={
             "GC_RETAIN_SINCE_CREATE_TIME": "0s",
             "GC_RETAIN_SINCE_LAST_ACTIVE_TIME": "0s",
@@ -179,6 +184,43 @@ class Traffic:
                 self.ok += 1
             else:
                 self.failures[f"{status} {body[:80]}"] += 1
+
+
+def activator_slice(*addresses: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "activator-test", "labels": {"kubernetes.io/service-name": "activator"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+        "ports": [{"name": "http", "port": 8012, "protocol": "TCP"}],
+    }
+
+
+async def test_the_activator_follows_its_peers_from_the_activator_service(
+    kube: Kube, platform: Platform
+) -> None:
+    activator = platform.components["activator"]
+    await kube.create(
+        ENDPOINT_SLICES, SYSTEM_NAMESPACE, activator_slice("10.96.200.1", ACTIVATOR_IP, "10.96.200.3")
+    )
+
+    def logged(line: str) -> Any:
+        async def check() -> bool:
+            return line in activator.log_path.read_text(errors="replace")
+
+        return check
+
+    await eventually(
+        logged("activator subset: 1 of 3"), 30, "the activator taking its share (1 of 3)", platform
+    )
+    async with aiohttp.ClientSession() as session:
+        reply = await eventually(
+            lambda: answer(session, platform, f"hello.{NS}.{DOMAIN}"), 60, "hello", platform
+        )
+        assert reply[1].strip() == "Hello Python Sample v1!"
+    await kube.delete(ENDPOINT_SLICES, SYSTEM_NAMESPACE, "activator-test")
+    await eventually(logged("activator subset: 0 of 1"), 30, "the activator alone again (0 of 1)", platform)
 
 
 async def test_an_edit_rolls_out_with_a_tagged_split_and_no_failed_request(
