@@ -227,7 +227,11 @@ async def scaled_from_zero(kube: Kube, platform: Platform) -> None:
 
 
 async def _at_zero(kube: Kube) -> bool:
-    return await replicas(kube) == 0
+    """Scaled to zero and the last pod gone (a terminating pod could still serve the next request)."""
+    if await replicas(kube) != 0:
+        return False
+    found = await kube.list(PODS, NS, label_selector="serving.knative.dev/revision=hello-00001")
+    return not found.get("items")
 
 
 async def test_one_replica_leads_and_the_other_refuses_stats(kube: Kube, platform: Platform) -> None:

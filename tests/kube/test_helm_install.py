@@ -172,8 +172,12 @@ async def test_the_chart_pods_are_held_and_their_identities_are_real(kube: Kube,
     for component in COMPONENTS:
         account = await kube.get(SERVICE_ACCOUNTS, RELEASE_NS, component)
         assert account["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-    pods = (await kube.list(PODS, RELEASE_NS)).get("items", [])
-    assert pods, "the chart's Deployments made no pods"
+
+    async def one_pod_each() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = (await kube.list(PODS, RELEASE_NS)).get("items", [])
+        return found if {p["spec"]["serviceAccountName"] for p in found} == set(COMPONENTS) else None
+
+    pods = await eventually(one_pod_each, 60, "a pod of each of the chart's Deployments", platform)
     assert all(not p["spec"].get("nodeName") for p in pods), (
         "a chart pod was scheduled despite its nodeSelector"
     )
