@@ -1,7 +1,8 @@
 """Request header rules applied before a request reaches the app (Knative's queue-proxy contract).
 
 Routing headers meant for the data plane are stripped, the activator's `K-Original-Host` becomes `Host`
-again, and an RFC 7239 `Forwarded` header is synthesised from `X-Forwarded-*` when the client sent none.
+again, the ingress's `K-Original-User-Agent` becomes `User-Agent` again, and an RFC 7239 `Forwarded` header
+is synthesised from `X-Forwarded-*` when the client sent none.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _WATCHED: Final = frozenset(
         header.REVISION,
         header.NAMESPACE,
         header.ORIGINAL_HOST,
+        header.ORIGINAL_USER_AGENT,
         header.FORWARDED,
         header.X_FORWARDED_FOR,
         header.X_FORWARDED_HOST,
@@ -90,6 +92,10 @@ def prepare(headers: Headers, seen: dict[str, str]) -> bool:
     if original_host is not None:
         headers.set(header.HOST, original_host)
         headers.remove(header.ORIGINAL_HOST)
+    original_agent = seen.get(header.ORIGINAL_USER_AGENT)
+    if original_agent is not None:
+        headers.set(header.USER_AGENT, original_agent)
+        headers.remove(header.ORIGINAL_USER_AGENT)
     if header.FORWARDED not in seen and (
         header.X_FORWARDED_FOR in seen or header.X_FORWARDED_HOST in seen or header.X_FORWARDED_PROTO in seen
     ):
@@ -100,4 +106,7 @@ def prepare(headers: Headers, seen: dict[str, str]) -> bool:
         )
         if forwarded is not None:
             headers.add(header.FORWARDED, forwarded)  # `scan` saw none, so adding cannot duplicate
-    return seen.get(header.PROXY_REQUEST) == header.PROXY_REQUEST_ACTIVATOR
+    proxy_request = seen.get(header.PROXY_REQUEST)
+    if proxy_request is not None:
+        headers.remove(header.PROXY_REQUEST)  # a hop header of the platform's: the app never sees it
+    return proxy_request == header.PROXY_REQUEST_ACTIVATOR

@@ -25,6 +25,9 @@ AUTOSCALING_PROBE_UA: Final = "Knative-Autoscaling-Probe"
 
 # Set by the activator: the original Host, and a mark that the request was proxied.
 ORIGINAL_HOST: Final = "k-original-host"
+ORIGINAL_USER_AGENT: Final = "k-original-user-agent"
+"""A client's probe-like User-Agent (`kube-probe/...`) as the ingress carries it past the activator and the
+queue-proxy, which would answer a probe themselves; the queue-proxy restores it for the app."""
 PROXY_REQUEST: Final = "k-proxy-request"
 PROXY_REQUEST_ACTIVATOR: Final = "activator"
 
@@ -76,6 +79,7 @@ _PROTECTED: Final = frozenset(
         X_FORWARDED_PROTO,
         X_FORWARDED_HOST,
         ORIGINAL_HOST,
+        ORIGINAL_USER_AGENT,
         PROXY_REQUEST,
         APP_REFUSED,
     }
@@ -89,6 +93,11 @@ def is_protected(name: str) -> bool:
 
 
 _PROBE_AGENTS: Final = (KUBE_PROBE_UA_PREFIX, ACTIVATOR_PROBE_UA, AUTOSCALING_PROBE_UA)
+
+
+def is_probe_agent(user_agent: str) -> bool:
+    """Whether a User-Agent is one the platform's hops take for a health check."""
+    return user_agent.startswith(_PROBE_AGENTS)
 
 
 def is_health_check(user_agent: str, has_kubelet_probe: bool) -> bool:

@@ -215,7 +215,13 @@ class Router:
 # Headers only the platform may set (the activator's and queue-proxy's hop headers, probes, routing): from a
 # client they would inject a Host into the app, hide load from the autoscaler or pick a revision.
 _PLATFORM_ONLY: Final = frozenset(
-    {header.ORIGINAL_HOST, header.PROXY_REQUEST, header.KUBELET_PROBE, header.APP_REFUSED}
+    {
+        header.ORIGINAL_HOST,
+        header.ORIGINAL_USER_AGENT,
+        header.PROXY_REQUEST,
+        header.KUBELET_PROBE,
+        header.APP_REFUSED,
+    }
 )
 _PLATFORM_ONLY_PREFIXES: Final = ("knative-serving-", "k-network-")
 _FORWARDING: Final = frozenset(
@@ -239,7 +245,9 @@ def sanitize(headers: Headers, client_ip: str, trusted: TrustedProxies = ()) -> 
     """Make a client's headers fit to route: drop what only the platform may say, and keep the client's
     `X-Forwarded-*`/`Forwarded` only when it is a trusted proxy (then append it to `X-Forwarded-For`, as
     Knative's ingresses do); otherwise they are replaced by what this ingress saw, as Envoy does with no
-    trusted hops."""
+    trusted hops. A probe-like User-Agent (`kube-probe/...`) travels as `K-Original-User-Agent`, so neither
+    the activator nor the queue-proxy answers it as a health check; the queue-proxy gives it back to the
+    app."""
     for name in {
         n for n, _ in headers.items() if n in _PLATFORM_ONLY or n.startswith(_PLATFORM_ONLY_PREFIXES)
     }:
@@ -253,3 +261,7 @@ def sanitize(headers: Headers, client_ip: str, trusted: TrustedProxies = ()) -> 
         headers.set(header.X_FORWARDED_FOR, client_ip)
     if header.X_FORWARDED_PROTO not in headers:
         headers.set(header.X_FORWARDED_PROTO, "http")
+    user_agent = headers.get(header.USER_AGENT)
+    if user_agent is not None and header.is_probe_agent(user_agent):
+        headers.remove(header.USER_AGENT)
+        headers.set(header.ORIGINAL_USER_AGENT, user_agent)

@@ -150,7 +150,7 @@ class ServingUp:
 
     async def get(self, service: str, path: str = "/", **kwargs: Any) -> tuple[int, str]:
         assert self.session is not None
-        headers = {"Host": kwargs.pop("host", None) or self.host(service)}
+        headers = {**kwargs.pop("headers", {}), "Host": kwargs.pop("host", None) or self.host(service)}
         async with self.session.get(self.url(path), headers=headers, **kwargs) as resp:
             return resp.status, await resp.text()
 
@@ -197,7 +197,9 @@ async def serving_up(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Se
             await up.stop()
 
 
-APP = '''"""A small threaded stdlib app: answers `TARGET K_REVISION pid`; `?ms=N` sleeps N ms first."""
+APP = '''"""A small threaded stdlib app: answers `TARGET K_REVISION pid`; `?ms=N` sleeps N ms first;
+`/headers` answers the request's headers as a JSON list of [name, value] pairs."""
+import json
 import os
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -210,7 +212,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         query = parse_qs(urlsplit(self.path).query)
         time.sleep(int(query.get("ms", ["0"])[0]) / 1000)
-        body = f"{os.environ.get('TARGET', '')} {os.environ['K_REVISION']} {os.getpid()}\\n".encode()
+        if urlsplit(self.path).path == "/headers":
+            body = json.dumps([[k.lower(), v] for k, v in self.headers.items()]).encode()
+        else:
+            body = f"{os.environ.get('TARGET', '')} {os.environ['K_REVISION']} {os.getpid()}\\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -45,6 +45,33 @@ async def test_routes_by_host_and_unknown_host_lists_known_ones(serving_up: Star
     assert await up.stop() == 0
 
 
+HOSTILE = {
+    "User-Agent": "kube-probe/1.30",
+    "K-Original-Host": "evil.example",
+    "K-Proxy-Request": "activator",
+    "K-Kubelet-Probe": "queue",
+    "Knative-Serving-Revision": "other-00001",
+    "X-Forwarded-Host": "evil.example",
+}
+
+
+async def test_the_app_sees_a_client_as_it_is_never_as_the_platform(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """Through the activator (cold) and straight to the pod (warm): a client posing as a kubelet probe reaches
+    the app with its User-Agent, and nothing only the platform may say reaches it."""
+    up = await serving_up([write_app_service(tmp_path, "hello")])
+    for attempt in ("cold, through the activator", "warm, straight to the pod"):
+        status, body = await up.get("hello", "/headers", headers=HOSTILE)
+        assert status == 200, (attempt, body)
+        seen = dict(json.loads(body))
+        assert seen["user-agent"] == "kube-probe/1.30", attempt
+        assert seen["host"] == f"hello.default.localhost:{up.port}", attempt
+        leaked = {n for n in seen if n.startswith(("k-", "knative-")) or n == "x-forwarded-host"}
+        assert not leaked, (attempt, leaked)
+    assert await up.stop() == 0
+
+
 async def test_invalid_file_exits_2_naming_file_and_field_and_starts_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

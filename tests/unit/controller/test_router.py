@@ -242,6 +242,7 @@ HOSTILE = {
     "K-Network-Hash": "x",
     "K-Kubelet-Probe": "queue",
     "K-App-Refused": "1",
+    "K-Original-User-Agent": "forged/1.0",
     "X-Forwarded-For": "203.0.113.9",
     "X-Forwarded-Host": "evil.example",
     "X-Forwarded-Proto": "https",
@@ -278,6 +279,7 @@ async def test_the_ingress_strips_what_only_the_platform_may_say(rig: Rig, mode:
         "k-network-probe",
         "k-network-hash",
         "k-kubelet-probe",
+        "k-original-user-agent",
     ):
         assert name not in seen, name
     for name in ("k-app-refused", "x-forwarded-host", "forwarded"):
@@ -312,3 +314,19 @@ def test_forwarding_headers_are_kept_only_from_trusted_proxies(
     assert (headers.get("forwarded") is not None, headers.get("x-forwarded-host") is not None) == (kept, kept)
     assert headers.get("k-original-host") is None
     assert headers.get("knative-serving-revision") is None
+
+
+@pytest.mark.parametrize("agent", ["kube-probe/1.30", "Knative-Activator-Probe", "Knative-Autoscaling-Probe"])
+def test_a_clients_probe_user_agent_travels_as_k_original_user_agent(agent: str) -> None:
+    """No hop may take a client for a probe: the activator and the queue-proxy answer probes themselves."""
+    headers = Headers([("Host", "hello.default.localhost"), ("User-Agent", agent)])
+    sanitize(headers, "127.0.0.1")
+    assert headers.get("user-agent") is None
+    assert headers.get("k-original-user-agent") == agent
+
+
+def test_an_ordinary_user_agent_is_left_alone() -> None:
+    headers = Headers([("Host", "hello.default.localhost"), ("User-Agent", "curl/8.5.0")])
+    sanitize(headers, "127.0.0.1")
+    assert headers.get("user-agent") == "curl/8.5.0"
+    assert headers.get("k-original-user-agent") is None

@@ -31,6 +31,11 @@ def test_original_host_becomes_host() -> None:
     assert all(name != "k-original-host" for name, _ in items)
 
 
+def test_original_user_agent_becomes_user_agent() -> None:
+    items, _ = rewritten(("Host", "hello.example.com"), ("K-Original-User-Agent", "kube-probe/1.30"))
+    assert items == [("host", "hello.example.com"), ("user-agent", "kube-probe/1.30")]
+
+
 @pytest.mark.parametrize(
     ("value", "proxied"),
     [
@@ -39,7 +44,9 @@ def test_original_host_becomes_host() -> None:
     ],
 )
 def test_proxy_request_marks_proxied(value: str, proxied: bool) -> None:
-    assert rewritten(("K-Proxy-Request", value))[1] is proxied
+    items, marked = rewritten(("Host", "h"), ("K-Proxy-Request", value))
+    assert marked is proxied
+    assert items == [("host", "h")], "the hop header never reaches the app"
 
 
 def test_no_marker_is_not_proxied() -> None:
