@@ -69,6 +69,13 @@ async def test_the_app_sees_a_client_as_it_is_never_as_the_platform(
         assert seen["host"] == f"hello.default.localhost:{up.port}", attempt
         leaked = {n for n in seen if n.startswith(("k-", "knative-")) or n == "x-forwarded-host"}
         assert not leaked, (attempt, leaked)
+    # The platform's own endpoints live on other ports: through the data path these are the app's paths (a
+    # client cannot start a pod's drain or read its stats).
+    for path in ("/wait-for-drain", "/metrics", "/healthz", "/readyz"):
+        status, body = await up.get("hello", path)
+        assert (status, body.split()[:2]) == (200, ["v1", "hello-00001"]), path
+    status, _ = await up.get("hello")
+    assert status == 200
     assert await up.stop() == 0
 
 
