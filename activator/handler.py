@@ -35,6 +35,8 @@ MAX_CONNECT_ATTEMPTS: Final = 5
 """Pods tried for one request when connections are refused (by a queue-proxy, or by its app); each refusal
 also takes that pod out of rotation until it passes a probe, so a request whose pods are all down waits in the
 queue, and only one that keeps meeting pods failing right after their probe passed gets a 502."""
+SYNC_WAIT: Final = 10.0
+"""Seconds a request waits for the first revision snapshot after the activator starts before a 404."""
 RETRY_AFTER_SECONDS: Final = "1"
 """Advice to clients turned away by a full queue: the queue drains at the pods' pace, so retry soon."""
 
@@ -60,6 +62,11 @@ class ActivatorHandler:
             return
         key = identify(headers)
         entry = None if key is None else self._registry.get(key)
+        if entry is None and key is not None and not self._registry.synced:
+            # Just started (or restarted): the platform's revisions have not arrived yet, so "not found"
+            # would be a guess; the request waits for them like one held for a pod.
+            await self._registry.wait_synced(SYNC_WAIT)
+            entry = self._registry.get(key)
         if key is None or entry is None:
             await self._not_found(exchange, key, headers)
             return

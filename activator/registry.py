@@ -7,6 +7,7 @@ each snapshot updates settings, pods and probing; a revision missing from a snap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Coroutine, Iterator
@@ -119,6 +120,13 @@ class Registry:
     def synced(self) -> bool:
         """Whether at least one snapshot has been applied."""
         return self._synced.is_set()
+
+    async def wait_synced(self, timeout: float) -> None:  # noqa: ASYNC109  # a bound, not a cancellation API
+        """Wait up to `timeout` seconds for the first snapshot (`synced` tells whether it came)."""
+        if not self._synced.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._synced.wait()
 
     def max_timeout(self) -> float:
         """The longest revision timeout: how long a queued request may still take after draining begins."""

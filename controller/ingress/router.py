@@ -45,6 +45,8 @@ class RevisionTraffic:
     """Requests in flight through the activator: waiting for a pod or proxied by it."""
     errors: int = 0
     """Requests the router answered with an error of its own (5xx)."""
+    direct_fallbacks: int = 0
+    """Requests sent straight to a ready pod because the activator was unreachable."""
 
 
 class RoutingState(Protocol):
@@ -132,6 +134,10 @@ class Router:
         status = self._store.status(key)
         if status is None or status.mode != "Serve":
             return None
+        return self._ready_pod(key)
+
+    def _ready_pod(self, key: RevisionKey) -> Pod | None:
+        """A ready pod of the revision whatever its mode (fewest in flight, ties broken at random)."""
         revision = self._store.revision(key)
         if revision is None:
             return None
@@ -172,6 +178,19 @@ class Router:
             traffic.errors += 1
             await ex.respond(502, _TEXT, f"the request cannot be sent again: {exc}\n".encode())
         except UpstreamConnectError as exc:
+            # Nothing was sent: with the activator down (restarting), a revision that has a ready pod is
+            # served by it directly; its queue-proxy still bounds the pod's concurrency.
+            pod = None if retry else self._ready_pod(key)
+            if pod is not None:
+                log.warning("activator unreachable (%s); sending straight to pod %s", exc, pod.name)
+                headers.remove(header.REVISION)
+                headers.remove(header.NAMESPACE)
+                traffic.direct_fallbacks += 1
+                try:
+                    await self._to_pod(ex, pod, headers)
+                    return
+                except UpstreamConnectError as again:
+                    exc = again
             traffic.errors += 1
             body = (
                 f"the activator at {self._activator.address} is not reachable ({exc}); "

@@ -427,6 +427,7 @@ def _component_json(component: Component) -> JSON:
         "restarts": component.restarts,
         "last_exit": component.last_exit,
         "log": str(component.log_path),
+        "ready_url": component.ready_url,
     }
 
 

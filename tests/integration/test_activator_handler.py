@@ -181,6 +181,28 @@ async def test_request_held_at_zero_is_served_when_a_pod_appears_with_server_tim
     assert rig.metric("activator_request_wait_seconds_sum") > 0.05
 
 
+async def test_a_request_before_the_first_snapshot_waits_for_it(
+    rig_factory: Callable[[int], Rig], pods: Callable[..., FakePod]
+) -> None:
+    """A just (re)started activator does not know the revisions yet: a request for one is not a 404 but waits
+    for the platform's first snapshot."""
+    rig = rig_factory(100)
+    pod = pods()
+    await pod.start()
+    await rig.start()
+    headers = {"Knative-Serving-Revision": KEY.name, "Knative-Serving-Namespace": KEY.namespace}
+
+    async def send() -> tuple[int, str]:
+        async with await rig.get("/", **headers) as resp:
+            return resp.status, await resp.text()
+
+    request = asyncio.create_task(send())
+    await asyncio.sleep(0.3)
+    assert not request.done()
+    rig.apply(revision(pod.pod()))
+    assert await asyncio.wait_for(request, 10) == (200, "pod GET / 0\n")
+
+
 async def test_unknown_revision_and_unnamed_host_get_404(rig_factory: Callable[[int], Rig]) -> None:
     rig = rig_factory(100)
     await rig.start()

@@ -167,6 +167,31 @@ async def test_activator_down_gives_a_clear_503(rig: Rig) -> None:
     assert rig.router.traffic[KEY].errors == 1
 
 
+async def test_activator_down_sends_a_revision_with_a_ready_pod_straight_to_it(rig: Rig) -> None:
+    """A restarting activator costs nothing to a revision that has pods: the router goes to one directly
+    (Proxy mode included), without the activator's routing headers."""
+    app = Upstream("pod")
+    await app.start()
+    try:
+        await rig.activator.stop()
+        rig.store.set_pods(KEY, (pod(app.port), pod(closed_port(), ready=False)))
+        rig.store.set_status(KEY, status("Proxy"))
+        for _ in range(3):
+            assert await rig.get("hello.default.localhost") == (200, "pod /x?y=1")
+        assert all("knative-serving-revision" not in seen for seen in app.seen)
+        assert (rig.router.traffic[KEY].direct_fallbacks, rig.router.traffic[KEY].errors) == (3, 0)
+    finally:
+        await app.stop()
+
+
+async def test_activator_down_and_the_pod_refusing_gives_a_clear_503(rig: Rig) -> None:
+    await rig.activator.stop()
+    rig.store.set_pods(KEY, (pod(closed_port()),))
+    code, body = await rig.get("hello.default.localhost")
+    assert code == 503
+    assert "not reachable" in body
+
+
 REUSED = "a response was already sent, or the body streamed, on this exchange"
 """What the engine raises when `forward` is called on an exchange that cannot be forwarded again."""
 
