@@ -164,3 +164,41 @@ async def test_killing_the_activator_or_the_autoscaler_under_traffic_loses_at_mo
     assert revision is not None
     assert revision["ready_pods"] >= 1
     assert await up.stop() == 0
+
+
+async def test_with_the_autoscaler_hung_revisions_with_pods_serve_and_the_others_wait_for_it(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """The autoscaler stopped (SIGSTOP: alive, silent) for a few seconds: a revision with a pod keeps serving
+    through the activator, a revision at zero holds its requests (none fails), and once the autoscaler
+    resumes the held requests are served."""
+    hello = write_app_service(tmp_path, "hello")
+    cold = write_app_service(
+        tmp_path, "cold", annotations={"autoscaling.knative.dev/initial-scale": "0"}, file_name="cold.yaml"
+    )
+    up = await serving_up([hello, cold], ["--autoscaler-config", "allow-zero-initial-scale=true"])
+    assert (await up.get("hello"))[0] == 200
+    autoscaler = (await up.status())["components"]["autoscaler"]["pid"]
+    os.kill(autoscaler, signal.SIGSTOP)
+    try:
+        load = Load(up.url("/"), up.host("hello"), workers=4)
+        load.start()
+        held = [asyncio.create_task(up.get("cold")) for _ in range(20)]
+        try:
+            await asyncio.sleep(4)
+        finally:
+            await load.stop()
+        assert not any(task.done() for task in held), "a request for a revision at zero did not wait"
+    finally:
+        os.kill(autoscaler, signal.SIGCONT)
+    resumed = time.monotonic()
+    answers = await asyncio.wait_for(asyncio.gather(*held), 60)
+    served_after = time.monotonic() - resumed
+    print(
+        f"autoscaler hung 4 s: {len(load.results)} requests to a revision with a pod, "
+        f"{len(load.failures())} failed; 20 held for one at zero, served {served_after:.1f}s after it resumed"
+    )
+    assert load.failures() == []
+    assert len(load.results) > 20
+    assert [status for status, _ in answers] == [200] * 20
+    assert await up.stop() == 0
