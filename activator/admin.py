@@ -29,11 +29,17 @@ class Health:
         found: list[str] = []
         if self.draining:
             found.append("shutting down")
-        if not self._autoscaler_connected():
-            found.append("autoscaler stat connection is down")
         if not self._synced():
             found.append("no revision snapshot from the platform yet")
         return found
+
+    def degraded(self) -> list[str]:
+        """What is wrong without making it unready: with the autoscaler unreachable the activator still
+        serves every revision that has pods and holds the others until the link is back (Knative makes the
+        activator unready instead, which takes every revision behind it down with the autoscaler)."""
+        if self._autoscaler_connected():
+            return []
+        return ["autoscaler stat connection is down: revisions at zero wait until it is back"]
 
     def ready(self) -> bool:
         return not self.reasons()
@@ -52,6 +58,9 @@ def admin_app(health: Health, registry: CollectorRegistry) -> web.Application:
         reasons = health.reasons()
         if reasons:
             return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
+        degraded = health.degraded()
+        if degraded:
+            return web.Response(text="ready, degraded: " + "; ".join(degraded) + "\n")
         return web.Response(text="ready\n")
 
     app = web.Application()

@@ -245,18 +245,29 @@ async def test_sigterm_fails_readiness_then_finishes_queued_requests_and_exits_0
             assert app.requests == 3
 
 
-async def test_readiness_follows_the_autoscaler_link(world: World) -> None:
+async def test_readiness_survives_the_autoscaler_link_and_reports_it(world: World) -> None:
+    """The autoscaler down does not take the activator out of rotation (it still serves revisions with pods):
+    /readyz stays 200 and says the link is down, and the link comes back by itself."""
     async with ActivatorProcess.start(platform_url=world.platform.url, autoscaler_url=world.stats.url) as act:
         port = world.stats.port
+
+        async def readyz() -> tuple[int, str]:
+            async with world.session.get(act.admin_url + "/readyz") as resp:
+                return resp.status, await resp.text()
+
         await world.stats.stop()
-        await wait_until_async(lambda: act.ready(world.session), False)
-        async with world.session.get(act.admin_url + "/readyz") as resp:
-            assert "autoscaler" in await resp.text()
+        await wait_until_async(lambda: _mentions_autoscaler(readyz), True)
+        assert (await readyz())[0] == 200
         await world.stats.start(port)
-        await wait_until_async(lambda: act.ready(world.session), True)
+        await wait_until_async(lambda: _mentions_autoscaler(readyz), False)
+        assert await readyz() == (200, "ready\n")
         async with world.session.get(act.url, headers={"K-Network-Probe": "activator"}) as resp:
             assert resp.status == 200
             assert await resp.text() == "activator"
+
+
+async def _mentions_autoscaler(readyz: Callable[[], Awaitable[tuple[int, str]]]) -> bool:
+    return "autoscaler" in (await readyz())[1]
 
 
 async def hold(port: int, count: int, head: bytes, body: bytes = b"") -> list[asyncio.StreamWriter]:
