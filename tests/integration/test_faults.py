@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
+import random
 import resource
 import signal
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from tests.integration.conftest import Load, ServingUp, write_app_service
+from tests.integration.conftest import Load, ServingUp, marked_processes, write_app_service
 
 Start = Callable[..., Awaitable[ServingUp]]
 
@@ -201,4 +204,145 @@ async def test_with_the_autoscaler_hung_revisions_with_pods_serve_and_the_others
     assert load.failures() == []
     assert len(load.results) > 20
     assert [status for status, _ in answers] == [200] * 20
+    assert await up.stop() == 0
+
+
+MISBEHAVING_APP = '''"""`/` answers at once; `/slow` takes 5 s; `/close` promises 1,000 bytes and hangs up
+after 10; `/big` answers 10 MB."""
+import os
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BIG = bytes(range(256)) * (10 * 1024 * 1024 // 256)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(5)
+        if self.path == "/close":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        body = BIG if self.path == "/big" else b"ok\\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+MISBEHAVING_SERVICE = """apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: rough
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/min-scale: "1"
+    spec:
+      timeoutSeconds: 1
+      containers:
+        - image: example/rough
+          command: ["{python}", "app.py"]
+"""
+
+
+def _process_usage(pids: list[int]) -> dict[int, tuple[int, int]]:
+    """(open file descriptors, resident KiB) of each live pid."""
+    usage: dict[int, tuple[int, int]] = {}
+    for pid in pids:
+        try:
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        usage[pid] = (fds, rss)
+    return usage
+
+
+async def test_ten_thousand_requests_to_a_misbehaving_app_get_the_right_answers_and_leak_nothing(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """An app that is slower than the revision's timeout, hangs up mid-response or answers 10 MB, among
+    10,000 requests: 504 in bounded time, a cut response (never a 200 with a short body), the 10 MB whole;
+    and the platform's processes hold no more file descriptors or memory afterwards than before."""
+    (tmp_path / "app.py").write_text(MISBEHAVING_APP)
+    service = tmp_path / "rough.yaml"
+    service.write_text(MISBEHAVING_SERVICE.format(python=sys.executable))
+    up = await serving_up([service])
+    host = up.host("rough")
+    connector = aiohttp.TCPConnector(limit=32)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def one(path: str) -> tuple[str, int, int, float]:
+            started = time.monotonic()
+            try:
+                async with session.get(up.url(path), headers={"Host": host}) as response:
+                    body = await response.read()
+                    return path, response.status, len(body), time.monotonic() - started
+            except aiohttp.ClientPayloadError:
+                return path, -1, 0, time.monotonic() - started  # cut mid-body, as the app did
+
+        async def run(paths: list[str]) -> list[tuple[str, int, int, float]]:
+            return list(await asyncio.gather(*(one(p) for p in paths)))
+
+        await run(["/"] * 200 + ["/close"] * 5 + ["/big"] * 2)  # warm: pools, buffers, the pod
+        platform = [pid for pid, cmdline in marked_processes(up.marker) if "app.py" not in cmdline]
+        before = _process_usage(platform)
+        paths = ["/"] * 9850 + ["/close"] * 100 + ["/big"] * 30
+        random.Random(7).shuffle(paths)
+        started = time.monotonic()
+        # The slow ones on their own connections, so that their time is theirs, not the client's queue's.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as unqueued:
+
+            async def slow_one() -> tuple[str, int, int, float]:
+                sent = time.monotonic()
+                async with unqueued.get(up.url("/slow"), headers={"Host": host}) as response:
+                    body = await response.read()
+                    return "/slow", response.status, len(body), time.monotonic() - sent
+
+            slow_task = asyncio.gather(*(slow_one() for _ in range(20)))
+            results = await run(paths) + list(await slow_task)
+        took = time.monotonic() - started
+    await asyncio.sleep(2)  # the clients have hung up: what their connections held is released
+    after = _process_usage(platform)
+
+    by_path: dict[str, collections.Counter[tuple[int, int]]] = {}
+    for path, status, size, _ in results:
+        by_path.setdefault(path, collections.Counter())[(status, size)] += 1
+    slow = [elapsed for path, _, _, elapsed in results if path == "/slow"]
+    growth = {pid: (after[pid][0] - fds, (after[pid][1] - rss) // 1024) for pid, (fds, rss) in before.items()}
+    print(
+        f"10,000 requests in {took:.1f}s: {dict(by_path)}; /slow answered in at most {max(slow):.1f}s; "
+        f"per platform process (fds, MiB) growth: {sorted(growth.values())}"
+    )
+    assert by_path["/"] == {(200, 3): 9850}
+    assert by_path["/big"] == {(200, 10 * 1024 * 1024): 30}
+    assert {status for status, _ in by_path["/slow"]} == {504}
+    assert max(slow) < 1 + 3, "the revision's 1 s timeout bounds a slow request"
+    assert all(status in (-1, 502) for status, _ in by_path["/close"]), by_path["/close"]
+    # Connection pools may keep an idle connection per request that was in flight at once (32 + 20); a leak
+    # of one descriptor per request would be thousands.
+    for pid, (fd_growth, mib_growth) in growth.items():
+        assert fd_growth <= 64, f"process {pid} holds {fd_growth} more file descriptors"
+        assert mib_growth <= 40, f"process {pid} grew by {mib_growth} MiB"
     assert await up.stop() == 0
