@@ -167,7 +167,7 @@ class Multiscaler:
         scaler = None
         ready = _ready(revision)
         if scaling is not None:
-            scaler = RevisionAutoscaler(scaling, now=now, ready_pods=ready)
+            scaler = RevisionAutoscaler(scaling, now=now, ready_pods=ready, reachable=revision.reachable)
             log.info(
                 "autoscaling %s (%s target %g, %d ready pods)",
                 revision.key,
@@ -181,18 +181,21 @@ class Multiscaler:
         old = entry.revision
         entry.revision = revision
         entry.ready = _ready(revision)
-        if (old.annotations, old.container_concurrency) == (
+        if (old.annotations, old.container_concurrency, old.reachable) == (
             revision.annotations,
             revision.container_concurrency,
+            revision.reachable,
         ):
             return
         scaling = self._scaling(revision)
         if scaling is None:
             entry.scaler = None
         elif entry.scaler is None:
-            entry.scaler = RevisionAutoscaler(scaling, now=now, ready_pods=entry.ready)
+            entry.scaler = RevisionAutoscaler(
+                scaling, now=now, ready_pods=entry.ready, reachable=revision.reachable
+            )
         else:
-            entry.scaler.update(scaling, now=now)
+            entry.scaler.update(scaling, now=now, reachable=revision.reachable)
 
     def _delete(self, key: RevisionKey) -> None:
         entry = self._entries.pop(key)

@@ -74,6 +74,9 @@ class Revision:
     annotations: Mapping[str, str] = field(default_factory=dict)
     """The revision template's annotations (`autoscaling.knative.dev/*` among them)."""
     pods: tuple[Pod, ...] = ()
+    reachable: bool = True
+    """False once no route sends it traffic any more (Knative's PodAutoscaler reachability): its min-scale no
+    longer holds and it scales down at once. A new revision not routed yet is still reachable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +146,7 @@ def revision_to_json(rev: Revision) -> dict[str, Any]:
         "idle_timeout_seconds": rev.idle_timeout_seconds,
         "annotations": dict(rev.annotations),
         "pods": [pod_to_json(p) for p in rev.pods],
+        "reachable": rev.reachable,
     }
 
 
@@ -157,6 +161,7 @@ def revision_from_json(data: Mapping[str, Any]) -> Revision:
         idle_timeout_seconds=float(data["idle_timeout_seconds"]),
         annotations={str(k): str(v) for k, v in data["annotations"].items()},
         pods=tuple(pod_from_json(p) for p in data["pods"]),
+        reachable=bool(data.get("reachable", True)),
     )
 
 

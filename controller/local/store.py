@@ -20,6 +20,8 @@ class Store:
     def __init__(self) -> None:
         self._revisions: dict[RevisionKey, Revision] = {}
         self._statuses: dict[RevisionKey, ScalerStatus] = {}
+        self._routed: frozenset[RevisionKey] = frozenset()
+        self._routed_once: set[RevisionKey] = set()
         self._version = 1
         self._revisions_version = 1
         self._changed = asyncio.Event()
@@ -49,12 +51,30 @@ class Store:
         """Add a revision or replace its settings; the pods already known are kept."""
         current = self._revisions.get(revision.key)
         pods = current.pods if current is not None else revision.pods
-        self._revisions[revision.key] = replace(revision, pods=pods)
+        self._revisions[revision.key] = replace(revision, pods=pods, reachable=self._reachable(revision.key))
         self._bump(revisions=True)
+
+    def set_routed(self, routed: frozenset[RevisionKey]) -> None:
+        """The revisions the routes send traffic to now: one that was routed and no longer is becomes
+        unreachable (Knative's reachability), so the autoscaler may take it to zero despite its min-scale."""
+        self._routed = routed
+        self._routed_once |= routed
+        changed = False
+        for key, revision in list(self._revisions.items()):
+            reachable = self._reachable(key)
+            if revision.reachable != reachable:
+                self._revisions[key] = replace(revision, reachable=reachable)
+                changed = True
+        if changed:
+            self._bump(revisions=True)
+
+    def _reachable(self, key: RevisionKey) -> bool:
+        return key in self._routed or key not in self._routed_once
 
     def remove_revision(self, key: RevisionKey) -> None:
         if self._revisions.pop(key, None) is not None:
             self._statuses.pop(key, None)
+            self._routed_once.discard(key)
             self._bump(revisions=True)
 
     def set_pods(self, key: RevisionKey, pods: tuple[Pod, ...]) -> None:

@@ -44,6 +44,7 @@ from controller.local.view.filewatch import FileWatcher
 from controller.local.view.liveview import LiveView
 from controller.local.view.report import JSON, StatusReport
 from controller.reconcile.reconciler import ApplyError, Reconciler, ReconcilerSettings
+from controller.reconcile.routetable import RouteTable
 from serving.autoscaling import DEFAULT, AutoscalerConfig
 from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings as AutoscalerSettings
@@ -204,7 +205,12 @@ class LocalSystem:
             ),
         )
         settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
-        reconciler = Reconciler(runtime, settings, router.set_table)
+
+        def routes_changed(table: RouteTable) -> None:
+            router.set_table(table)
+            store.set_routed(table.revisions())
+
+        reconciler = Reconciler(runtime, settings, routes_changed)
         gauge = QueueGauge(f"http://127.0.0.1:{activator_admin}/metrics", session)
         report = StatusReport(
             reconciler=reconciler,

@@ -115,6 +115,10 @@ class RouteTable:
     def hosts(self) -> list[str]:
         return sorted(self._routes)
 
+    def revisions(self) -> frozenset[RevisionKey]:
+        """Every revision some host sends traffic to (by percent or by tag)."""
+        return frozenset(split.revision for route in self._routes.values() for split in route.splits)
+
 
 def service_routes(
     namespace: str, service: str, targets: Iterable[TargetLike], domain: str = DOMAIN

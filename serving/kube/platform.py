@@ -33,6 +33,7 @@ QUEUE_PORT: Final = 8012
 QUEUE_ADMIN_PORT: Final = 8022
 QUEUE_STATS_PORT: Final = 9090
 REVISION_LABEL: Final = "serving.knative.dev/revision"
+ROUTING_STATE_LABEL: Final = "serving.knative.dev/routingState"
 SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 SCALER_STATUS: Final = "scaler"
@@ -76,6 +77,8 @@ def revision_of(obj: Mapping[str, Any], pods: tuple[Pod, ...] = ()) -> Revision:
         idle_timeout_seconds=_float(spec.get("idleTimeoutSeconds"), 0.0),
         annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
         pods=pods,
+        # The controller labels a revision no route references any more `reserve` (Knative's routingState).
+        reachable=labels.get(ROUTING_STATE_LABEL) != "reserve",
     )
 
 

@@ -346,3 +346,25 @@ async def test_ten_thousand_requests_to_a_misbehaving_app_get_the_right_answers_
         assert fd_growth <= 64, f"process {pid} holds {fd_growth} more file descriptors"
         assert mib_growth <= 40, f"process {pid} grew by {mib_growth} MiB"
     assert await up.stop() == 0
+
+
+async def test_pods_stopped_with_requests_longer_than_the_quiet_period_finish_them(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """A rollout takes the old revision's pods away (SIGTERM) while requests of 8 s are in flight on them, far
+    longer than the 1 s drain quiet period: every one completes, answered by the old revision."""
+    annotations = {"autoscaling.knative.dev/min-scale": "2"}
+    yaml = write_app_service(tmp_path, "long", target="v1", annotations=annotations)
+    up = await serving_up([yaml], ["--autoscaler-config", "scale-to-zero-grace-period=1s"])
+    await up.wait_revision("long-00001", lambda r: r["ready_pods"] == 2, 60, "v1 never had its two pods")
+    in_flight = [asyncio.create_task(up.get("long", "/?ms=8000")) for _ in range(6)]
+    await asyncio.sleep(0.5)
+    write_app_service(tmp_path, "long", target="v2", annotations=annotations)
+    await up.wait_revision(
+        "long-00001", lambda r: r["terminating_pods"] >= 1, 30, "the old revision's pods were not stopped"
+    )
+    assert not any(task.done() for task in in_flight), "the requests ended before their pods were stopped"
+    answers = await asyncio.wait_for(asyncio.gather(*in_flight), 60)
+    assert [(status, body.split()[:2]) for status, body in answers] == [(200, ["v1", "long-00001"])] * 6
+    assert (await up.get("long"))[1].startswith("v2 long-00002")
+    assert await up.stop() == 0

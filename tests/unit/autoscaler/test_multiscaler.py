@@ -204,3 +204,19 @@ def test_idlest_pods_order() -> None:
     load = {"busy": 9.0, "idle": 0.0, "mid": 4.0}
     assert idlest_pods(pods, 3, load) == ["starting", "idle", "mid"]
     assert idlest_pods(pods, 0, load) == []
+
+
+async def test_a_revision_no_route_reaches_any_more_drops_its_min_scale(world: World) -> None:
+    """Knative's reachability: min-scale holds a routed revision's idle pods, and lets go once the routes
+    moved on."""
+    fakes = await world.fleet.start(2, concurrency=0.0)
+    pods = tuple(f.pod() for f in fakes)
+    await world.show(revision(pods, min_scale="2"))
+    for _ in range(35):  # past the start-up panic and the stable window: idle, yet held at 2
+        await world.tick()
+    assert world.platform.statuses[KEY].desired_pods == 2
+    await world.show(dataclasses.replace(revision(pods, min_scale="2"), reachable=False))
+    for _ in range(20):  # the scale-to-zero grace period
+        await world.tick()
+    assert world.platform.statuses[KEY].desired_pods == 0
+    assert world.platform.scale_calls[-1][:2] == (KEY, 0)

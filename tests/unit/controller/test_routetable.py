@@ -102,3 +102,15 @@ def test_route_with_no_positive_target_picks_nothing() -> None:
 def test_urls() -> None:
     assert url("a.b.localhost", 8080) == "http://a.b.localhost:8080"
     assert url("a.b.localhost", 80) == "http://a.b.localhost"
+
+
+def test_the_table_knows_every_revision_it_routes_to() -> None:
+    routes = service_routes(
+        "default",
+        "hello",
+        [Target("hello-00002", 100, None), Target("hello-00001", 0, "old"), Target("hello-00003", 0, None)],
+    )
+    assert RouteTable(routes).revisions() == {
+        RevisionKey("default", "hello-00002"),
+        RevisionKey("default", "hello-00001"),
+    }
