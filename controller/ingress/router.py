@@ -109,7 +109,7 @@ class Router:
             pod = self._pod_for(key)
             if pod is not None:
                 try:
-                    await self._to_pod(ex, pod, headers)
+                    await self._to_pod(ex, pod, headers, traffic)
                     return
                 except UpstreamConnectError as exc:
                     log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
@@ -147,7 +147,7 @@ class Router:
         self._rng.shuffle(ready)
         return min(ready, key=lambda p: self._in_flight.get(p.address, 0))
 
-    async def _to_pod(self, ex: Exchange, pod: Pod, headers: Headers) -> None:
+    async def _to_pod(self, ex: Exchange, pod: Pod, headers: Headers, traffic: RevisionTraffic) -> None:
         address = pod.address
         pool = self._pods.get(address)
         if pool is None:
@@ -158,6 +158,7 @@ class Router:
         except UpstreamError as exc:
             if exc.response_started or ex.response_started:
                 raise
+            traffic.errors += 1
             await ex.respond(502, _TEXT, f"pod {pod.name} failed the request: {exc}\n".encode())
         finally:
             self._in_flight[address] -= 1
@@ -180,28 +181,49 @@ class Router:
         except UpstreamConnectError as exc:
             # Nothing was sent: with the activator down (restarting), a revision that has a ready pod is
             # served by it directly; its queue-proxy still bounds the pod's concurrency.
-            pod = None if retry else self._ready_pod(key)
-            if pod is not None:
-                log.warning("activator unreachable (%s); sending straight to pod %s", exc, pod.name)
-                headers.remove(header.REVISION)
-                headers.remove(header.NAMESPACE)
-                traffic.direct_fallbacks += 1
-                try:
-                    await self._to_pod(ex, pod, headers)
-                    return
-                except UpstreamConnectError as again:
-                    exc = again
+            failure: Exception | None = exc
+            if not retry:
+                failure = await self._around_the_activator(ex, key, headers, traffic, exc)
+            if failure is None:
+                return
             traffic.errors += 1
             body = (
-                f"the activator at {self._activator.address} is not reachable ({exc}); "
+                f"the activator at {self._activator.address} is not reachable ({failure}); "
                 "it is restarted automatically, retry in a moment\n"
             )
             await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
         except UpstreamError as exc:
             if exc.response_started or ex.response_started:
                 raise
+            # The activator died (or hung up) before answering: an idempotent request without a body goes to
+            # a ready pod directly, as a proxy retries on its next upstream.
+            failure = exc
+            if not retry and ex.request.method in _IDEMPOTENT:
+                failure = await self._around_the_activator(ex, key, headers, traffic, exc)
+            if failure is None:
+                return
             traffic.errors += 1
-            await ex.respond(502, _TEXT, f"the activator failed the request: {exc}\n".encode())
+            await ex.respond(502, _TEXT, f"the activator failed the request: {failure}\n".encode())
+
+    async def _around_the_activator(
+        self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic, why: Exception
+    ) -> Exception | None:
+        """Send a request the activator could not take to a ready pod of its revision; None when that pod
+        answered, else what failed (no ready pod: `why`)."""
+        pod = self._ready_pod(key)
+        if pod is None:
+            return why
+        log.warning("the activator failed (%s); sending straight to pod %s", why, pod.name)
+        headers.remove(header.REVISION)
+        headers.remove(header.NAMESPACE)
+        traffic.direct_fallbacks += 1
+        try:
+            await self._to_pod(ex, pod, headers, traffic)
+        except (UpstreamConnectError, RuntimeError) as again:
+            if ex.response_started:
+                raise
+            return again
+        return None
 
     async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
         known = self.table.hosts()
@@ -243,6 +265,8 @@ _PLATFORM_ONLY: Final = frozenset(
     }
 )
 _PLATFORM_ONLY_PREFIXES: Final = ("knative-serving-", "k-network-")
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""RFC 9110's idempotent methods: a request the activator may have passed on can be sent again."""
 _FORWARDING: Final = frozenset(
     {header.X_FORWARDED_FOR, header.X_FORWARDED_PROTO, header.X_FORWARDED_HOST, header.FORWARDED}
 )

@@ -16,6 +16,7 @@ from controller.reconcile.routetable import RouteTable, service_routes
 from serving.http import (
     Exchange,
     Headers,
+    Request,
     UpstreamConnectError,
     UpstreamError,
     serve,
@@ -226,10 +227,17 @@ REUSED = "a response was already sent, or the body streamed, on this exchange"
         ),
         pytest.param(
             "Proxy",
-            (UpstreamError("reset", response_started=False),),
+            (UpstreamError("reset", response_started=False), UpstreamError("reset", response_started=False)),
             502,
             None,
-            id="activator-failed-before-the-response",
+            id="activator-then-pod-failed-before-the-response",
+        ),
+        pytest.param(
+            "Proxy",
+            (UpstreamError("reset", response_started=False), RuntimeError(REUSED)),
+            502,
+            None,
+            id="activator-failed-and-the-exchange-cannot-be-sent-again",
         ),
     ],
 )
@@ -246,6 +254,31 @@ async def test_every_failure_of_the_router_is_a_502_503_or_504_never_500(
         assert text.decode() == body
     assert rig.router.traffic[KEY].errors == 1
     assert rig.router.traffic[KEY].in_flight == 0
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("HEAD", True), ("POST", False)])
+async def test_an_activator_failing_before_it_answers_is_retried_on_a_pod_for_idempotent_methods(
+    rig: Rig, method: str, retried: bool
+) -> None:
+    """The activator died with the request: a GET goes to a ready pod (it may have reached one already, which
+    an idempotent request allows), a POST gets a 502 (it must not run twice)."""
+    rig.store.set_pods(KEY, (pod(closed_port()),))
+    exchange = FakeExchange("hello.default.localhost", UpstreamError("reset", response_started=False))
+    exchange.request = Request(
+        method, "/", "1.1", Headers([("host", "hello.default.localhost")]), ("127.0.0.1", 5000), True, False
+    )
+    await rig.router.handle(cast(Exchange, exchange))
+    activator = f"127.0.0.1:{rig.activator.port}"
+    if retried:
+        assert exchange.forwarded_to[0] == activator
+        assert len(exchange.forwarded_to) == 2
+        assert exchange.forwarded_to[1] != activator
+        assert exchange.responses == []  # the pod answered (the fake's forward succeeded)
+        assert rig.router.traffic[KEY].direct_fallbacks == 1
+    else:
+        assert exchange.forwarded_to == [activator]
+        [(code, _)] = exchange.responses
+        assert code == 502
 
 
 async def test_started_response_failing_is_left_to_the_engine_to_abort(rig: Rig) -> None:

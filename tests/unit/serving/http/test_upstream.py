@@ -259,6 +259,55 @@ async def test_stale_pooled_connection_is_not_retried_for_a_request_with_body() 
         await pool.close()
 
 
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads the request, then hangs up without a byte of response (an upstream that died on it)."""
+    await read_head(reader)
+    writer.transport.abort()
+
+
+async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    await writer.drain()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "forwardable"),
+    [
+        pytest.param(get(), True, id="without-body"),
+        pytest.param(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi", False, id="with-body"),
+    ],
+)
+async def test_a_failure_before_the_response_leaves_a_bodiless_exchange_forwardable_again(
+    request_bytes: bytes, forwardable: bool
+) -> None:
+    """The handler decides (by the method) whether to send it elsewhere; a streamed body cannot be resent."""
+    async with raw_server(hang_up) as dead_port, raw_server(answer_ok) as live_port:
+        dead, live = UpstreamPool("127.0.0.1", dead_port), UpstreamPool("127.0.0.1", live_port)
+        seen: list[str] = []
+
+        async def handler(ex: Exchange) -> None:
+            try:
+                await ex.forward(dead, ex.request.headers)
+            except UpstreamError as exc:
+                seen.append(f"started={exc.response_started}")
+                try:
+                    await ex.forward(live, ex.request.headers)
+                    seen.append("forwarded again")
+                except RuntimeError:
+                    seen.append("refused")
+                    await ex.respond(502)
+
+        async with engine(handler) as eport:
+            client = await RawClient.connect(eport)
+            response = await client.request(request_bytes)
+            await client.close()
+        assert seen == ["started=False", "forwarded again" if forwardable else "refused"]
+        assert (response.status, response.body) == ((200, b"second") if forwardable else (502, b""))
+        await dead.close()
+        await live.close()
+
+
 async def test_early_response_while_the_body_arrives_closes_the_upstream_connection() -> None:
     connections = 0
 
