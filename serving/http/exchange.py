@@ -197,11 +197,11 @@ class Exchange:
                 # so the handler may forward this exchange again, elsewhere.
                 self._body_taken = False
                 raise
-            except UpstreamError as exc:
+            except UpstreamError as failed:
                 # The upstream failed before any of its response reached the client: a request without a body
                 # can still be sent elsewhere; whether it may be (it may have been processed) is the
-                # handler's call, by its method.
-                if not exc.response_started and not self._has_body and self._state == NEW:
+                # handler's call, by its method. (Its own name: compiled, `exc` is typed StaleConnection.)
+                if not failed.response_started and not self._has_body and self._state == NEW:
                     self._body_taken = False
                 raise
             except asyncio.CancelledError:
