@@ -105,3 +105,22 @@ class ComponentProcess:
         except TimeoutError:
             self.process.kill()
             return await self.process.wait()
+
+
+def processes_with_env(name: str, value: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live (not zombie) process whose environment has `name`=`value`."""
+    needle = f"{name}={value}".encode()
+    found: list[tuple[int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            if "\nState:\tZ" in (entry / "status").read_text():
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found.append((int(entry.name), cmdline.strip()))
+    return found

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes.process import free_port
+from tests.fakes.process import free_port, processes_with_env
 
 SERVING: tuple[str, ...] = (sys.executable, "-m", "controller.cli")
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,22 +42,7 @@ async def eventually(
 
 def marked_processes(marker: str) -> list[tuple[int, str]]:
     """(pid, command line) of every live process whose environment carries `marker`."""
-    found: list[tuple[int, str]] = []
-    needle = f"{MARKER_ENV}={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            status = (entry / "status").read_text()
-            if "\nState:\tZ" in status:
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found.append((int(entry.name), cmdline.strip()))
-    return found
+    return processes_with_env(MARKER_ENV, marker)
 
 
 class ServingUp:

@@ -26,6 +26,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from serving.kube.api import Kube
+from tests.fakes.process import processes_with_env
 from tests.kube.cluster import ControlPlane, ControlPlaneError, build_control_plane
 from tests.kube.nodeagent import NodeAgentConfig, NodeAgentThread, pod_log_dir
 from tests.kube.platform import Platform
@@ -105,21 +106,7 @@ def _tail(path: Path, lines: int) -> str:
 
 def marked_processes(marker: str) -> list[tuple[int, str]]:
     """(pid, command line) of every live process whose environment carries MARKER_ENV=`marker`."""
-    needle = f"{MARKER_ENV}={marker}".encode()
-    found: list[tuple[int, str]] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            if "\nState:\tZ" in (entry / "status").read_text():
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        found.append((int(entry.name), cmdline.strip()))
-    return found
+    return processes_with_env(MARKER_ENV, marker)
 
 
 @contextlib.contextmanager
