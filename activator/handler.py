@@ -43,6 +43,8 @@ RETRY_AFTER_SECONDS: Final = "1"
 _TEXT: Final = (("content-type", "text/plain; charset=utf-8"),)
 _RETRY: Final = (*_TEXT, (header.RETRY_AFTER, RETRY_AFTER_SECONDS))
 _ACTIVATOR_BODY: Final = header.PROBE_ACTIVATOR.encode()
+_QUEUE_FULL: Final = b"activator queue full\n"
+_OVER_CAPACITY: Final = b"revision at max-scale: over capacity\n"
 
 
 class ActivatorHandler:
@@ -127,7 +129,8 @@ class ActivatorHandler:
                 )
         except QueueFull:
             status = 503
-            await exchange.respond(503, _RETRY, b"activator queue full\n")
+            body = _OVER_CAPACITY if throttler.saturated else _QUEUE_FULL
+            await exchange.respond(503, _RETRY, body)
         except (TimeoutError, ResponseStartTimeout, IdleTimeout):
             if exchange.response_started:
                 raise

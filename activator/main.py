@@ -68,6 +68,8 @@ async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
             probe=HttpProbe(session),
             metrics=metrics,
             queue_depth=config.queue_depth,
+            queue_per_slot=config.queue_per_slot,
+            autoscaler_config=config.autoscaler_config,
             index=config.index,
             count=config.count,
         )

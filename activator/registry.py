@@ -16,6 +16,7 @@ from typing import Any
 from activator.backends import Backends, Probe
 from activator.metrics import ActivatorMetrics, RevisionMetrics
 from activator.throttler import RevisionThrottler
+from serving.autoscaling import DEFAULT, AutoscalerConfig, AutoscalingError, revision_scaling
 from serving.http import ForwardTimeouts, UpstreamPool
 from serving.platform import Revision, RevisionKey, RevisionSource, Snapshot
 
@@ -28,6 +29,15 @@ def forward_timeouts(revision: Revision) -> ForwardTimeouts:
         response_start=revision.response_start_timeout_seconds or None,
         idle=revision.idle_timeout_seconds or None,
     )
+
+
+def max_scale(revision: Revision, config: AutoscalerConfig) -> int:
+    """The most pods the autoscaler gives the revision (0: unbounded), from the same annotations and
+    cluster settings it reads; annotations it refuses leave the revision unbounded here."""
+    try:
+        return revision_scaling(revision.annotations, revision.container_concurrency, config).max_scale
+    except AutoscalingError:
+        return 0
 
 
 class RevisionEntry:
@@ -92,6 +102,8 @@ class Registry:
         probe: Probe,
         metrics: ActivatorMetrics,
         queue_depth: int,
+        queue_per_slot: int = 1,
+        autoscaler_config: AutoscalerConfig = DEFAULT,
         index: int = 0,
         count: int = 1,
         rng: random.Random | None = None,
@@ -99,6 +111,8 @@ class Registry:
         self._probe = probe
         self._metrics = metrics
         self._queue_depth = queue_depth
+        self._queue_per_slot = queue_per_slot
+        self._autoscaler_config = autoscaler_config
         self._index = index
         self._count = count
         self._rng = rng if rng is not None else random.Random()
@@ -151,6 +165,7 @@ class Registry:
                 throttler = RevisionThrottler(
                     container_concurrency=revision.container_concurrency,
                     queue_depth=self._queue_depth,
+                    queue_per_slot=self._queue_per_slot,
                     index=self._index,
                     count=self._count,
                     rng=self._rng,
@@ -158,6 +173,7 @@ class Registry:
                 metrics = self._metrics.for_revision(revision.key)
                 entry = self._entries[revision.key] = RevisionEntry(revision, throttler, self._probe, metrics)
             self._close_later(entry.update(revision))
+            entry.throttler.update_max_scale(max_scale(revision, self._autoscaler_config))
         for key in [k for k in self._entries if k not in seen]:
             entry = self._entries.pop(key)
             log.info("revision %s is gone", key)

@@ -4,6 +4,12 @@ One `RevisionThrottler` per revision, so a revision with a long queue never slow
 queue). A revision-wide breaker admits at most CC x (pods assigned to this activator) requests, keeps at most
 `queue_depth` waiting (Knative: 10,000) and rejects the rest at once; each admitted request then reserves a
 slot on one pod through the load-balancing policy.
+
+The long queue is there to ride out a cold start or a scale-up. Once a revision runs as many healthy pods as
+its max-scale allows, no capacity is coming, and a long queue would only make every admitted request wait
+behind the excess (an overload at 10x capacity would hold thousands, each for seconds). So a saturated
+revision keeps at most `queue_per_slot` waiting per slot of capacity and turns the rest away at once (503 with
+Retry-After): admitted requests keep their latency, and the excess learns at once that it should retry.
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ class RevisionThrottler:
         "_container_concurrency",
         "_count",
         "_index",
+        "_max_scale",
         "_policy",
+        "_queue_depth",
+        "_queue_per_slot",
         "_rng",
         "_trackers",
     )
@@ -49,12 +58,15 @@ class RevisionThrottler:
         *,
         container_concurrency: int,
         queue_depth: int,
+        queue_per_slot: int = 1,
         index: int = 0,
         count: int = 1,
         rng: random.Random | None = None,
     ) -> None:
         if container_concurrency < 0:
             raise ValueError("container concurrency must be 0 or more")
+        if queue_per_slot < 0:
+            raise ValueError("queue per slot must be 0 or more")
         if not 0 <= index < count:
             raise ValueError("activator index must be in [0, count)")
         self._container_concurrency = container_concurrency
@@ -62,6 +74,9 @@ class RevisionThrottler:
         self._count = count
         self._rng = rng if rng is not None else random.Random()
         self._policy: Policy = policy_for(container_concurrency, self._rng)
+        self._queue_depth = queue_depth
+        self._queue_per_slot = queue_per_slot
+        self._max_scale = 0
         self._breaker = Breaker(capacity=0, queue_depth=queue_depth)
         self._trackers: dict[str, PodTracker] = {}
         self._assigned: list[PodTracker] = []
@@ -84,6 +99,12 @@ class RevisionThrottler:
     def in_flight(self) -> int:
         """Requests admitted and not yet released."""
         return self._breaker.in_flight
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the revision runs as many healthy pods as its max-scale allows, each with a bounded
+        concurrency: no more capacity is coming, so only a short queue is kept."""
+        return 0 < self._max_scale <= len(self._trackers) and self._container_concurrency > 0
 
     @property
     def assigned(self) -> list[str]:
@@ -134,6 +155,14 @@ class RevisionThrottler:
         self._index, self._count = index, count
         self._reassign()
 
+    def update_max_scale(self, max_scale: int) -> None:
+        """The most pods the revision may have (0: unbounded), as the autoscaler computes it."""
+        if max_scale < 0:
+            raise ValueError("max-scale must be 0 or more")
+        if max_scale != self._max_scale:
+            self._max_scale = max_scale
+            self._bound_queue()
+
     def update_concurrency(self, container_concurrency: int) -> None:
         if container_concurrency == self._container_concurrency:
             return
@@ -160,5 +189,12 @@ class RevisionThrottler:
         else:
             capacity = min(cc * len(ordered), UNLIMITED_CAPACITY)
         self._breaker.set_capacity(capacity)
+        self._bound_queue()
         self._changed.set()
         self._changed.clear()
+
+    def _bound_queue(self) -> None:
+        depth = self._queue_depth
+        if self.saturated:
+            depth = min(depth, self._breaker.capacity * self._queue_per_slot)
+        self._breaker.set_queue_depth(depth)

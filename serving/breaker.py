@@ -83,6 +83,17 @@ class Breaker:
         self._capacity = capacity
         self._hand_over()
 
+    def set_queue_depth(self, queue_depth: int) -> None:
+        """Change how many may wait; lowering it below the current queue turns new requests away without
+        dropping those already waiting (they were admitted and keep their place)."""
+        if queue_depth < 0:
+            raise ValueError("queue depth must be 0 or more")
+        self._queue_depth = queue_depth
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue_depth
+
     def _hand_over(self) -> None:
         while self._waiters and self._in_flight < self._capacity:
             waiter = self._waiters.popleft()

@@ -361,6 +361,7 @@ class LocalSystem:
                     platform_url=platform_url,
                     autoscaler_url=f"ws://127.0.0.1:{autoscaler_port}/",
                     drain_timeout=opts.activator_drain,
+                    autoscaler_config=opts.autoscaler_config,
                     pod_name="activator",
                     log_format="text",
                 ).to_env(),

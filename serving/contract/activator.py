@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from serving.autoscaling import DEFAULT, AutoscalerConfig
 from serving.config import (
     EnvContract,
     format_int,
@@ -19,6 +20,7 @@ from serving.config import (
     parse_str,
     setting,
 )
+from serving.contract.autoscaler import format_autoscaler_config, parse_autoscaler_config
 from serving.contract.platform import parse_platform_url
 
 
@@ -61,6 +63,16 @@ class ActivatorConfig(EnvContract):
     """How many activators share each revision's pods (subsetting)."""
     queue_depth: int = setting("ACTIVATOR_QUEUE_DEPTH", parse_non_negative_int, 10000)
     """Requests that may wait per revision before new ones get 503 (Knative default 10,000)."""
+    queue_per_slot: int = setting("ACTIVATOR_QUEUE_AT_MAX_SCALE", parse_non_negative_int, 1)
+    """Once a revision runs as many healthy pods as its max-scale allows, requests that may wait per slot of
+    its capacity (containerConcurrency x pods); the rest get 503 with Retry-After at once, so that admitted
+    requests keep their latency under overload. Not applied to containerConcurrency 0 or to revisions
+    without a max-scale."""
+    autoscaler_config: AutoscalerConfig = setting(  # noqa: RUF009  # setting() declares a field
+        "AUTOSCALER_CONFIG", parse_autoscaler_config, DEFAULT, formatter=format_autoscaler_config
+    )
+    """The cluster-wide config-autoscaler settings, as the autoscaler gets them: the activator reads a
+    revision's max-scale (its annotation, else the cluster's `max-scale`) the same way."""
     drain_timeout: float = setting("DRAIN_TIMEOUT", parse_non_negative_duration, 30.0)
     """After SIGTERM, how long readiness fails while traffic is still served, so load balancers stop sending
     (30 s, Knative's drain period); then the listener closes and in-flight and queued requests finish."""

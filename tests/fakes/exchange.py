@@ -16,6 +16,7 @@ class FakeExchange:
         self.request = Request("GET", "/", "1.1", Headers([("host", host)]), ("127.0.0.1", 5000), True, False)
         self.response_started = False
         self.responses: list[tuple[int, bytes]] = []
+        self.response_headers: list[tuple[str, str]] = []
         self.forwarded_to: list[str] = []
         self.retry_refused: list[bool] = []
         self._errors = list(errors)
@@ -24,6 +25,7 @@ class FakeExchange:
         if self.response_started:
             raise RuntimeError("a response was already sent on this exchange")
         self.responses.append((status, body))
+        self.response_headers = list(headers)
         self.response_started = True
 
     async def forward(

@@ -371,3 +371,112 @@ async def test_pods_stopped_with_requests_longer_than_the_quiet_period_finish_th
     assert [(status, body.split()[:2]) for status, body in answers] == [(200, ["v1", "long-00001"])] * 6
     assert (await up.get("long"))[1].startswith("v2 long-00002")
     assert await up.stop() == 0
+
+
+OVERLOAD_SECONDS = 30.0
+SERVICE_MS = 50
+"""Each request holds its pod's one slot this long: two pods serve 40 requests a second."""
+
+
+async def _open_loop(
+    session: aiohttp.ClientSession, url: str, host: str, rate: float, seconds: float
+) -> list[tuple[int, float, str | None]]:
+    """Requests sent at a fixed rate whatever the answers (an open loop, as real clients arrive), each
+    recorded as (status, seconds, Retry-After); a transport failure is status -1."""
+
+    async def one() -> tuple[int, float, str | None]:
+        sent = time.monotonic()
+        try:
+            async with session.get(url, headers={"Host": host}) as response:
+                await response.read()
+                return response.status, time.monotonic() - sent, response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError):
+            return -1, time.monotonic() - sent, None
+
+    tasks: list[asyncio.Task[tuple[int, float, str | None]]] = []
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one()))
+    return list(await asyncio.gather(*tasks))
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def test_ten_times_the_capacity_for_thirty_seconds_sheds_the_excess_fast(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """A revision at its max-scale (2 pods, containerConcurrency 1, 50 ms a request: 40 requests a second)
+    offered 400 a second for 30 s: the excess gets a fast 503 with Retry-After, the admitted requests keep
+    about the latency they have at half the capacity, the revision serves its full capacity throughout, and
+    the platform's memory stays bounded and comes back afterwards."""
+    annotations = {"autoscaling.knative.dev/min-scale": "2", "autoscaling.knative.dev/max-scale": "2"}
+    yaml = write_app_service(tmp_path, "busy", annotations=annotations, container_concurrency=1)
+    up = await serving_up([yaml])
+    await up.wait_revision("busy-00001", lambda r: r["ready_pods"] == 2, 60, "the two pods never came up")
+    platform = [pid for pid, cmdline in marked_processes(up.marker) if "app.py" not in cmdline]
+    url, host = up.url(f"/?ms={SERVICE_MS}"), up.host("busy")
+    capacity = 2 * 1000 / SERVICE_MS
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+        baseline = await _open_loop(session, url, host, capacity / 2, 5)
+        before = _process_usage(platform)
+        peak = dict(before)
+
+        async def watch_memory() -> None:
+            while True:
+                for pid, (fds, rss) in _process_usage(platform).items():
+                    peak[pid] = (max(peak[pid][0], fds), max(peak[pid][1], rss))
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(watch_memory())
+        try:
+            started = time.monotonic()
+            overload = await _open_loop(session, url, host, capacity * 10, OVERLOAD_SECONDS)
+            took = time.monotonic() - started
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await asyncio.sleep(3)
+        after = _process_usage(platform)
+        revision = await up.revision("busy-00001")
+
+    calm = [seconds for status, seconds, _ in baseline if status == 200]
+    served = [seconds for status, seconds, _ in overload if status == 200]
+    shed = [(seconds, retry) for status, seconds, retry in overload if status == 503]
+    others = collections.Counter(status for status, _, _ in overload if status not in (200, 503))
+    mib = {
+        pid: ((peak[pid][1] - rss) // 1024, (after[pid][1] - rss) // 1024) for pid, (_, rss) in before.items()
+    }
+    shed_times = [seconds for seconds, _ in shed]
+
+    def ms(values: list[float], q: float) -> str:
+        return f"{_quantile(values, q) * 1000:.1f} ms"
+
+    print(
+        f"overload: {len(overload)} requests in {took:.1f}s at 10x capacity; {len(served)} served "
+        f"({len(served) / took:.1f}/s of {capacity:.0f}/s), p50 {ms(served, 0.5)}, p99 {ms(served, 0.99)} "
+        f"(at half capacity: p50 {ms(calm, 0.5)}, p99 {ms(calm, 0.99)}); {len(shed)} shed with 503, "
+        f"p50 {ms(shed_times, 0.5)}, p99 {ms(shed_times, 0.99)}; other: {dict(others)}; "
+        f"platform memory growth (peak, after) MiB: {sorted(mib.values())}"
+    )
+    assert len(calm) == len(baseline), "at half capacity every request is served"
+    assert not others, f"every request is served or shed: {others}"
+    assert len(served) + len(shed) == len(overload)
+    assert {retry for _, retry in shed} == {"1"}, "every 503 says when to retry"
+    assert len(served) >= 0.8 * capacity * OVERLOAD_SECONDS, "the revision keeps serving its full capacity"
+    assert _quantile(shed_times, 0.99) < SERVICE_MS / 1000, "the excess learns at once"
+    # One request may wait per slot: an admitted request waits for at most about one service time.
+    assert _quantile(served, 0.5) <= _quantile(calm, 0.5) + 2 * SERVICE_MS / 1000
+    assert _quantile(served, 0.99) <= _quantile(calm, 0.99) + 4 * SERVICE_MS / 1000
+    for pid, (peak_mib, after_mib) in mib.items():
+        assert peak_mib <= 40, f"process {pid} grew by {peak_mib} MiB under overload"
+        assert after_mib <= 10, f"process {pid} kept {after_mib} MiB after the overload"
+    assert revision is not None
+    assert revision["ready_pods"] == 2
+    assert await up.stop() == 0

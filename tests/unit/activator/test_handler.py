@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from activator.handler import ActivatorHandler
 from activator.metrics import ActivatorMetrics
-from activator.registry import Registry
+from activator.registry import Registry, max_scale
 from activator.reporter import StatReporter
+from serving import header
+from serving.autoscaling import DEFAULT, AutoscalerConfig, parse_config
 from serving.clock import FakeClock
 from serving.http import (
     Exchange,
@@ -119,3 +121,53 @@ async def test_started_response_failing_is_left_to_the_engine_to_abort() -> None
     finally:
         await rig.registry.close()
     assert exchange.responses == []
+
+
+@pytest.mark.parametrize(
+    ("annotations", "config", "expected"),
+    [
+        pytest.param({"autoscaling.knative.dev/max-scale": "3"}, DEFAULT, 3, id="annotation"),
+        pytest.param({}, parse_config({"max-scale": "5"}), 5, id="cluster-max-scale"),
+        pytest.param({}, DEFAULT, 0, id="unbounded"),
+        pytest.param({"autoscaling.knative.dev/max-scale": "x"}, DEFAULT, 0, id="refused-annotation"),
+    ],
+)
+def test_max_scale_is_read_as_the_autoscaler_reads_it(
+    annotations: dict[str, str], config: AutoscalerConfig, expected: int
+) -> None:
+    revision = Revision(key=KEY, service="hello", configuration="hello", annotations=annotations)
+    assert max_scale(revision, config) == expected
+
+
+async def test_over_capacity_at_max_scale_answers_503_with_retry_after_at_once() -> None:
+    rig = Rig(pod(1))
+    rig.registry.apply(
+        Snapshot(
+            2,
+            (
+                Revision(
+                    key=KEY,
+                    service="hello",
+                    configuration="hello",
+                    container_concurrency=1,
+                    annotations={"autoscaling.knative.dev/max-scale": "1"},
+                    pods=(pod(1),),
+                ),
+            ),
+        )
+    )
+    entry = rig.registry.get(KEY)
+    assert entry is not None
+    assert entry.throttler.saturated
+    held = entry.throttler.try_acquire()  # the one slot is busy
+    assert held is not None
+    waiting = asyncio.create_task(entry.throttler.acquire())  # and the one place in the queue taken
+    await asyncio.sleep(0)
+    exchange = FakeExchange(HOST)
+    await rig.run(exchange)
+    assert exchange.responses == [(503, b"revision at max-scale: over capacity\n")]
+    assert (header.RETRY_AFTER, "1") in exchange.response_headers
+    assert exchange.forwarded_to == []
+    assert rig.count(503) == 1
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)

@@ -190,3 +190,61 @@ async def test_changing_concurrency_resizes_capacity_and_pod_slots() -> None:
     tracker = throttler.try_acquire()
     assert tracker is not None
     assert tracker.capacity == 5
+
+
+def saturated(throttler: RevisionThrottler) -> bool:
+    """Read afresh (a property read once and asserted is taken as fixed by the type checker)."""
+    return throttler.saturated
+
+
+async def test_a_revision_at_its_max_scale_keeps_a_short_queue_and_turns_the_rest_away_at_once() -> None:
+    """Below max-scale the long queue rides out the scale-up; at max-scale no capacity is coming, so only
+    `queue_per_slot` per slot may wait and the next request is refused without waiting."""
+    throttler = RevisionThrottler(container_concurrency=2, queue_depth=100, queue_per_slot=1)
+    throttler.update_max_scale(2)
+    throttler.update_backends(PODS[:1])
+    assert not saturated(throttler)
+    assert all(throttler.try_acquire() is not None for _ in range(2))
+    queued = waiters(throttler, 6)  # one pod of two: these may wait, a pod is coming
+    await settle()
+    assert throttler.waiting == 6
+
+    throttler.update_backends(PODS[:2])  # max-scale reached: capacity 4, two of the six get its new slots
+    await settle()
+    assert saturated(throttler)
+    assert throttler.waiting == 4, "those already waiting keep their place"
+    with pytest.raises(QueueFull):
+        await throttler.acquire()  # 4 slots x 1 per slot already wait
+    for t in queued[-2:]:
+        t.cancel()
+    await settle()
+    late = waiters(throttler, 2)  # room for two again
+    await settle()
+    assert throttler.waiting == 4
+    assert not any(t.done() for t in late)
+
+    throttler.update_backends(PODS[:1])  # a pod died: below max-scale, a replacement is coming
+    assert not throttler.saturated
+    more = waiters(throttler, 10)
+    await settle()
+    assert throttler.waiting == 14
+    for t in [*queued, *late, *more]:
+        t.cancel()
+    await asyncio.gather(*queued, *late, *more, return_exceptions=True)
+
+
+@pytest.mark.parametrize(("cc", "max_scale"), [(0, 2), (1, 0)], ids=["cc0-unlimited", "no-max-scale"])
+async def test_revisions_without_a_bounded_capacity_keep_the_long_queue(cc: int, max_scale: int) -> None:
+    throttler = RevisionThrottler(container_concurrency=cc, queue_depth=100, queue_per_slot=1)
+    throttler.update_max_scale(max_scale)
+    throttler.update_backends(PODS[:2])
+    assert not throttler.saturated
+    if cc:
+        assert throttler.try_acquire() is not None
+        assert throttler.try_acquire() is not None
+        queued = waiters(throttler, 20)
+        await settle()
+        assert throttler.waiting == 20
+        for t in queued:
+            t.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
