@@ -6,6 +6,7 @@ autoscaler published on each Revision; requests then go through the shared `cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
@@ -16,10 +17,10 @@ from aiohttp import web
 
 from controller.ingress.router import Router
 from controller.reconcile.routetable import RouteTable, service_routes
-from serving import lifecycle
+from serving import header, lifecycle
 from serving.config import load
 from serving.contract.router import RouterConfig
-from serving.http import serve
+from serving.http import Exchange, serve
 from serving.kube.api import ROUTES, Kube
 from serving.kube.informer import Informer
 from serving.kube.platform import KubeState
@@ -56,6 +57,11 @@ IN_FLIGHT_LIMIT: Final = 600.0
 (`max-revision-timeout-seconds`); the pod's termination grace period must cover the drain plus this."""
 
 
+SYNC_WAIT: Final = 10.0
+"""Seconds a request that arrives before the first listing of Routes, Revisions and pods waits for it (a
+router just started or restarted): without them every host would look unknown and get a 404."""
+
+
 def _admin(ready: asyncio.Event, draining: asyncio.Event) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -85,19 +91,33 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
         where="this ingress",
     )
     ready = asyncio.Event()
-    """Set once the routes are listed."""
+    """Set once the routes, revisions and pods are listed."""
     draining = asyncio.Event()
 
     async def follow_routes() -> None:
         async for _ in routes.changes():
             router.set_table(route_table(routes.items(), config.domain))
-            ready.set()
+            if not ready.is_set():
+                await state.synced()
+                ready.set()
+
+    async def handle(exchange: Exchange) -> None:
+        if not ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SYNC_WAIT):
+                    await ready.wait()
+            if not ready.is_set():
+                body = b"the ingress has not read its routes from the Kubernetes API yet; retry in a moment\n"
+                headers = (("content-type", "text/plain; charset=utf-8"), (header.RETRY_AFTER, "1"))
+                await exchange.respond(503, headers, body)
+                return
+        await router.handle(exchange)
 
     admin = web.AppRunner(_admin(ready, draining), access_log=None, shutdown_timeout=1.0)
     await admin.setup()
     try:
         await web.TCPSite(admin, config.bind_address, config.admin_port).start()
-        server = await serve(router.handle, config.bind_address, config.port)
+        server = await serve(handle, config.bind_address, config.port)
         log.info("router serving on %s:%d (domain %s)", config.bind_address, server.port, config.domain)
 
         async def drain() -> None:

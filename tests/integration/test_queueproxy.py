@@ -445,3 +445,28 @@ async def wait_for_metric(
                     return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{name} never reached {value}; last: {last}")
+
+
+async def test_a_client_that_never_reads_its_response_holds_the_slot_only_until_the_timeout(
+    app: FakeApp, session: aiohttp.ClientSession
+) -> None:
+    """A client asks for 64 MiB and never reads a byte: the response fills the socket buffers and the app's
+    write blocks, but the revision's timeout still ends the request, and the one slot serves the next."""
+    env = {"CONTAINER_CONCURRENCY": "1", "REVISION_TIMEOUT_SECONDS": "2"}
+    async with QueueProxyProcess.start(user_port=app.port, env=env) as qp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", qp.port)
+        writer.write(f"GET /big?bytes={64 * 1024 * 1024} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        await wait_for_metric(session, qp, "queue_in_flight_requests", 1.0)
+        started = time.monotonic()
+        async with session.get(qp.url + "/echo") as response:
+            assert response.status == 200, "the slot came back to serve the next request"
+        waited = time.monotonic() - started
+        assert 1.0 < waited < 4.0, f"the slot was held {waited:.1f}s, not until the 2 s timeout"
+        # The reader's response was cut (it was not whole when the timeout came): the connection closes.
+        received = 0
+        async with asyncio.timeout(30):
+            while chunk := await reader.read(1 << 20):
+                received += len(chunk)
+        assert received < 64 * 1024 * 1024
+        writer.close()

@@ -284,6 +284,79 @@ async def test_the_controller_and_the_autoscaler_killed_mid_traffic(kube: Kube, 
     await eventually(idle, 90, "both revisions scaled to zero by the restarted autoscaler", platform)
 
 
+class Outcomes:
+    """Clients sending back to back, each failure sorted by what it means for the request: refused at
+    connect (nothing was sent, a retry is safe) or lost (sent, and the connection died under it)."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.refused = 0
+        self.lost: collections.Counter[str] = collections.Counter()
+        self.statuses: collections.Counter[str] = collections.Counter()
+        self.last_ok = 0.0
+
+    async def client(self, platform: Platform, host: str, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                try:
+                    status, body = await get_text(session, platform, host)
+                except aiohttp.ClientConnectorError:
+                    self.refused += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    self.lost[type(exc).__name__] += 1
+                    continue
+                if status == 200:
+                    self.ok += 1
+                    self.last_ok = loop.time()
+                else:
+                    self.statuses[f"{status} {body[:80]}"] += 1
+
+
+async def _recovery(outcomes: Outcomes, killed_at: float, limit: float) -> float:
+    loop = asyncio.get_running_loop()
+    while loop.time() - killed_at < limit:
+        if outcomes.last_ok > killed_at + 0.05:
+            return outcomes.last_ok - killed_at
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no request answered within {limit:.0f}s of the kill")
+
+
+@pytest.mark.parametrize("component", ["router", "activator"])
+async def test_the_router_or_the_activator_killed_mid_traffic_loses_only_what_it_held(
+    kube: Kube, platform: Platform, component: str
+) -> None:
+    """kill -9 of the ingress router (then started again, as the kubelet restarts a container) or of the
+    activator under 4 clients: only requests on the dead process's connections fail, never with a wrong
+    status, and traffic flows again within seconds."""
+    host = f"hello.{NS}.{DOMAIN}"
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: answer(session, platform, host), 60, "hello answering", platform)
+    outcomes = Outcomes()
+    stop = asyncio.Event()
+    clients = [asyncio.create_task(outcomes.client(platform, host, stop)) for _ in range(4)]
+    try:
+        await asyncio.sleep(2)
+        before = outcomes.ok
+        killed_at = asyncio.get_running_loop().time()
+        await asyncio.to_thread(platform.restart, component)
+        recovery = await _recovery(outcomes, killed_at, 30)
+        await asyncio.sleep(2)
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+    print(
+        f"{component} killed: {outcomes.ok} answered ({before} before the kill), lost {dict(outcomes.lost)}, "
+        f"{outcomes.refused} refused at connect while it restarted, statuses {dict(outcomes.statuses)}; "
+        f"answering again {recovery:.2f}s after the kill"
+    )
+    assert outcomes.statuses == collections.Counter(), platform.logs()
+    assert sum(outcomes.lost.values()) <= 4, "at most the request each client had in flight"
+    assert outcomes.ok > before
+
+
 async def test_a_watch_cut_is_survived_and_old_revisions_are_collected(
     kube: Kube, platform: Platform, kube_cluster: Any
 ) -> None:
