@@ -65,7 +65,7 @@ async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
         reporter = StatReporter(pod_name=config.pod_name, clock=MonotonicClock(), send=link.send)
         metrics = ActivatorMetrics(prometheus, lambda: registry.occupancy())
         registry = Registry(
-            probe=HttpProbe(session),
+            probe=HttpProbe(session, secret=config.probe_secret).for_revision,
             metrics=metrics,
             queue_depth=config.queue_depth,
             queue_per_slot=config.queue_per_slot,

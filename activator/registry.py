@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from activator.backends import Backends, Probe
@@ -99,7 +99,7 @@ class Registry:
     def __init__(
         self,
         *,
-        probe: Probe,
+        probe: Callable[[RevisionKey], Probe],
         metrics: ActivatorMetrics,
         queue_depth: int,
         queue_per_slot: int = 1,
@@ -171,7 +171,9 @@ class Registry:
                     rng=self._rng,
                 )
                 metrics = self._metrics.for_revision(revision.key)
-                entry = self._entries[revision.key] = RevisionEntry(revision, throttler, self._probe, metrics)
+                entry = self._entries[revision.key] = RevisionEntry(
+                    revision, throttler, self._probe(revision.key), metrics
+                )
             self._close_later(entry.update(revision))
             entry.throttler.update_max_scale(max_scale(revision, self._autoscaler_config))
         for key in [k for k in self._entries if k not in seen]:

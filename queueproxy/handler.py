@@ -22,6 +22,7 @@ from queueproxy.status import HANDLED, RequestTimeout, response_for
 from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
+from serving.contract.probe import token_matches
 from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
 from serving.tally import RequestTally
 
@@ -66,6 +67,7 @@ class QueueHandler:
         "_in_flight",
         "_now",
         "_pool",
+        "_probe_token",
         "_readiness",
         "_request_log",
         "_stats",
@@ -87,6 +89,7 @@ class QueueHandler:
         timeout: float,
         timeouts: ForwardTimeouts,
         request_log: RequestLog | None = None,
+        probe_token: str = "",
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
@@ -99,6 +102,7 @@ class QueueHandler:
         self._timeout = timeout
         self._timeouts = timeouts
         self._request_log = request_log
+        self._probe_token = probe_token
         self._now = now
 
     async def __call__(self, exchange: ProxiedExchange) -> None:
@@ -107,14 +111,18 @@ class QueueHandler:
         headers = request.headers
         seen = scan(headers)
         if seen:  # else nothing to answer here or to rewrite: the usual bare request
-            probe = seen.get(header.NETWORK_PROBE)
-            if probe == header.PROBE_PROBE:
-                await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
-                return
-            user_agent = seen.get(header.USER_AGENT, "")
-            if header.is_health_check(user_agent, header.KUBELET_PROBE in seen):
-                await self._health_check(exchange, probe, user_agent.startswith(header.ACTIVATOR_PROBE_UA))
-                return
+            # A probe from anything but the platform (without the revision's token, when there is one) is an
+            # ordinary request for the app.
+            if not self._probe_token or token_matches(self._probe_token, seen.get(header.PROBE_TOKEN)):
+                probe = seen.get(header.NETWORK_PROBE)
+                if probe == header.PROBE_PROBE:
+                    await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
+                    return
+                user_agent = seen.get(header.USER_AGENT, "")
+                if header.is_health_check(user_agent, header.KUBELET_PROBE in seen):
+                    agent = user_agent.startswith(header.ACTIVATOR_PROBE_UA)
+                    await self._health_check(exchange, probe, agent)
+                    return
             proxied = prepare(headers, seen)
         else:
             proxied = False

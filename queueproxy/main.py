@@ -92,6 +92,7 @@ def _build(config: Config) -> _Parts:
             response_start=proxy.response_start_timeout or None, idle=proxy.idle_timeout or None
         ),
         request_log=RequestLog(identity.revision, identity.pod) if config.log.request_log else None,
+        probe_token=proxy.probe_token,
     )
     reporter = StatReporter(stats, identity.pod)
     return _Parts(registry, drainer, in_flight, readiness, pool, reporter, handler)

@@ -32,6 +32,7 @@ _WATCHED: Final = frozenset(
         header.KUBELET_PROBE,
         header.NETWORK_PROBE,
         header.NETWORK_HASH,
+        header.PROBE_TOKEN,
     }
 )
 
@@ -106,6 +107,8 @@ def prepare(headers: Headers, seen: dict[str, str]) -> bool:
         )
         if forwarded is not None:
             headers.add(header.FORWARDED, forwarded)  # `scan` saw none, so adding cannot duplicate
+    if header.PROBE_TOKEN in seen:
+        headers.remove(header.PROBE_TOKEN)  # a token (right or wrong) is the platform's, never the app's
     proxy_request = seen.get(header.PROXY_REQUEST)
     if proxy_request is not None:
         headers.remove(header.PROXY_REQUEST)  # a hop header of the platform's: the app never sees it

@@ -13,6 +13,9 @@ NAMESPACE: Final = "knative-serving-namespace"
 # Probe headers.
 NETWORK_PROBE: Final = "k-network-probe"
 NETWORK_HASH: Final = "k-network-hash"
+PROBE_TOKEN: Final = "k-network-probe-token"
+"""The platform's proof that a probe comes from it (kubelet, activator, local supervisor); see
+`serving.contract.probe.probe_token`. Its `k-network-` prefix makes it platform-only at the ingress."""
 KUBELET_PROBE: Final = "k-kubelet-probe"
 PROBE_QUEUE: Final = "queue"
 PROBE_ACTIVATOR: Final = "activator"

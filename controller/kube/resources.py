@@ -25,6 +25,7 @@ from controller.kube.labels import (
 )
 from serving.contract import queueproxy as qp_contract
 from serving.contract.controller import ControllerConfig
+from serving.contract.probe import probe_token
 from serving.kube.api import JSON, owner_reference
 from serving.kube.platform import (
     QUEUE_ADMIN_PORT,
@@ -100,7 +101,7 @@ def revision(
 
 
 def _queue_proxy_env(
-    service: Service, revision_name: str, template: RevisionTemplate, drain: float
+    service: Service, revision_name: str, template: RevisionTemplate, drain: float, token: str
 ) -> list[JSON]:
     container = template.container
     probe = json.dumps(container.readiness_probe, separators=(",", ":")) if container.readiness_probe else ""
@@ -113,7 +114,9 @@ def _queue_proxy_env(
             pod="$(POD_NAME)",
             pod_ip="$(POD_IP)",
         ),
-        proxy=qp_contract.proxy_settings(template, user_port=container.port, readiness_probe=probe),
+        proxy=qp_contract.proxy_settings(
+            template, user_port=container.port, readiness_probe=probe, probe_token=token
+        ),
         ports=qp_contract.Ports(),
         drain=qp_contract.DrainSettings(quiet_period=drain),
         log=qp_contract.LogSettings(log_format="json"),
@@ -163,6 +166,7 @@ def _user_container(service: Service, revision_name: str, template: RevisionTemp
 def _queue_proxy_container(
     service: Service, revision_name: str, template: RevisionTemplate, config: ControllerConfig
 ) -> JSON:
+    token = probe_token(config.probe_secret, service.namespace, revision_name)
     return {
         "name": QUEUE_PROXY,
         "image": config.queue_sidecar_image,
@@ -176,13 +180,16 @@ def _queue_proxy_container(
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            *_queue_proxy_env(service, revision_name, template, config.drain_seconds),
+            *_queue_proxy_env(service, revision_name, template, config.drain_seconds, token),
         ],
         "readinessProbe": {
             "httpGet": {
                 "port": QUEUE_PORT,
                 "path": "/",
-                "httpHeaders": [{"name": "K-Network-Probe", "value": "queue"}],
+                "httpHeaders": [
+                    {"name": "K-Network-Probe", "value": "queue"},
+                    *([{"name": "K-Network-Probe-Token", "value": token}] if token else []),
+                ],
             },
             "periodSeconds": 1,
             "failureThreshold": 3,

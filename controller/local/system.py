@@ -14,6 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -177,6 +178,9 @@ class LocalSystem:
     async def _assemble(self, session: aiohttp.ClientSession, sock: socket.socket) -> _Parts:
         """Build every part and start the in-process APIs (platform, control)."""
         opts = self.options
+        # This run's probe secret: pods' queue-proxies answer probes only with their revision's token from it
+        # (the supervisor's and the activator's probes), so nothing else on the machine can pose as one.
+        probe_secret = secrets.token_hex(16)
         store = Store()
         ports = PortAllocator()
         launcher = OsLauncher()
@@ -191,7 +195,7 @@ class LocalSystem:
         platform_url = f"http://127.0.0.1:{platform.addresses[0][1]}"
         autoscaler_port, activator_port, activator_admin = ports.allocate_many(3)
         autoscaler, activator = self._components(
-            session, launcher, platform_url, autoscaler_port, activator_port, activator_admin
+            session, launcher, platform_url, autoscaler_port, activator_port, activator_admin, probe_secret
         )
         ingress_port = sock.getsockname()[1]
         router = Router(
@@ -201,7 +205,10 @@ class LocalSystem:
             store,
             supervisor,
             LocalSettings(
-                log_dir=self.log_dir, drain_quiet_period=opts.drain_quiet_period, host_env=dict(os.environ)
+                log_dir=self.log_dir,
+                drain_quiet_period=opts.drain_quiet_period,
+                host_env=dict(os.environ),
+                probe_secret=probe_secret,
             ),
         )
         settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
@@ -329,6 +336,7 @@ class LocalSystem:
         autoscaler_port: int,
         activator_port: int,
         activator_admin: int,
+        probe_secret: str,
     ) -> tuple[Component, Component]:
         opts = self.options
         base = dict(os.environ)
@@ -362,6 +370,7 @@ class LocalSystem:
                     autoscaler_url=f"ws://127.0.0.1:{autoscaler_port}/",
                     drain_timeout=opts.activator_drain,
                     autoscaler_config=opts.autoscaler_config,
+                    probe_secret=probe_secret,
                     pod_name="activator",
                     log_format="text",
                 ).to_env(),

@@ -73,6 +73,9 @@ class ActivatorConfig(EnvContract):
     )
     """The cluster-wide config-autoscaler settings, as the autoscaler gets them: the activator reads a
     revision's max-scale (its annotation, else the cluster's `max-scale`) the same way."""
+    probe_secret: str = setting("SERVING_PROBE_SECRET", parse_str, "")
+    """The installation's probe secret: the activator's probes of a revision's pods carry the token derived
+    from it (`serving.contract.probe.probe_token`), which the pods' queue-proxies require. Empty: no token."""
     drain_timeout: float = setting("DRAIN_TIMEOUT", parse_non_negative_duration, 30.0)
     """After SIGTERM, how long readiness fails while traffic is still served, so load balancers stop sending
     (30 s, Knative's drain period); then the listener closes and in-flight and queued requests finish."""

@@ -63,6 +63,9 @@ class ControllerConfig(EnvContract):
         "GC_MAX_NON_ACTIVE_REVISIONS", parse_int, 1000, formatter=format_int
     )
     """-1 turns the upper bound off."""
+    probe_secret: str = setting("SERVING_PROBE_SECRET", parse_str, "")
+    """The installation's probe secret: each revision's queue-proxies require the token derived from it on
+    probes, and its Deployment's readiness probe sends it (`serving.contract.probe`). Empty: no token."""
     leader_elect: bool = setting("LEADER_ELECT", parse_bool, True)
     """Take a `Lease` before reconciling, so that two replicas can run (one acts, one waits)."""
     pod_name: str = setting("POD_NAME", parse_str, "controller")

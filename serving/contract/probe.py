@@ -3,10 +3,18 @@
 The variable holds the user container's Kubernetes `Probe` as JSON (Knative passes it this way). Only
 `tcpSocket` and `httpGet` actions are supported; a probe with `periodSeconds` 0 or unset is *aggressive*.
 `format_probe` writes a `ProbeSpec` back as the smallest Probe JSON that `parse_probe` reads to the same spec.
+
+It also holds the probe token: a queue-proxy given `SERVING_PROBE_TOKEN` answers a probe-like request itself
+only when it carries that token in `K-Network-Probe-Token`. The platform derives each revision's token from a
+per-installation secret, so anything else that reaches a pod (another pod, a client past the ingress) is an
+ordinary request for the app, whatever its User-Agent or `K-Network-Probe` say, and a token read from one
+revision's Deployment proves nothing to another's pods.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -190,3 +198,20 @@ def format_probe(spec: ProbeSpec) -> str:
         if value != default:
             probe[name] = int(value) if float(value).is_integer() else value
     return json.dumps(probe, separators=(",", ":"))
+
+
+def probe_token(secret: str, namespace: str, revision: str) -> str:
+    """The token a revision's queue-proxy expects on probes: HMAC-SHA256 of `namespace/revision` under the
+    installation's secret; "" without a secret (Knative's rule then applies: any probe-like request)."""
+    if not secret:
+        return ""
+    digest = hmac.new(secret.encode(), f"{namespace}/{revision}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def token_matches(expected: str, sent: str | None) -> bool:
+    """Whether a request may be answered as a probe: no token is expected, or it sent the expected one
+    (compared in constant time)."""
+    if not expected:
+        return True
+    return sent is not None and hmac.compare_digest(expected.encode(), sent.encode())

@@ -72,6 +72,9 @@ class ProxySettings(EnvContract):
         "SERVING_READINESS_PROBE", parse_probe, ProbeSpec(), formatter=format_probe
     )
     """The app's readiness probe as Kubernetes Probe JSON; default TCP on the user port, aggressive."""
+    probe_token: str = setting("SERVING_PROBE_TOKEN", parse_str, "")
+    """When set, probe-like requests (kube-probe, `K-Network-Probe`...) are answered here only if they carry
+    it in `K-Network-Probe-Token`; any other is proxied to the app. Empty: Knative's rule (any of them)."""
 
     @property
     def queue_depth(self) -> int:
@@ -128,9 +131,12 @@ class Config(EnvContract):
     log: LogSettings
 
 
-def proxy_settings(template: RevisionTemplate, *, user_port: int, readiness_probe: str) -> ProxySettings:
+def proxy_settings(
+    template: RevisionTemplate, *, user_port: int, readiness_probe: str, probe_token: str = ""
+) -> ProxySettings:
     """The request-path settings of a revision's queue-proxy, from its template (as every platform sets
-    them): concurrency, the three timeouts, the user port and the readiness probe (as JSON, may be empty)."""
+    them): concurrency, the three timeouts, the user port, the readiness probe (as JSON, may be empty) and the
+    revision's probe token."""
     return ProxySettings(
         container_concurrency=template.container_concurrency,
         user_port=user_port,
@@ -138,4 +144,5 @@ def proxy_settings(template: RevisionTemplate, *, user_port: int, readiness_prob
         response_start_timeout=float(template.response_start_timeout_seconds or 0),
         idle_timeout=float(template.idle_timeout_seconds or 0),
         readiness_probe=parse_probe(readiness_probe),
+        probe_token=probe_token,
     )

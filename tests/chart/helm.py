@@ -176,6 +176,11 @@ def env_of(c: Mapping[str, Any]) -> dict[str, str]:
     for var in c.get("env", []):
         if "value" in var:
             env[var["name"]] = var["value"]
+        elif "secretKeyRef" in var["valueFrom"]:
+            # The Secret's value is generated at install; its references are checked against the rendered
+            # Secret by test_secret_references_name_a_rendered_secret_and_key.
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = f"secret-{ref['name']}-{ref['key']}"
         else:
             field = var["valueFrom"]["fieldRef"]["fieldPath"]
             assert field in DOWNWARD, f"{var['name']}: unexpected downward-API field {field}"

@@ -5,6 +5,7 @@ down, grants each component only what it needs, and refuses a wrong value with a
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import http.server
 import itertools
@@ -73,7 +74,7 @@ COMPONENTS: Final = {
     "controller": Component(
         ControllerConfig,
         ("controller", "--kubernetes"),
-        frozenset({"SYSTEM_NAMESPACE", "QUEUE_SIDECAR_IMAGE", "POD_NAME"}),
+        frozenset({"SYSTEM_NAMESPACE", "QUEUE_SIDECAR_IMAGE", "POD_NAME", "SERVING_PROBE_SECRET"}),
     ),
     # LEADER_ELECT is off by default in the contract (one machine has no Lease) and on in the chart.
     "autoscaler": Component(
@@ -92,6 +93,7 @@ COMPONENTS: Final = {
                 "POD_IP",
                 "SYSTEM_NAMESPACE",
                 "ACTIVATOR_SERVICE",
+                "SERVING_PROBE_SECRET",
             }
         ),
         # With POD_IP set, the activator's position among its Service's ready endpoints replaces these (static
@@ -160,6 +162,7 @@ EXPECTED_KINDS: Final = (
     "Role",
     "RoleBinding",
     "Service",
+    "Secret",
     "Deployment",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
@@ -171,6 +174,28 @@ EXPECTED_KINDS: Final = (
 @pytest.mark.parametrize("case", CASES)
 def test_chart_renders_the_expected_kinds(renders: Renders, case: str) -> None:
     assert sorted({o["kind"] for o in renders(case)}) == sorted(EXPECTED_KINDS)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_secret_references_name_a_rendered_secret_and_key(renders: Renders, case: str) -> None:
+    """The probe secret: the controller and the activator read it from the chart's own Secret, which holds a
+    generated value (40 random characters)."""
+    objects = renders(case)
+    readers = []
+    for where, spec in pod_specs(objects):
+        for each in spec["containers"]:
+            for var in each.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is not None:
+                    secret = named(objects, "Secret", ref["name"])
+                    value = base64.b64decode(secret["data"][ref["key"]]).decode()
+                    assert len(value) == 40
+                    assert value.isalnum()
+                    readers.append((where, var["name"]))
+    assert sorted(readers) == [
+        ("Deployment/activator", "SERVING_PROBE_SECRET"),
+        ("Deployment/controller", "SERVING_PROBE_SECRET"),
+    ]
 
 
 @pytest.mark.parametrize("kind", EXPECTED_KINDS)
@@ -204,7 +229,7 @@ def test_every_object_carries_the_common_labels(renders: Renders, case: str) -> 
         assert labels["app.kubernetes.io/part-of"] == "serving", where
         assert labels["app.kubernetes.io/version"] == "0.1.0", where
         assert labels["helm.sh/chart"] == "serving-0.1.0", where
-        assert labels["app.kubernetes.io/component"] in {*COMPONENTS, "test"}, where
+        assert labels["app.kubernetes.io/component"] in {*COMPONENTS, "test", "probe-secret"}, where
         if obj["metadata"].get("namespace") is not None:
             assert obj["metadata"]["namespace"] == NAMESPACE, where
 

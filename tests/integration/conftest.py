@@ -230,9 +230,14 @@ def write_app_service(
     container_concurrency: int = 0,
     extra_env: dict[str, str] | None = None,
     file_name: str | None = None,
+    script: str = "app.py",
+    source: str = APP,
+    timeout_seconds: int | None = None,
 ) -> Path:
-    """Write `app.py` and a Service YAML running it in `folder`; returns the YAML's path."""
-    (folder / "app.py").write_text(APP)
+    """Write the app (`script`, the test app unless `source` says otherwise) and a Service YAML running it in
+    `folder`; returns the YAML's path."""
+    (folder / script).write_text(source)
+    timeout = "" if timeout_seconds is None else f"\n      timeoutSeconds: {timeout_seconds}"
     notes = "".join(f'\n        {k}: "{v}"' for k, v in (annotations or {}).items())
     env = "".join(
         f'\n            - name: {k}\n              value: "{v}"'
@@ -249,10 +254,10 @@ spec:
     metadata:
       annotations:{notes or " {}"}
     spec:
-      containerConcurrency: {container_concurrency}
+      containerConcurrency: {container_concurrency}{timeout}
       containers:
         - image: example/{name}
-          command: ["{sys.executable}", "app.py"]
+          command: ["{sys.executable}", "{script}"]
           env:{env}
 """
     )

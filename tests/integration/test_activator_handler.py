@@ -51,7 +51,7 @@ class Rig:
             pod_name="test", clock=MonotonicClock(), send=lambda data: self.pokes.append(decode_wire(data))
         )
         self.registry = Registry(
-            probe=HttpProbe(session),
+            probe=HttpProbe(session).for_revision,
             metrics=ActivatorMetrics(self.prometheus, lambda: self.registry.occupancy()),
             queue_depth=queue_depth,
             # Seeded: with containerConcurrency 0 ties between two idle pods are broken at random, and a test

@@ -8,6 +8,8 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
+
 from tests.integration.conftest import SERVING, ServingUp, eventually, marked_processes, write_app_service
 
 Start = Callable[..., Awaitable[ServingUp]]
@@ -76,6 +78,44 @@ async def test_the_app_sees_a_client_as_it_is_never_as_the_platform(
         assert (status, body.split()[:2]) == (200, ["v1", "hello-00001"]), path
     status, _ = await up.get("hello")
     assert status == 200
+    assert await up.stop() == 0
+
+
+async def test_a_probe_straight_to_a_pod_without_its_token_is_the_apps_request(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """Past the ingress (another process on the machine, another pod in a cluster), a request to a pod's
+    queue-proxy that looks like the kubelet's or the activator's probe is not answered by the queue-proxy: it
+    reaches the app, while the platform's own probes, which carry the revision's token, keep the pod ready."""
+    up = await serving_up([write_app_service(tmp_path, "hello")])
+    assert (await up.get("hello"))[0] == 200
+    async with aiohttp.ClientSession() as session:
+        platform = json.loads((up.state_dir / "up.json").read_text())["platform_url"]
+        async with session.get(f"{platform}/v1/revisions") as resp:
+            snapshot = await resp.json()
+    pods = [pod for revision in snapshot["revisions"] for pod in revision["pods"]]
+    assert len(pods) == 1
+    url = f"http://127.0.0.1:{pods[0]['port']}/headers"
+    posing = [
+        {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"},
+        {"User-Agent": "Knative-Activator-Probe", "K-Network-Probe": "queue"},
+        {"K-Kubelet-Probe": "queue"},
+        {"K-Network-Probe": "probe", "K-Network-Hash": "h"},
+        {"User-Agent": "kube-probe/1.30", "K-Network-Probe-Token": "a-guess"},
+    ]
+    async with aiohttp.ClientSession() as session:
+        for headers in posing:
+            async with session.get(url, headers=headers) as response:
+                body = await response.text()
+            assert response.status == 200, (headers, body)
+            seen = dict(json.loads(body))
+            assert "k-network-probe-token" not in seen, headers
+            for name, value in headers.items():
+                if name != "K-Network-Probe-Token":
+                    assert seen[name.lower()] == value, (headers, seen)
+    revision = await up.revision("hello-00001")
+    assert revision is not None
+    assert revision["ready_pods"] >= 1
     assert await up.stop() == 0
 
 

@@ -96,6 +96,8 @@ class Platform:
     activator_env: Mapping[str, str] = field(default_factory=dict)
     autoscaler_url: str = ""
     """Where the activator sends its stats; empty: straight to the autoscaler's port."""
+    probe_secret: str = "probe-secret-of-the-test-platform"
+    """As the chart's Secret gives it to the controller and the activator: pods require their tokens."""
     router_port: int = field(default_factory=free_port)
     activator_port: int = field(default_factory=free_port)
     activator_admin_port: int = field(default_factory=free_port)
@@ -120,6 +122,7 @@ class Platform:
                     "QUEUE_SIDECAR_IMAGE": "ghcr.io/serving/serving:test",
                     "QUEUE_DRAIN_TIMEOUT": "2s",
                     "POD_NAME": "controller-test",
+                    "SERVING_PROBE_SECRET": self.probe_secret,
                     **self.controller_env,
                 },
             ),
@@ -143,6 +146,7 @@ class Platform:
                     "ACTIVATOR_ADMIN_PORT": str(self.activator_admin_port),
                     "AUTOSCALER_URL": self.autoscaler_url or f"ws://127.0.0.1:{self.autoscaler_port}/",
                     "DRAIN_TIMEOUT": "0s",
+                    "SERVING_PROBE_SECRET": self.probe_secret,
                     **self.activator_env,
                 },
             ),

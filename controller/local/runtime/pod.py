@@ -49,6 +49,8 @@ class PodProcesses:
     readiness_path: str | None = None
     """Path of the app's `httpGet` readiness probe on its port (None: a TCP probe); probed directly to say
     why a pod is not ready."""
+    probe_token: str = ""
+    """What the queue-proxy requires on probes (`K-Network-Probe-Token`); empty: nothing."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +89,7 @@ READY = ProbeResult(True)
 class Prober(Protocol):
     """Probes a pod as the kubelet does, through its queue-proxy, and looks closer at a not-ready app."""
 
-    async def __call__(self, ports: PodPorts) -> ProbeResult:
+    async def __call__(self, ports: PodPorts, token: str = "") -> ProbeResult:
         """Ready on 200 `queue` from the queue-proxy; else why not, as far as its answer tells."""
         ...
 
@@ -285,7 +287,9 @@ class LocalPod:
     async def _probe(self) -> None:
         failures = 0
         while True:
-            result = await self._prober(self.ports) if self._user_running else None
+            result = (
+                await self._prober(self.ports, self._processes.probe_token) if self._user_running else None
+            )
             if result is not None and result.ready:
                 failures = 0
                 self._problem = None

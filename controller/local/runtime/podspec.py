@@ -49,6 +49,8 @@ class PodContext:
     """Seconds a terminating queue-proxy keeps accepting after the last request (Knative: 30)."""
     host_env: Mapping[str, str]
     """The environment of `serving up`, inherited by both processes (PATH, virtualenv...)."""
+    probe_token: str = ""
+    """The revision's probe token (`serving.contract.probe.probe_token`); empty: none required."""
 
 
 def pod_log_dir(log_dir: Path, namespace: str, service: str, pod: str) -> Path:
@@ -138,7 +140,10 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
             pod_ip="127.0.0.1",
         ),
         proxy=qp_contract.proxy_settings(
-            template, user_port=ports.user, readiness_probe=readiness_probe_json(container.readiness_probe)
+            template,
+            user_port=ports.user,
+            readiness_probe=readiness_probe_json(container.readiness_probe),
+            probe_token=ctx.probe_token,
         ),
         ports=qp_contract.Ports(
             bind_address="127.0.0.1",
@@ -157,5 +162,8 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         log_path=logs / f"{QUEUE_PROXY}.log",
     )
     return PodProcesses(
-        queue_proxy=queue_proxy, user=user, readiness_path=readiness_http_path(container.readiness_probe)
+        queue_proxy=queue_proxy,
+        user=user,
+        readiness_path=readiness_http_path(container.readiness_probe),
+        probe_token=ctx.probe_token,
     )

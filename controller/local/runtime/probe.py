@@ -32,10 +32,11 @@ class QueueProxyProbe:
         self._headers = {header.USER_AGENT: USER_AGENT, header.NETWORK_PROBE: header.PROBE_QUEUE}
         self._timeout = aiohttp.ClientTimeout(total=TIMEOUT)
 
-    async def __call__(self, ports: PodPorts) -> ProbeResult:
+    async def __call__(self, ports: PodPorts, token: str = "") -> ProbeResult:
         probe_url = f"http://127.0.0.1:{ports.serving}/"
+        headers = {**self._headers, header.PROBE_TOKEN: token} if token else self._headers
         try:
-            async with self._session.get(probe_url, headers=self._headers, timeout=self._timeout) as resp:
+            async with self._session.get(probe_url, headers=headers, timeout=self._timeout) as resp:
                 body = (await resp.read()).strip()
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, ConnectionRefusedError):

@@ -14,6 +14,7 @@ from controller.local.runtime.podspec import PodContext, grace_seconds, pod_proc
 from controller.local.runtime.supervisor import RevisionSpec, Supervisor
 from controller.local.store import Store
 from controller.reconcile.runtime import RevisionStart
+from serving.contract.probe import probe_token
 from serving.platform import RevisionKey
 
 
@@ -25,6 +26,8 @@ class LocalSettings:
     """Queue-proxy drain quiet period locally, seconds (Knative hard-codes 30 s; locally a pod stops fast)."""
     host_env: Mapping[str, str] = field(default_factory=dict)
     """The environment of `serving up`, inherited by every pod's processes (PATH, virtualenv...)."""
+    probe_secret: str = ""
+    """This run's probe secret; each revision's queue-proxies require the token derived from it."""
 
 
 class LocalRuntime:
@@ -47,6 +50,7 @@ class LocalRuntime:
             log_dir=self._settings.log_dir,
             drain_quiet_period=self._settings.drain_quiet_period,
             host_env=self._settings.host_env,
+            probe_token=probe_token(self._settings.probe_secret, service.namespace, revision.key.name),
         )
         self._supervisor.add(
             RevisionSpec(

@@ -46,7 +46,7 @@ class Rig:
     def __init__(self, *pods: Pod) -> None:
         self.prometheus = CollectorRegistry()
         self.registry = Registry(
-            probe=self._probe,
+            probe=lambda _key: self._probe,
             metrics=ActivatorMetrics(self.prometheus, lambda: self.registry.occupancy()),
             queue_depth=10,
         )

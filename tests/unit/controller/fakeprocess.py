@@ -85,10 +85,14 @@ class FakeProber:
         self.app_listening = True
         self.diagnoses = 0
 
-    async def __call__(self, ports: PodPorts) -> ProbeResult:
+    async def __call__(self, ports: PodPorts, token: str = "") -> ProbeResult:
         alive = self._launcher.alive("queue-proxy")
-        if not any(p.spec.env["QUEUE_SERVING_PORT"] == str(ports.serving) for p in alive):
+        mine = [p for p in alive if p.spec.env["QUEUE_SERVING_PORT"] == str(ports.serving)]
+        if not mine:
             return ProbeResult(False, f"not listening on port {ports.serving}")
+        if mine[0].spec.env.get("SERVING_PROBE_TOKEN", "") != token:
+            # A real queue-proxy passes a probe without its token on to the app, which does not say `queue`.
+            return ProbeResult(False, "answering the readiness probe with 200 from the app")
         if not self.app_listening:
             return ProbeResult(
                 False, "not ready (the queue-proxy answers 503 the app is not ready)", user=True

@@ -18,6 +18,7 @@ from controller.kube.ingress import route_table
 from controller.kube.labels import CONFIGURATION_GENERATION, DIGEST, REVISION_UID
 from queueproxy.config import load_config
 from serving.contract.controller import ControllerConfig
+from serving.contract.probe import probe_token
 from serving.kube.platform import pods_of, revision_of, scaler_status_of
 from serving.platform import RevisionKey
 from serving.route import Configuration, RouteTarget
@@ -123,6 +124,27 @@ def test_deployment_runs_the_user_container_behind_the_queue_proxy(service: Serv
     refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in queue["env"] if "valueFrom" in e}
     assert refs["SERVING_POD"] == "metadata.name"
     assert refs["SERVING_POD_IP"] == "status.podIP"
+
+
+def test_the_readiness_probe_and_the_queue_proxy_share_the_revisions_probe_token(service: Service) -> None:
+    """With a probe secret, the sidecar requires the revision's token and the kubelet's probe sends it; the
+    token is the one the activator derives for the same revision, and no other revision's."""
+    config = ControllerConfig(probe_secret="s3cret")
+    deployment = resources.deployment(service, revision_obj(service), service.template, 1, config)
+    queue = deployment["spec"]["template"]["spec"]["containers"][1]
+    token = probe_token("s3cret", "team", "hello-00002")
+    assert token
+    assert token != probe_token("s3cret", "team", "hello-00001")
+    assert {e["name"]: e.get("value") for e in queue["env"]}["SERVING_PROBE_TOKEN"] == token
+    assert queue["readinessProbe"]["httpGet"]["httpHeaders"] == [
+        {"name": "K-Network-Probe", "value": "queue"},
+        {"name": "K-Network-Probe-Token", "value": token},
+    ]
+    plain = resources.deployment(service, revision_obj(service), service.template, 1, ControllerConfig())
+    plain_queue = plain["spec"]["template"]["spec"]["containers"][1]
+    assert plain_queue["readinessProbe"]["httpGet"]["httpHeaders"] == [
+        {"name": "K-Network-Probe", "value": "queue"}
+    ]
 
 
 def test_every_object_is_valid_kubernetes(service: Service) -> None:

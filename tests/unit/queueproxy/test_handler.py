@@ -16,6 +16,7 @@ from queueproxy.readiness import Readiness
 from serving.breaker import Breaker
 from serving.clock import FakeClock
 from serving.concurrency import RequestStats
+from serving.contract.probe import probe_token, token_matches
 from serving.http import (
     ForwardTimeouts,
     Headers,
@@ -69,7 +70,12 @@ class Rig:
     """A handler wired to real breaker, stats, metrics and readiness objects, with a fake clock."""
 
     def __init__(
-        self, *, concurrency: int = 0, ready: bool = True, readiness: Readiness | None = None
+        self,
+        *,
+        concurrency: int = 0,
+        ready: bool = True,
+        readiness: Readiness | None = None,
+        probe_token: str = "",
     ) -> None:
         self.clock = FakeClock(100.0)
         self.stats = RequestStats(self.clock.now())
@@ -90,6 +96,7 @@ class Rig:
             readiness=self.readiness,
             timeout=300.0,
             timeouts=ForwardTimeouts(),
+            probe_token=probe_token,
             now=self.clock.now,
         )
 
@@ -139,6 +146,50 @@ async def test_health_checks_are_answered_locally(
     if body is not None:
         assert exchange.responses[0][2] == body
     assert rig.stats.report(rig.clock.now()).request_count == 0, "probes are not counted"
+
+
+TOKEN = probe_token("installation-secret", "ns", "rev")
+PROBES = [
+    [("User-Agent", "kube-probe/1.30"), ("K-Network-Probe", "queue")],
+    [("K-Kubelet-Probe", "x")],
+    [("User-Agent", "Knative-Activator-Probe"), ("K-Network-Probe", "queue")],
+    [("K-Network-Probe", "probe"), ("K-Network-Hash", "h1")],
+]
+
+
+@pytest.mark.parametrize("headers", PROBES, ids=["kube-probe", "kubelet-header", "activator", "hash"])
+async def test_with_a_probe_token_only_the_platforms_probes_are_answered_here(
+    headers: list[tuple[str, str]],
+) -> None:
+    """Probe-like requests without the revision's token (another pod, a client past the ingress) are the
+    app's: proxied with their headers, the wrong token removed; with the token they are answered here."""
+    rig = Rig(probe_token=TOKEN)
+    for sent in ([], [("K-Network-Probe-Token", "guess")], [("K-Network-Probe-Token", TOKEN[:-1])]):
+        exchange = FakeExchange([*headers, *sent])
+        await rig.handler(exchange)
+        assert exchange.responses == [], f"{sent} was answered as a probe"
+        forwarded = exchange.forwarded[-1]
+        assert "k-network-probe-token" not in forwarded
+        for name, value in headers:
+            assert forwarded.get(name.lower()) == value
+    platform = FakeExchange([*headers, ("K-Network-Probe-Token", TOKEN)])
+    await rig.handler(platform)
+    assert platform.forwarded == []
+    assert platform.responses[0][0] == 200
+
+
+def test_probe_tokens_differ_per_revision_and_need_a_secret() -> None:
+    assert len(TOKEN) == 32
+    assert probe_token("installation-secret", "ns", "rev") == TOKEN
+    assert probe_token("installation-secret", "ns", "rev2") != TOKEN
+    assert probe_token("installation-secret", "ns2", "rev") != TOKEN
+    assert probe_token("other-secret", "ns", "rev") != TOKEN
+    assert probe_token("", "ns", "rev") == ""
+    assert token_matches("", None)
+    assert token_matches("", "anything")
+    assert token_matches(TOKEN, TOKEN)
+    assert not token_matches(TOKEN, None)
+    assert not token_matches(TOKEN, "")
 
 
 async def test_health_checks_fail_while_draining() -> None:
