@@ -158,6 +158,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._closed = False
         self.draining = False
         self._error_status = 0
+        self._head_method = False  # the request parsed last is a HEAD: an error answer to it has no body
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._max_header_bytes = limits.max_header_bytes
@@ -289,6 +290,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._raw_headers = []
         self._head_raw = 0
         self._in_head = True
+        self._head_method = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -306,6 +308,9 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        parser = self._parser
+        raw_method = parser.get_method()
+        self._head_method = raw_method == b"HEAD"
         raw = self._raw_headers
         if len(raw) > self._max_headers:
             raise _Reject(431)
@@ -316,11 +321,9 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             size = len(self._url) + sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
             if size > self._max_header_bytes:
                 raise _Reject(431)
-        parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Reject(400)
-        raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise _Reject(400)  # a reverse proxy has no tunnel to offer
@@ -460,15 +463,19 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                     logger.error(
                         "handler returned without responding: %s %s", ex.request.method, ex.request.target
                     )
-                self._write_error(status)
+                self._write_error(status, ex.request.method == "HEAD")
             return False
         if not ex.keep or not ex.body_complete or self.draining:
             self._close(linger=not ex.body_complete and not self._upgraded)
             return False
         queue.popleft()
         if self._error_status:
-            self._write_error(self._error_status)
-            return False
+            if not (queue and queue[0].body_complete):
+                self._write_error(self._error_status, self._head_method)
+                return False
+            # Complete requests pipelined before the bad one are answered first: the error is the bad one's.
+            # Reading goes on as without the error (what arrives is dropped), so a client that leaves is seen.
+            self.resume(wire.PAUSE_STOP)
         if queue:
             if len(queue) == 1:
                 self.resume(wire.PAUSE_PIPELINE)
@@ -498,7 +505,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._error_status = status
         queue = self._queue
         if not queue:
-            self._write_error(status)
+            self._write_error(status, self._head_method)
             return
         running = queue[0]
         if running is self._parsing and not running.body_complete:
@@ -510,11 +517,12 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 task.cancel()
             if running.state == NEW:
                 running.mark_aborted()
-                self._write_error(status)
+                self._write_error(status, self._head_method)
             else:
                 self.abort()
 
-    def _write_error(self, status: int) -> None:
+    def _write_error(self, status: int, head: bool) -> None:
+        """Answer `status` and close; `head`: the request answered is a HEAD, so the body is left out."""
         if self._closed or self.transport is None:
             return
         body = wire.REASONS.get(status, b"error") + b"\n"
@@ -522,7 +530,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             wire.status_line(status)
             + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % len(body)
-            + body
+            + (b"" if head else body)
         )
         self._close(linger=True)
 

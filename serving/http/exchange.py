@@ -372,7 +372,9 @@ def _request_head(
         upgrade = headers.get(header.UPGRADE) or request.headers.get(header.UPGRADE) or ""
         lines.append(f"connection: upgrade\r\nupgrade: {upgrade}\r\n")
     if chunked:
-        lines.append(f"transfer-encoding: {request.headers.get(header.TRANSFER_ENCODING) or 'chunked'}\r\n")
+        # Every Transfer-Encoding field, as llhttp read them: their codings end with the chunked it framed by.
+        codings = ", ".join(request.headers.get_all(header.TRANSFER_ENCODING))
+        lines.append(f"transfer-encoding: {codings or 'chunked'}\r\n")
     text = f"{request.method} {request.target} HTTP/1.1\r\n{''.join(lines)}\r\n"
     try:
         return text.encode("latin-1")

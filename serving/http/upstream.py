@@ -119,6 +119,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._flush()
+            if self._complete:
+                self._finish()  # a 101 after the whole response: dropped, as `on_headers_complete` drops any
+                return
             self._start_relay(data[exc.args[0] :])
             return
         except httptools.HttpParserError as exc:
@@ -184,6 +187,11 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         ex = self._ex
         if ex is None:
             raise UpstreamError("response without request", response_started=False)
+        if self._complete:
+            # Another response in the read that completed this one: relayed, it would answer the client's next
+            # request. It is dropped, and the connection with it.
+            self._reusable = False
+            return
         parser = self._parser
         status = parser.get_status_code()
         pending, start = self._pending, self._skip

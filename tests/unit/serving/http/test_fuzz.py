@@ -13,7 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.http import Exchange, Server, ServerLimits, serve
+from serving.http import Exchange, Server, ServerLimits, UpstreamError, UpstreamPool, serve
+from tests.unit.serving.http.rawhttp import RawClient, RawUpstream, engine, forwarder, get, raw_server
+from tests.unit.serving.http.test_smuggling import recording_upstream
 
 VALID = [
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -197,3 +199,122 @@ def test_mutated_requests(engine_thread: EngineThread, data: bytes) -> None:
 @given(data=heads())
 def test_generated_heads(engine_thread: EngineThread, data: bytes) -> None:
     check(engine_thread, data)
+
+
+# -- regressions found by the coverage-guided fuzzer (benchmarks/fuzz_engine.py) ----------------------------
+
+
+def test_requests_pipelined_before_a_bad_one_are_answered_before_its_400(engine_thread: EngineThread) -> None:
+    """The 400 answers the bad request: written in place of a good one still queued, the client would take
+    it for that one's answer."""
+    good = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    reply = exchange(engine_thread.port, good + good + b"GET /3 HTTP/1.1\r\nHost : a\r\n\r\n")
+    assert statuses(reply) == [200, 200, 400]
+    assert engine_thread.errors == []
+
+
+async def test_a_client_leaving_while_requests_before_a_bad_one_run_is_noticed() -> None:
+    """Reading goes on while they run, as it would without the bad request, so their handlers stop when the
+    client goes away instead of running for nobody."""
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(ex: Exchange) -> None:
+        if ex.request.target == "/1":
+            await ex.respond(200)
+            return
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with engine(handler) as port:
+        client = await RawClient.connect(port)
+        await client.send(get("/1") + get("/2") + b"GET /3 HTTP/1.1\r\nHost : a\r\n\r\n")
+        assert (await client.read_response()).status == 200
+        await asyncio.wait_for(started.wait(), 5)
+        await client.close()
+        await asyncio.wait_for(cancelled.wait(), 5)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(b"HEAD / HTTP/1.1\r\n\r\n", id="no-host"),
+        pytest.param(b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", id="two-hosts"),
+        pytest.param(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-body"
+        ),
+    ],
+)
+def test_an_error_answer_to_head_has_no_body(engine_thread: EngineThread, request_bytes: bytes) -> None:
+    reply = exchange(engine_thread.port, request_bytes)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert b"\r\ncontent-length: 12\r\n" in reply
+    assert reply.endswith(b"\r\n\r\n")
+
+
+async def test_an_upstream_failure_answering_head_has_no_body() -> None:
+    async def fail(ex: Exchange) -> None:
+        raise UpstreamError("garbage from the upstream", response_started=False)
+
+    async with engine(fail) as port:
+        client = await RawClient.connect(port)
+        response = await client.request(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", head=True)
+        assert response.status == 502
+        assert await client.closed()  # and nothing after the head
+        await client.close()
+
+
+async def test_every_transfer_encoding_field_is_relayed() -> None:
+    """llhttp frames a body by the codings of all Transfer-Encoding fields; relayed with the first field's
+    only (`gzip`), the request would reach the upstream without a framing it can read."""
+    async with recording_upstream() as (recorder, port):
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(forwarder(pool)) as eport:
+            client = await RawClient.connect(eport)
+            response = await client.request(
+                b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+                b"\r\n5\r\nhello\r\n0\r\n\r\n"
+            )
+            await client.close()
+        await pool.close()
+    assert response.status == 200
+    assert recorder.errors == []
+    assert [(r.target, r.header("transfer-encoding"), r.body) for r in recorder.requests] == [
+        ("/p", "gzip, chunked", b"hello")
+    ]
+
+
+def _answering_twice(extra: bytes) -> RawUpstream:
+    """An upstream that sends `extra` right behind each response, in the same write."""
+
+    async def serve_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + extra)
+
+    return serve_conn
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(b"HTTP/1.1 204 No Content\r\n\r\n", id="response"),
+        pytest.param(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\nraw", id="101"
+        ),
+    ],
+)
+async def test_a_response_behind_the_upstreams_answer_is_never_relayed(extra: bytes) -> None:
+    """Relayed, it would be the client's answer to its next request."""
+    async with raw_server(_answering_twice(extra)) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(forwarder(pool)) as eport:
+            client = await RawClient.connect(eport)
+            first = await client.request(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            second = await client.request(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            await client.close()
+        await pool.close()
+    assert [(first.status, first.body), (second.status, second.body)] == [(200, b"ok"), (200, b"ok")]
