@@ -179,7 +179,8 @@ class LocalSystem:
         """Build every part and start the in-process APIs (platform, control)."""
         opts = self.options
         # This run's probe secret: pods' queue-proxies answer probes only with their revision's token from it
-        # (the supervisor's and the activator's probes), so nothing else on the machine can pose as one.
+        # (the supervisor's and the activator's probes), so nothing that comes through the ingress can pose as
+        # one (processes of the same user can still read the token from /proc).
         probe_secret = secrets.token_hex(16)
         store = Store()
         ports = PortAllocator()
