@@ -239,10 +239,17 @@ async def test_one_replica_leads_and_the_other_refuses_stats(kube: Kube, platfor
     standby = next(r for r in REPLICAS if r != leader)
     port = platform.components[standby].env["AUTOSCALER_PORT"]
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-            assert response.status == 200, (
-                "a standby is alive and ready: only the Service's selector skips it"
-            )
+
+        async def standby_ready() -> bool:
+            # The leader may hold the Lease before the other replica has even opened its port.
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        # A standby is alive and ready: only the Service's selector skips it.
+        await eventually(standby_ready, 30, "the standby answering /healthz", platform)
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(f"ws://127.0.0.1:{port}/")
         assert refused.value.status == 503
