@@ -43,10 +43,6 @@ class HttpProbe:
         headers = {**_HEADERS, header.PROBE_TOKEN: token} if token else _HEADERS
         return lambda pod: self._probe(pod, headers)
 
-    async def __call__(self, pod: Pod) -> bool:
-        """A probe without a token (for a queue-proxy that expects none)."""
-        return await self._probe(pod, _HEADERS)
-
     async def _probe(self, pod: Pod, headers: dict[str, str]) -> bool:
         url = f"http://{pod.host}:{pod.port}{PROBE_PATH}"
         try:

@@ -233,6 +233,20 @@ async def raw_server(serve_conn: RawUpstream) -> AsyncIterator[int]:
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
 
 
+async def two_gets_forwarded_to(serve_conn: RawUpstream) -> tuple[Response, Response]:
+    """Two GETs on one client connection, through a forwarder to a raw upstream doing `serve_conn`: the
+    shape of every check that one upstream answer cannot leak into the next request's."""
+    async with raw_server(serve_conn) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(forwarder(pool)) as eport:
+            client = await RawClient.connect(eport)
+            first = await client.request(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            second = await client.request(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            await client.close()
+        await pool.close()
+    return first, second
+
+
 async def read_head(reader: asyncio.StreamReader) -> tuple[str, Headers]:
     """Read a request head on a raw upstream: the request line and the headers."""
     head = await reader.readuntil(b"\r\n\r\n")

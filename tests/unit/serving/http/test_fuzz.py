@@ -14,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.http import Exchange, Server, ServerLimits, UpstreamError, UpstreamPool, serve
-from tests.unit.serving.http.rawhttp import RawClient, RawUpstream, engine, forwarder, get, raw_server
+from tests.unit.serving.http.rawhttp import (
+    RawClient,
+    RawUpstream,
+    engine,
+    forwarder,
+    get,
+    two_gets_forwarded_to,
+)
 from tests.unit.serving.http.test_smuggling import recording_upstream
 
 VALID = [
@@ -309,12 +316,5 @@ def _answering_twice(extra: bytes) -> RawUpstream:
 )
 async def test_a_response_behind_the_upstreams_answer_is_never_relayed(extra: bytes) -> None:
     """Relayed, it would be the client's answer to its next request."""
-    async with raw_server(_answering_twice(extra)) as port:
-        pool = UpstreamPool("127.0.0.1", port)
-        async with engine(forwarder(pool)) as eport:
-            client = await RawClient.connect(eport)
-            first = await client.request(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
-            second = await client.request(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
-            await client.close()
-        await pool.close()
+    first, second = await two_gets_forwarded_to(_answering_twice(extra))
     assert [(first.status, first.body), (second.status, second.body)] == [(200, b"ok"), (200, b"ok")]

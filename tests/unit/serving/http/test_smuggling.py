@@ -26,6 +26,7 @@ from tests.unit.serving.http.rawhttp import (
     engine,
     forwarder,
     raw_server,
+    two_gets_forwarded_to,
 )
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\nKnative-Serving-Revision: other-00001\r\n\r\n"
@@ -214,14 +215,7 @@ async def test_an_apps_connection_tokens_never_unframe_the_response() -> None:
                 b"\r\nhello"
             )
 
-    async with raw_server(serve_conn) as port:
-        pool = UpstreamPool("127.0.0.1", port)
-        async with engine(forwarder(pool)) as eport:
-            client = await RawClient.connect(eport)
-            first = await client.request(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
-            second = await client.request(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
-            await client.close()
-        await pool.close()
+    first, second = await two_gets_forwarded_to(serve_conn)
     assert (first.status, first.body, first.header("content-length")) == (200, b"hello", "5")
     assert first.header("x-app") is None
     assert (second.status, second.body) == (200, b"hello")
