@@ -1,4 +1,4 @@
-"""The HTTP/1.1 forwarding engine shared by the queue-proxy, the activator and the local router.
+"""The forwarding engine shared by the queue-proxy, the activator and the routers: HTTP/1.1 and h2c.
 
 llhttp (via httptools) on asyncio Protocols, uvloop in production: client connections are parsed and handed
 to a handler one request at a time; `Exchange.forward` relays to pooled keep-alive upstream connections, with
@@ -8,6 +8,8 @@ bodies streamed both ways under flow control. aiohttp serves everything off the 
 from serving.http.connection import Handler, ServerLimits
 from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
 from serving.http.exchange import Exchange
+from serving.http.h2server import H2Exchange
+from serving.http.h2upstream import H2UpstreamPool
 from serving.http.message import Headers, Request
 from serving.http.pool import UpstreamPool
 from serving.http.server import Server, serve
@@ -16,6 +18,8 @@ from serving.http.upstream import ForwardTimeouts
 __all__ = [
     "Exchange",
     "ForwardTimeouts",
+    "H2Exchange",
+    "H2UpstreamPool",
     "Handler",
     "Headers",
     "IdleTimeout",

@@ -22,14 +22,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
 from serving import header
 from serving.http import wire
-from serving.http.error import IdleTimeout, ResponseStartTimeout, UpstreamConnectError, UpstreamError
+from serving.http.error import status_for
 from serving.http.exchange import Exchange
+from serving.http.h2base import PREFACE
+from serving.http.h2server import H2ServerConnection
 from serving.http.message import Headers, Request
 from serving.http.state import ABORTED, DONE, NEW, STARTED
 
@@ -91,16 +93,6 @@ class _Reject(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
-
-
-def _status_of(exc: Exception) -> int:
-    """What the client gets for an exception that escaped its handler before any response: an upstream's
-    failure is the upstream's (502, or 504 for its timeouts), never a 500 of the proxy's own."""
-    if isinstance(exc, (UpstreamError, UpstreamConnectError)):
-        return 502
-    if isinstance(exc, (ResponseStartTimeout, IdleTimeout)):
-        return 504
-    return 500
 
 
 def _origin_form(target: str, items: list[tuple[str, str]]) -> str:
@@ -174,6 +166,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._timer_step = min(limits.header_read_timeout, limits.keep_alive_timeout)
         self._linger: asyncio.TimerHandle | None = None
         self._view = _read_view()
+        self._fresh = True  # nothing read yet: an HTTP/2 preface may come instead of a request
+        self._early = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
 
@@ -200,6 +194,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self.data_received(self._view[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
+        if self._fresh and self._h2_preface(data):
+            return
         if self._upgraded:
             self._raw_received(bytes(data))
             return
@@ -241,6 +237,36 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 self._head_raw += len(data)
                 if self._head_raw > self._max_header_bytes:
                     self._reject(431)
+
+    def _h2_preface(self, data: bytes | memoryview) -> bool:
+        """The connection's first bytes: an HTTP/2 preface hands the connection over to `H2ServerConnection`
+        (True); a few bytes that may still become one are held (True); anything else is HTTP/1.1 (False)."""
+        early = self._early + bytes(data[: len(PREFACE)])
+        if early[: len(PREFACE)] != PREFACE[: len(early)]:
+            self._fresh = False
+            if self._early:
+                self._early = b""
+                self.data_received(early + bytes(data[len(PREFACE) :]))
+                return True
+            return False
+        if len(early) < len(PREFACE):
+            self._early = early
+            return True
+        self._fresh = False
+        self._stopped = True
+        transport = self.transport
+        if transport is None:
+            return True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._registry.discard(self)
+        rest = bytes(data[len(PREFACE) - len(self._early) :])
+        H2ServerConnection(self._handler, self._limits, self._registry).take_over(
+            transport, self._client, PREFACE + rest
+        )
+        self._early = b""
+        return True
 
     def eof_received(self) -> bool | None:
         if self.relay is not None:
@@ -398,7 +424,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                     self._finish_exchange(ex, _CANCELLED)
                     raise
                 except Exception as exc:
-                    status = _status_of(exc)
+                    status = status_for(exc)
                     if ex.state != NEW:
                         logger.debug("handler failed after the response started", exc_info=True)
                     elif status == 500:
@@ -619,19 +645,27 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             self.transport.close()
 
 
+class Drainable(Protocol):
+    """A client connection as its server sees it (HTTP/1.1 or HTTP/2)."""
+
+    def start_drain(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Connections:
     """The open connections of one server, so that `drain` can wind them down and wait for them."""
 
     __slots__ = ("emptied", "members")
 
     def __init__(self) -> None:
-        self.members: set[ServerConnection] = set()
+        self.members: set[Drainable] = set()
         self.emptied: asyncio.Event | None = None
 
-    def add(self, conn: ServerConnection) -> None:
+    def add(self, conn: Drainable) -> None:
         self.members.add(conn)
 
-    def discard(self, conn: ServerConnection) -> None:
+    def discard(self, conn: Drainable) -> None:
         self.members.discard(conn)
         if not self.members and self.emptied is not None:
             self.emptied.set()

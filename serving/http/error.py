@@ -36,3 +36,13 @@ class IdleTimeout(Exception):
     If the response had started, the engine has aborted the client connection (check
     `Exchange.response_started`).
     """
+
+
+def status_for(exc: Exception) -> int:
+    """What the client gets for an exception that escaped its handler before any response: an upstream's
+    failure is the upstream's (502, or 504 for its timeouts), never a 500 of the proxy's own."""
+    if isinstance(exc, (UpstreamError, UpstreamConnectError)):
+        return 502
+    if isinstance(exc, (ResponseStartTimeout, IdleTimeout)):
+        return 504
+    return 500

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 from serving import header
 from serving.http import wire
 from serving.http.error import UpstreamConnectError, UpstreamError
+from serving.http.h2upstream import H2UpstreamPool
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.pool import UpstreamPool
 from serving.http.state import ABORTED, DONE, NEW, STARTED, keeps_alive
@@ -152,7 +153,7 @@ class Exchange:
 
     async def forward(
         self,
-        pool: UpstreamPool,
+        pool: UpstreamPool | H2UpstreamPool,
         headers: Headers,
         *,
         timeouts: ForwardTimeouts = _DEFAULT_TIMEOUTS,
@@ -169,6 +170,14 @@ class Exchange:
         See the package documentation for the errors raised. Cancel-safe: if the calling task is cancelled,
         the upstream connection is closed (never pooled half-used) and a started response is aborted.
         """
+        if not isinstance(pool, UpstreamPool):
+            return await pool.forward_http1(
+                self,
+                headers,
+                timeouts=timeouts,
+                response_headers=response_headers,
+                retry_refused=retry_refused,
+            )
         if self._state != NEW or self._body_taken:
             raise RuntimeError("a response was already sent, or the body streamed, on this exchange")
         self._retry_refused = retry_refused
@@ -207,6 +216,14 @@ class Exchange:
             except asyncio.CancelledError:
                 conn.cancel(self)
                 raise
+
+    def begin_forward(self) -> None:
+        """Check that the exchange may be forwarded now and learn its body's framing (for forwarders other
+        than `forward`'s own, which translate the request to HTTP/2)."""
+        if self._state != NEW or self._body_taken:
+            raise RuntimeError("a response was already sent, or the body streamed, on this exchange")
+        if not self._body_complete or self._body is not None:
+            self._scan_framing()
 
     def _scan_framing(self) -> None:
         """How the request body is framed (llhttp has validated the headers); only requests with a body."""
