@@ -17,7 +17,9 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
+from hyperframe.frame import Frame
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The client connection preface (RFC 9113 section 3.4): how a prior-knowledge h2c client starts."""
@@ -126,6 +128,18 @@ class Inbound:
             waiter.set_result(None)
 
 
+class _FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """`h2`'s frame buffer, refusing an overlong frame as soon as its 9-byte header arrives: `h2` checks the
+    length only once the whole announced body (up to 16 MiB) is buffered, so a peer could make every
+    connection hold that much with one frame header."""
+
+    def __next__(self) -> Frame:
+        data = self._data  # the buffered bytes after the preface
+        if len(data) >= 9:
+            self._validate_frame_length(int.from_bytes(data[:3], "big"))
+        return super().__next__()
+
+
 class H2Transport:
     """An `h2` connection bound to an asyncio transport: flushing, write backpressure, window waits.
 
@@ -149,6 +163,9 @@ class H2Transport:
         )
         self.h2.max_inbound_frame_size = self.h2.local_settings.max_frame_size
         self.h2.decoder.max_header_list_size = max_header_list_size
+        buffer = _FrameBuffer(server=not client_side)
+        buffer.max_frame_size = self.h2.max_inbound_frame_size
+        self.h2.incoming_buffer = buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._write_paused = False
@@ -190,8 +207,9 @@ class H2Transport:
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if data and transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
 
     def ack(self, stream_id: int, size: int) -> None:
         """Return `size` bytes of receive window for a stream (and the connection)."""

@@ -289,6 +289,8 @@ class H2ServerConnection(asyncio.Protocol):
             self._close()
             return
         for event in events:
+            if self._transport is not None and self._transport.is_closing():
+                return  # aborted (the rapid-reset guard): the rest of the batch is the attacker's
             self._event(event)
         self.h2.flush()
 

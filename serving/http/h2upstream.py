@@ -71,6 +71,9 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.open = False
         self.idle_since = loop.time()
         self._transport: asyncio.Transport | None = None
+        self.settled: asyncio.Future[None] = loop.create_future()
+        """Resolved by the upstream's first SETTINGS: until then its stream limit is unknown (`h2` would
+        assume none), so no stream is opened before."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
@@ -150,6 +153,8 @@ class H2UpstreamConnection(asyncio.Protocol):
                     )
                 )
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            if not self.settled.done():
+                self.settled.set_result(None)
             self.h2.wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = True
@@ -170,6 +175,9 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        if not self.settled.done():
+            self.settled.set_exception(ConnectionError(f"closed before its SETTINGS: {exc}"))
+            self.settled.exception()
         self.h2.lost()
         self.pool.forget(self)
         self._fail_all(StreamReset(f"upstream connection closed{f': {exc}' if exc else ''}"))
@@ -245,6 +253,11 @@ class H2UpstreamPool:
                 _, conn = await loop.create_connection(
                     lambda: H2UpstreamConnection(self, loop), self.host, self.port
                 )
+                try:
+                    await conn.settled
+                except BaseException:
+                    conn.close()
+                    raise
         except OSError as exc:  # includes TimeoutError
             raise UpstreamConnectError(f"cannot connect to {self.address}: {exc or 'timed out'}") from exc
         if self._closed:
