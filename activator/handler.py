@@ -28,6 +28,7 @@ from serving.http import (
     UpstreamError,
 )
 from serving.platform import RevisionKey
+from serving.tracer import ACTIVATOR_WAIT, NAMESPACE, REVISION, UPSTREAM, AttributeValue, Span, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,26 @@ _RETRY: Final = (*_TEXT, (header.RETRY_AFTER, RETRY_AFTER_SECONDS))
 _ACTIVATOR_BODY: Final = header.PROBE_ACTIVATOR.encode()
 _QUEUE_FULL: Final = b"activator queue full\n"
 _OVER_CAPACITY: Final = b"revision at max-scale: over capacity\n"
+CLIENT_GONE: Final = 499
+"""Traced (never sent) when the client left before its response ended; nginx's convention."""
 
 
 class ActivatorHandler:
     """The engine handler of the main port. `ready` reports the process's readiness to kubelet probes."""
 
-    __slots__ = ("_loop", "_ready", "_registry", "_reporter")
+    __slots__ = ("_loop", "_ready", "_registry", "_reporter", "_tracer")
 
-    def __init__(self, registry: Registry, reporter: StatReporter, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        reporter: StatReporter,
+        ready: Callable[[], bool],
+        tracer: Tracer | None = None,
+    ) -> None:
         self._registry = registry
         self._reporter = reporter
         self._ready = ready
+        self._tracer = tracer
         self._loop = asyncio.get_running_loop()
 
     async def __call__(self, exchange: Exchange) -> None:
@@ -75,6 +85,8 @@ class ActivatorHandler:
         # One coroutine frame per held request, and its headers untouched until it leaves the queue: a
         # revision at zero may hold 10,000 of these.
         load = self._reporter.request_in(key)
+        tracer = self._tracer
+        span = None if tracer is None else _start_span(tracer, exchange)
         throttler = entry.throttler
         waited = 0.0
         status = 0
@@ -154,6 +166,8 @@ class ActivatorHandler:
             entry.metrics.wait.observe(waited)
             if status:
                 entry.metrics.count(status)
+            if span is not None:
+                _finish_span(span, key, status, waited, headers.get(header.HOST) if prepared else None)
 
     async def _answered_locally(self, exchange: Exchange, headers: Headers) -> bool:
         """Probes meant for the activator itself (network probes and kubelet probes)."""
@@ -194,3 +208,20 @@ def _prepare(headers: Headers, client: str) -> None:
     headers.set(header.PROXY_REQUEST, header.PROXY_REQUEST_ACTIVATOR)
     forwarded_for = headers.get(header.X_FORWARDED_FOR)
     headers.set(header.X_FORWARDED_FOR, f"{forwarded_for}, {client}" if forwarded_for else client)
+
+
+def _start_span(tracer: Tracer, exchange: Exchange) -> Span:
+    request = exchange.request
+    return tracer.start(request.headers, request.method, request.target, request.client[0])
+
+
+def _finish_span(span: Span, key: RevisionKey, status: int, waited: float, upstream: str | None) -> None:
+    """What the activator added to the request: its wait for capacity, and the pod it went to."""
+    attributes: dict[str, AttributeValue] = {
+        REVISION: key.name,
+        NAMESPACE: key.namespace,
+        ACTIVATOR_WAIT: waited,
+    }
+    if upstream is not None:
+        attributes[UPSTREAM] = upstream
+    span.finish(status or CLIENT_GONE, attributes)

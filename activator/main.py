@@ -28,6 +28,7 @@ from serving.clock import MonotonicClock
 from serving.http import Server, serve
 from serving.kube.connect import connect
 from serving.platform import PeerSource
+from serving.tracer import start_tracing
 
 log = logging.getLogger("activator")
 
@@ -59,6 +60,7 @@ async def _drain(config: ActivatorConfig, health: Health, server: Server, regist
 
 async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
     _raise_file_limit()
+    tracer = start_tracing(config.tracing, "activator")
     async with aiohttp.ClientSession() as session:
         prometheus = CollectorRegistry()
         link = AutoscalerLink(config.autoscaler_url, session)
@@ -74,7 +76,7 @@ async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
             count=config.count,
         )
         health = Health(autoscaler_connected=lambda: link.connected, synced=lambda: registry.synced)
-        handler = ActivatorHandler(registry, reporter, health.ready)
+        handler = ActivatorHandler(registry, reporter, health.ready, tracer)
         admin = web.AppRunner(admin_app(health, prometheus), access_log=None, shutdown_timeout=1.0)
         await admin.setup()
         try:
@@ -99,6 +101,8 @@ async def run(config: ActivatorConfig, terminating: asyncio.Event) -> None:
         finally:
             await registry.close()
             await admin.cleanup()
+            if tracer is not None:
+                await asyncio.to_thread(tracer.close)
 
 
 async def _follow_peers(platform: PeerSource, config: ActivatorConfig, registry: Registry) -> None:

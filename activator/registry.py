@@ -17,7 +17,7 @@ from activator.backends import Backends, Probe
 from activator.metrics import ActivatorMetrics, RevisionMetrics
 from activator.throttler import RevisionThrottler
 from serving.autoscaling import DEFAULT, AutoscalerConfig, AutoscalingError, revision_scaling
-from serving.http import ForwardTimeouts, UpstreamPool
+from serving.http import ForwardTimeouts, H2UpstreamPool, UpstreamPool
 from serving.platform import Revision, RevisionKey, RevisionSource, Snapshot
 
 log = logging.getLogger(__name__)
@@ -63,22 +63,26 @@ class RevisionEntry:
         self.throttler = throttler
         self.metrics = metrics
         self.backends = Backends(probe=probe, on_change=throttler.update_backends)
-        self.pools: dict[str, UpstreamPool] = {}
+        self.pools: dict[str, UpstreamPool | H2UpstreamPool] = {}
         self.timeout = revision.timeout_seconds
         self.forward_timeouts = forward_timeouts(revision)
 
-    def pool(self, address: str) -> UpstreamPool:
+    def pool(self, address: str) -> UpstreamPool | H2UpstreamPool:
+        """The pool for a pod: HTTP/2 to the queue-proxies of an h2c revision, HTTP/1.1 otherwise."""
         pool = self.pools.get(address)
         if pool is None:
             host, _, port = address.rpartition(":")
-            pool = self.pools[address] = UpstreamPool(host, int(port))
+            if self.revision.protocol == "h2c":
+                pool = self.pools[address] = H2UpstreamPool(host, int(port))
+            else:
+                pool = self.pools[address] = UpstreamPool(host, int(port))
         return pool
 
     def pod_failed(self, address: str) -> None:
         """A connection to the pod was refused: stop sending to it until it passes a probe."""
         self.backends.request_failed(address)
 
-    def update(self, revision: Revision) -> list[UpstreamPool]:
+    def update(self, revision: Revision) -> list[UpstreamPool | H2UpstreamPool]:
         """Apply new settings and pods; returns pools of pods that are gone, for the caller to close."""
         self.revision = revision
         self.timeout = revision.timeout_seconds
@@ -88,7 +92,7 @@ class RevisionEntry:
         listed = {p.address for p in revision.pods}
         return [self.pools.pop(a) for a in list(self.pools) if a not in listed]
 
-    async def close(self) -> list[UpstreamPool]:
+    async def close(self) -> list[UpstreamPool | H2UpstreamPool]:
         await self.backends.close()
         pools = list(self.pools.values())
         self.pools.clear()
@@ -199,12 +203,12 @@ class Registry:
     async def _close_entry(self, entry: RevisionEntry) -> None:
         await self._close_pools(await entry.close())
 
-    def _close_later(self, pools: list[UpstreamPool]) -> None:
+    def _close_later(self, pools: list[UpstreamPool | H2UpstreamPool]) -> None:
         if pools:
             self._spawn(self._close_pools(pools))
 
     @staticmethod
-    async def _close_pools(pools: list[UpstreamPool]) -> None:
+    async def _close_pools(pools: list[UpstreamPool | H2UpstreamPool]) -> None:
         for pool in pools:
             try:
                 await pool.close()

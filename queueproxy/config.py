@@ -16,6 +16,7 @@ from serving.contract.queueproxy import (
     ProxySettings,
     parse_positive_seconds,
 )
+from serving.contract.tracing import Tracing
 
 __all__ = [
     "Config",
@@ -55,8 +56,17 @@ def load_config(environ: Mapping[str, str]) -> Config:
     ports = collect(Ports, environ, problems)
     drain = collect(DrainSettings, environ, problems)
     log = collect(LogSettings, environ, problems)
+    tracing = collect(Tracing, environ, problems)
     if ports is not None:
         _check_distinct(ports, proxy.user_port if proxy is not None else None, problems)
-    if identity is None or proxy is None or ports is None or drain is None or log is None or problems:
+    if (
+        identity is None
+        or proxy is None
+        or ports is None
+        or drain is None
+        or log is None
+        or tracing is None
+        or problems
+    ):
         raise ConfigError(problems)
-    return Config(identity=identity, proxy=proxy, ports=ports, drain=drain, log=log)
+    return Config(identity=identity, proxy=proxy, ports=ports, drain=drain, log=log, tracing=tracing)

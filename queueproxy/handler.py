@@ -23,8 +23,9 @@ from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.contract.probe import token_matches
-from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
+from serving.http import ForwardTimeouts, H2UpstreamPool, Headers, Request, UpstreamPool
 from serving.tally import RequestTally
+from serving.tracer import QUEUE_WAIT, Tracer
 
 CLIENT_GONE: Final = 499
 """Recorded (never sent) when the client left before its response ended; nginx's convention."""
@@ -50,7 +51,7 @@ class ProxiedExchange(Protocol):
 
     async def forward(
         self,
-        pool: UpstreamPool,
+        pool: UpstreamPool | H2UpstreamPool,
         headers: Headers,
         *,
         timeouts: ForwardTimeouts,
@@ -64,6 +65,7 @@ class QueueHandler:
     __slots__ = (
         "_breaker",
         "_drainer",
+        "_h2_pool",
         "_in_flight",
         "_now",
         "_pool",
@@ -74,12 +76,14 @@ class QueueHandler:
         "_tally",
         "_timeout",
         "_timeouts",
+        "_tracer",
     )
 
     def __init__(
         self,
         *,
         pool: UpstreamPool,
+        h2_pool: H2UpstreamPool | None = None,
         breaker: Breaker | None,
         stats: RequestStats,
         metrics: RequestMetrics,
@@ -90,9 +94,11 @@ class QueueHandler:
         timeouts: ForwardTimeouts,
         request_log: RequestLog | None = None,
         probe_token: str = "",
+        tracer: Tracer | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
+        self._h2_pool = h2_pool
         self._breaker = breaker
         self._stats = stats
         self._tally: RequestTally = metrics.tally
@@ -103,6 +109,7 @@ class QueueHandler:
         self._timeouts = timeouts
         self._request_log = request_log
         self._probe_token = probe_token
+        self._tracer = tracer
         self._now = now
 
     async def __call__(self, exchange: ProxiedExchange) -> None:
@@ -127,21 +134,31 @@ class QueueHandler:
         else:
             proxied = False
         upgrade = request.upgrade
+        tracer = self._tracer
+        span = None if tracer is None else tracer.start(headers, request.method, request.target)
         start = self._now()
         self._drainer.last_request = start
         self._stats.request_in(start, proxied)
         task = exchange.task
         self._in_flight.add(task, exchange, upgrade, start + self._timeout)
         status = CLIENT_GONE
+        waited = 0.0
         try:
+            # HTTP/2 in, HTTP/2 to the app (only an h2c revision's requests come over HTTP/2), as Knative's
+            # queue-proxy does; HTTP/1.1 otherwise.
+            pool = self._h2_pool if request.version == "2" and self._h2_pool is not None else self._pool
             breaker = self._breaker
             if breaker is None:
-                status = await exchange.forward(self._pool, headers, timeouts=self._timeouts)
+                status = await exchange.forward(pool, headers, timeouts=self._timeouts)
             else:
                 if not breaker.try_acquire():  # the uncontended case creates no coroutine
-                    await breaker.acquire()
+                    queued = self._now()
+                    try:
+                        await breaker.acquire()
+                    finally:
+                        waited = self._now() - queued
                 try:
-                    status = await exchange.forward(self._pool, headers, timeouts=self._timeouts)
+                    status = await exchange.forward(pool, headers, timeouts=self._timeouts)
                 finally:
                     breaker.release()
         except asyncio.CancelledError:
@@ -166,6 +183,8 @@ class QueueHandler:
                     user_agent=seen.get(header.USER_AGENT, ""),
                     proxied=proxied,
                 )
+            if span is not None:
+                span.finish(status, {QUEUE_WAIT: waited})
 
     async def _network_probe(self, exchange: ProxiedExchange, probe_hash: str | None) -> None:
         """Knative's network probe: echo `K-Network-Hash` so the prober knows this path reaches us."""

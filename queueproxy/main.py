@@ -27,7 +27,8 @@ from queueproxy.stats import StatReporter, run_reporter, stats_app
 from serving import lifecycle
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
-from serving.http import ForwardTimeouts, Server, UpstreamPool, serve
+from serving.http import ForwardTimeouts, H2UpstreamPool, Server, UpstreamPool, serve
+from serving.tracer import NAMESPACE, REVISION, UPSTREAM, Tracer, start_tracing
 
 logger = logging.getLogger("queueproxy")
 
@@ -56,8 +57,11 @@ class _Parts:
     in_flight: InFlight
     readiness: Readiness
     pool: UpstreamPool
+    h2_pool: H2UpstreamPool
+    """HTTP/2 to the app, for requests that arrive over HTTP/2 (only an h2c revision's are routed so)."""
     reporter: StatReporter
     handler: QueueHandler
+    tracer: Tracer | None
 
 
 def _build(config: Config) -> _Parts:
@@ -79,8 +83,15 @@ def _build(config: Config) -> _Parts:
     in_flight = InFlight()
     readiness = Readiness(proxy.readiness_probe, proxy.user_port)
     pool = UpstreamPool(APP_HOST, proxy.user_port)
+    h2_pool = H2UpstreamPool(APP_HOST, proxy.user_port)
+    tracer = start_tracing(
+        config.tracing,
+        "queue-proxy",
+        {NAMESPACE: identity.namespace, REVISION: identity.revision, UPSTREAM: pool.address},
+    )
     handler = QueueHandler(
         pool=pool,
+        h2_pool=h2_pool,
         breaker=breaker,
         stats=stats,
         metrics=metrics,
@@ -93,9 +104,10 @@ def _build(config: Config) -> _Parts:
         ),
         request_log=RequestLog(identity.revision, identity.pod) if config.log.request_log else None,
         probe_token=proxy.probe_token,
+        tracer=tracer,
     )
     reporter = StatReporter(stats, identity.pod)
-    return _Parts(registry, drainer, in_flight, readiness, pool, reporter, handler)
+    return _Parts(registry, drainer, in_flight, readiness, pool, h2_pool, reporter, handler, tracer)
 
 
 async def run(config: Config, terminating: asyncio.Event) -> None:
@@ -132,6 +144,9 @@ async def run(config: Config, terminating: asyncio.Event) -> None:
         server.close()
         await parts.readiness.close()
         await parts.pool.close()
+        await parts.h2_pool.close()
+        if parts.tracer is not None:
+            await asyncio.to_thread(parts.tracer.close)
 
 
 def main(argv: list[str]) -> int:

@@ -223,11 +223,18 @@ class EnvContract:
 
 
 def collect(cls: type[C], environ: Mapping[str, str], problems: list[str]) -> C | None:
-    """Read `cls` from `environ`, appending each problem to `problems`; None if there was any."""
+    """Read `cls` from `environ`, appending each problem to `problems`; None if there was any. Nested concerns
+    that have a default instance are read too; those without one are the caller's to collect."""
     values: dict[str, Any] = {}
     before = len(problems)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # cls is a dataclass by contract
         if _ENV not in f.metadata:
+            # A nested concern with a default (e.g. `tracing: Tracing = Tracing()`) is read from the same
+            # environment, its problems reported with the others.
+            if dataclasses.is_dataclass(f.default) and not isinstance(f.default, type):
+                nested = collect(type(f.default), environ, problems)
+                if nested is not None:
+                    values[f.name] = nested
             continue
         name: str = f.metadata[_ENV]
         parse: Callable[[str], Any] = f.metadata[_PARSE]

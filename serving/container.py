@@ -19,7 +19,9 @@ RESERVED_PORTS: Final = frozenset({8012, 8013, 8022, 9090, 9091, 8008})
 """Queue-proxy HTTP/1, HTTP/2, admin, autoscaler and user metrics ports, and the profiling port (Knative)."""
 RESERVED_ENV: Final = frozenset({"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"})
 """Set by the platform for every user container (Knative's runtime contract)."""
-PORT_NAMES: Final = frozenset({"", "http1", "h2c"})
+HTTP1: Final = "http1"
+H2C: Final = "h2c"
+PORT_NAMES: Final = frozenset({"", HTTP1, H2C})
 INT32_MAX: Final = 2**31 - 1
 PROBE_HANDLERS: Final = ("httpGet", "tcpSocket", "exec", "grpc")
 
@@ -111,6 +113,13 @@ class Container:
     readiness_probe: Mapping[str, Any] | None
     """The Kubernetes Probe as written (JSON-able), for the queue-proxy's `SERVING_READINESS_PROBE`."""
     working_dir: str | None
+    port_name: str = ""
+    """`ports[0].name`: '', 'http1' or 'h2c' (HTTP/2 cleartext all the way to the app, as for gRPC)."""
+
+    @property
+    def protocol(self) -> str:
+        """'h2c' when the app speaks HTTP/2 cleartext, else 'http1' (Knative's port-name rule)."""
+        return H2C if self.port_name == H2C else HTTP1
 
 
 def image_problem(image: str) -> str | None:
@@ -158,6 +167,7 @@ def parse_container(r: FieldReader, raw: object, path: str) -> Container | None:
         port=port,
         readiness_probe=readiness,
         working_dir=working_dir,
+        port_name=port_name,
     )
 
 

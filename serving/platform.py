@@ -74,6 +74,9 @@ class Revision:
     annotations: Mapping[str, str] = field(default_factory=dict)
     """The revision template's annotations (`autoscaling.knative.dev/*` among them)."""
     pods: tuple[Pod, ...] = ()
+    protocol: str = "http1"
+    """What the app speaks: 'http1', or 'h2c' (the container port is named h2c): the router and the activator
+    then speak HTTP/2 to the revision's queue-proxies, which speak it to the app."""
     reachable: bool = True
     """False once no route sends it traffic any more (Knative's PodAutoscaler reachability): its min-scale no
     longer holds and it scales down at once. A new revision not routed yet is still reachable."""
@@ -147,6 +150,7 @@ def revision_to_json(rev: Revision) -> dict[str, Any]:
         "annotations": dict(rev.annotations),
         "pods": [pod_to_json(p) for p in rev.pods],
         "reachable": rev.reachable,
+        "protocol": rev.protocol,
     }
 
 
@@ -162,6 +166,7 @@ def revision_from_json(data: Mapping[str, Any]) -> Revision:
         annotations={str(k): str(v) for k, v in data["annotations"].items()},
         pods=tuple(pod_from_json(p) for p in data["pods"]),
         reachable=bool(data.get("reachable", True)),
+        protocol="h2c" if data.get("protocol") == "h2c" else "http1",
     )
 
 

@@ -243,11 +243,6 @@ def local_template_problems(template: RevisionTemplate, base_dir: Path) -> list[
                     "not supported locally: the queue-proxy probes with httpGet or tcpSocket",
                 )
             )
-    ports = raw_container.get("ports") or [{}]
-    if isinstance(ports[0], Mapping) and ports[0].get("name") == "h2c":
-        out.append(
-            (f"{container_path}.ports[0].name", "h2c is not supported locally: the proxies speak HTTP/1.1")
-        )
     working_dir = template.container.working_dir
     if working_dir is not None and not (base_dir / working_dir).is_dir():
         out.append((f"{container_path}.workingDir", f"{base_dir / working_dir} is not a directory"))

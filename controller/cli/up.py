@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ipaddress
 import logging
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from controller.local.view import statefile
 from controller.local.view.filewatch import FileWatcher
 from controller.reconcile.reconciler import apply_problems
 from serving.autoscaling import AutoscalingError, parse_config
-from serving.config import parse_non_negative_duration
+from serving.config import ConfigError, load, parse_non_negative_duration
+from serving.contract.tracing import Tracing
 from serving.service import Service, ServiceFileError
+from serving.tracer import missing_extra
 
 DEFAULT_PORT = 8080
 """The ingress port of the DESIGN contract: `curl http://NAME.NAMESPACE.localhost:8080/`."""
@@ -120,6 +123,11 @@ def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.Argu
         default="INFO",
         help="level of the controller's own log in the state dir (default INFO)",
     )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="trace every request and print each trace's hops and waits (needs serving[tracing])",
+    )
     if live_flag:
         p.add_argument(
             "--no-live", action="store_true", help="print log lines instead of a redrawn table on a terminal"
@@ -158,6 +166,9 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    tracing = _tracing(args.trace)
+    if tracing is None:
+        return 2
     state_dir = statefile.state_dir(args.state_dir)
     try:
         statefile.ensure_writable(state_dir)
@@ -176,8 +187,27 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         autoscaler_config=autoscaler,
         drain_quiet_period=args.drain_quiet_period,
         shutdown_grace=args.shutdown_grace,
+        tracing=tracing,
+        print_traces=args.trace,
     )
     return Prepared(options, services, watcher)
+
+
+def _tracing(print_traces: bool) -> Tracing | None:
+    """The components' tracing settings from this process's `SERVING_TRACING_*`; None (after saying why)
+    when they are invalid, or when tracing is asked for and OpenTelemetry is not installed."""
+    try:
+        tracing = load(Tracing, os.environ)
+    except ConfigError as exc:
+        print("serving up: invalid tracing settings; nothing was started:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+    why = missing_extra() if tracing.enabled or print_traces else None
+    if why is not None:
+        print(f"serving up: {why}; nothing was started", file=sys.stderr)
+        return None
+    return tracing
 
 
 def raise_file_limit() -> None:

@@ -22,12 +22,14 @@ from controller.reconcile.routetable import RouteTable, url
 from serving import header
 from serving.http import (
     Exchange,
+    H2UpstreamPool,
     Headers,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
 )
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
+from serving.tracer import NAMESPACE, REVISION, UPSTREAM, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +71,15 @@ class Router:
         trusted_proxies: TrustedProxies = (),
         activator_host: str = "127.0.0.1",
         where: str = "this `serving up`",
+        tracer: Tracer | None = None,
     ) -> None:
         self._store = store
+        self._tracer = tracer
         self._trusted = trusted_proxies
         self._where = where
         self._activator = UpstreamPool(activator_host, activator_port)
-        self._pods: dict[str, UpstreamPool] = {}
+        self._activator_h2 = H2UpstreamPool(activator_host, activator_port)
+        self._pods: dict[str, UpstreamPool | H2UpstreamPool] = {}
         self._in_flight: dict[str, int] = {}
         self._rng = rng or random.Random()
         self._ingress_port = ingress_port
@@ -103,19 +108,23 @@ class Router:
         traffic = self.traffic_of(key)
         traffic.requests += 1
         traffic.in_flight += 1
+        status = 0
+        span = None
         try:
             headers = request.headers.copy()
             sanitize(headers, request.client[0], self._trusted)
+            if self._tracer is not None:
+                span = self._tracer.start(headers, request.method, request.target, request.client[0])
             pod = self._pod_for(key)
             if pod is not None:
                 try:
-                    await self._to_pod(ex, pod, headers, traffic)
+                    status = await self._to_pod(ex, key, pod, headers, traffic)
                     return
                 except UpstreamConnectError as exc:
                     log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
             traffic.via_activator += 1
             try:
-                await self._to_activator(ex, key, headers, traffic, retry=pod is not None)
+                status = await self._to_activator(ex, key, headers, traffic, retry=pod is not None)
             finally:
                 traffic.via_activator -= 1
         except Exception:
@@ -125,9 +134,15 @@ class Router:
                 raise
             log.exception("routing %s %s to %s failed", request.method, request.target, key)
             traffic.errors += 1
+            status = 502
             await ex.respond(502, _TEXT, b"the router failed the request\n")
         finally:
             traffic.in_flight -= 1
+            if span is not None:
+                upstream = self._activator.address if header.REVISION in headers else pod and pod.address
+                span.finish(
+                    status or 499, {REVISION: key.name, NAMESPACE: key.namespace, UPSTREAM: upstream or ""}
+                )
 
     def _pod_for(self, key: RevisionKey) -> Pod | None:
         """A ready pod in Serve mode (fewest in flight, ties broken at random); None means the activator."""
@@ -147,30 +162,45 @@ class Router:
         self._rng.shuffle(ready)
         return min(ready, key=lambda p: self._in_flight.get(p.address, 0))
 
-    async def _to_pod(self, ex: Exchange, pod: Pod, headers: Headers, traffic: RevisionTraffic) -> None:
+    def _h2c(self, key: RevisionKey) -> bool:
+        revision = self._store.revision(key)
+        return revision is not None and revision.protocol == "h2c"
+
+    def _pool_for(self, key: RevisionKey, pod: Pod) -> UpstreamPool | H2UpstreamPool:
+        """HTTP/2 to an h2c revision's queue-proxies (HTTP/1.1 clients are translated), else HTTP/1.1 (an
+        HTTP/2 client's requests are translated)."""
+        if self._h2c(key):
+            return H2UpstreamPool(pod.host, pod.port)
+        return UpstreamPool(pod.host, pod.port)
+
+    async def _to_pod(
+        self, ex: Exchange, key: RevisionKey, pod: Pod, headers: Headers, traffic: RevisionTraffic
+    ) -> int:
+        """Forward to the pod; the status the client got."""
         address = pod.address
         pool = self._pods.get(address)
         if pool is None:
-            pool = self._pods[address] = UpstreamPool(pod.host, pod.port)
+            pool = self._pods[address] = self._pool_for(key, pod)
         self._in_flight[address] = self._in_flight.get(address, 0) + 1
         try:
-            await ex.forward(pool, headers, retry_refused=True)
+            return await ex.forward(pool, headers, retry_refused=True)
         except UpstreamError as exc:
             if exc.response_started or ex.response_started:
                 raise
             traffic.errors += 1
             await ex.respond(502, _TEXT, f"pod {pod.name} failed the request: {exc}\n".encode())
+            return 502
         finally:
             self._in_flight[address] -= 1
 
     async def _to_activator(
         self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic, *, retry: bool
-    ) -> None:
-        """Forward through the activator; `retry` when a pod refused this exchange first."""
+    ) -> int:
+        """Forward through the activator (`retry`: a pod refused this exchange first); the client's status."""
         headers.set(header.REVISION, key.name)
         headers.set(header.NAMESPACE, key.namespace)
         try:
-            await ex.forward(self._activator, headers)
+            return await ex.forward(self._activator_h2 if self._h2c(key) else self._activator, headers)
         except RuntimeError as exc:
             # After a pod refused: the engine forwards an exchange again only while nothing of it was sent
             # (a request body already streamed to the pod cannot be sent to the activator).
@@ -178,20 +208,22 @@ class Router:
                 raise
             traffic.errors += 1
             await ex.respond(502, _TEXT, f"the request cannot be sent again: {exc}\n".encode())
+            return 502
         except UpstreamConnectError as exc:
             # Nothing was sent: with the activator down (restarting), a revision that has a ready pod is
             # served by it directly; its queue-proxy still bounds the pod's concurrency.
-            failure: Exception | None = exc
+            failure: Exception | int = exc
             if not retry:
                 failure = await self._around_the_activator(ex, key, headers, traffic, exc)
-            if failure is None:
-                return
+            if isinstance(failure, int):
+                return failure
             traffic.errors += 1
             body = (
                 f"the activator at {self._activator.address} is not reachable ({failure}); "
                 "it is restarted automatically, retry in a moment\n"
             )
             await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
+            return 503
         except UpstreamError as exc:
             if exc.response_started or ex.response_started:
                 raise
@@ -200,16 +232,17 @@ class Router:
             failure = exc
             if not retry and ex.request.method in _IDEMPOTENT:
                 failure = await self._around_the_activator(ex, key, headers, traffic, exc)
-            if failure is None:
-                return
+            if isinstance(failure, int):
+                return failure
             traffic.errors += 1
             await ex.respond(502, _TEXT, f"the activator failed the request: {failure}\n".encode())
+            return 502
 
     async def _around_the_activator(
         self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic, why: Exception
-    ) -> Exception | None:
-        """Send a request the activator could not take to a ready pod of its revision; None when that pod
-        answered, else what failed (no ready pod: `why`)."""
+    ) -> Exception | int:
+        """Send a request the activator could not take to a ready pod of its revision; the status the client
+        got when that pod answered, else what failed (no ready pod: `why`)."""
         pod = self._ready_pod(key)
         if pod is None:
             return why
@@ -218,12 +251,11 @@ class Router:
         headers.remove(header.NAMESPACE)
         traffic.direct_fallbacks += 1
         try:
-            await self._to_pod(ex, pod, headers, traffic)
+            return await self._to_pod(ex, key, pod, headers, traffic)
         except (UpstreamConnectError, RuntimeError) as again:
             if ex.response_started:
                 raise
             return again
-        return None
 
     async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
         known = self.table.hosts()
@@ -251,6 +283,7 @@ class Router:
     async def close(self) -> None:
         await self.forget_pods(())
         await self._activator.close()
+        await self._activator_h2.close()
 
 
 # Headers only the platform may set (the activator's and queue-proxy's hop headers, probes, routing): from a

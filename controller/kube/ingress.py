@@ -25,6 +25,7 @@ from serving.kube.api import ROUTES, Kube
 from serving.kube.informer import Informer
 from serving.kube.platform import KubeState
 from serving.route import RouteTarget
+from serving.tracer import start_tracing
 
 log = logging.getLogger("router")
 
@@ -78,6 +79,7 @@ def _admin(ready: asyncio.Event, draining: asyncio.Event) -> web.Application:
 
 
 async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
+    tracer = start_tracing(config.tracing, "router")
     kube = await Kube.connect()
     state = KubeState(kube)
     routes = Informer(kube, ROUTES)
@@ -89,6 +91,7 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
         ingress_port=config.port,
         trusted_proxies=tuple(ipaddress.ip_network(c) for c in config.trusted_proxies),
         where="this ingress",
+        tracer=tracer,
     )
     ready = asyncio.Event()
     """Set once the routes, revisions and pods are listed."""
@@ -135,6 +138,8 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
         await router.close()
         await admin.cleanup()
         await kube.close()
+        if tracer is not None:
+            await asyncio.to_thread(tracer.close)
 
 
 def main(argv: list[str]) -> int:

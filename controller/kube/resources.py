@@ -26,6 +26,7 @@ from controller.kube.labels import (
 from serving.contract import queueproxy as qp_contract
 from serving.contract.controller import ControllerConfig
 from serving.contract.probe import probe_token
+from serving.contract.tracing import OFF, Tracing
 from serving.kube.api import JSON, owner_reference
 from serving.kube.platform import (
     QUEUE_ADMIN_PORT,
@@ -101,7 +102,12 @@ def revision(
 
 
 def _queue_proxy_env(
-    service: Service, revision_name: str, template: RevisionTemplate, drain: float, token: str
+    service: Service,
+    revision_name: str,
+    template: RevisionTemplate,
+    drain: float,
+    token: str,
+    tracing: Tracing = OFF,
 ) -> list[JSON]:
     container = template.container
     probe = json.dumps(container.readiness_probe, separators=(",", ":")) if container.readiness_probe else ""
@@ -120,9 +126,15 @@ def _queue_proxy_env(
         ports=qp_contract.Ports(),
         drain=qp_contract.DrainSettings(quiet_period=drain),
         log=qp_contract.LogSettings(log_format="json"),
+        tracing=tracing,
     )
     env: list[JSON] = []
+    # Tracing off is the contract's default: its variables are left out, so that turning it on or off is
+    # the only tracing change that rolls the revisions' pods.
+    unset = set() if tracing.enabled else set(OFF.to_env())
     for name, value in config.to_env().items():
+        if name in unset:
+            continue
         if name == "SERVING_POD":
             env.append({"name": name, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
         elif name == "SERVING_POD_IP":
@@ -180,7 +192,7 @@ def _queue_proxy_container(
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            *_queue_proxy_env(service, revision_name, template, config.drain_seconds, token),
+            *_queue_proxy_env(service, revision_name, template, config.drain_seconds, token, config.tracing),
         ],
         "readinessProbe": {
             "httpGet": {

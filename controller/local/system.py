@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -44,13 +45,16 @@ from controller.local.view import statefile
 from controller.local.view.filewatch import FileWatcher
 from controller.local.view.liveview import LiveView
 from controller.local.view.report import JSON, StatusReport
+from controller.local.view.tracereceiver import TraceReceiver
 from controller.reconcile.reconciler import ApplyError, Reconciler, ReconcilerSettings
 from controller.reconcile.routetable import RouteTable
 from serving.autoscaling import DEFAULT, AutoscalerConfig
 from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings as AutoscalerSettings
+from serving.contract.tracing import OFF, TRACES_PATH, Tracing
 from serving.http import Server, serve
 from serving.service import Service, ServiceFileError, load_files, local_problems
+from serving.tracer import Tracer, start_tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,6 +78,14 @@ class Options:
     """Seconds the activator and autoscaler get to become ready at start-up."""
     poll_interval: float = 1.0
     """Seconds between checks of the Service files for edits."""
+    tracing: Tracing = OFF
+    """Where the router, the activator and the queue-proxies send spans (from `SERVING_TRACING_*`)."""
+    print_traces: bool = False
+    """`--trace`: receive the spans here instead, and print each finished trace among the events."""
+
+
+TRACE_EXPORT_INTERVAL: Final = 0.5
+"""Seconds between span exports with `--trace`: a trace is printed about a second after it ends."""
 
 
 def load_services(paths: Sequence[Path], autoscaler: AutoscalerConfig = DEFAULT) -> list[Service]:
@@ -125,6 +137,11 @@ class _Parts:
     gauge: QueueGauge
     report: StatusReport
     view: LiveView
+    tracer: Tracer | None = None
+    """The router's spans (the router runs in this process)."""
+    traces: TraceReceiver | None = None
+    traces_site: web.AppRunner | None = None
+    """`--trace`: the OTLP/HTTP receiver every component exports to."""
     server: Server | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -182,6 +199,8 @@ class LocalSystem:
         # (the supervisor's and the activator's probes), so nothing that comes through the ingress can pose as
         # one (processes of the same user can still read the token from /proc).
         probe_secret = secrets.token_hex(16)
+        tracing, traces, traces_site = await self._tracing()
+        tracer = start_tracing(tracing, "router")
         store = Store()
         ports = PortAllocator()
         launcher = OsLauncher()
@@ -196,11 +215,20 @@ class LocalSystem:
         platform_url = f"http://127.0.0.1:{platform.addresses[0][1]}"
         autoscaler_port, activator_port, activator_admin = ports.allocate_many(3)
         autoscaler, activator = self._components(
-            session, launcher, platform_url, autoscaler_port, activator_port, activator_admin, probe_secret
+            session,
+            launcher,
+            platform_url,
+            (autoscaler_port, activator_port, activator_admin),
+            probe_secret,
+            tracing,
         )
         ingress_port = sock.getsockname()[1]
         router = Router(
-            store, activator_port, ingress_port=ingress_port, trusted_proxies=opts.trusted_proxies
+            store,
+            activator_port,
+            ingress_port=ingress_port,
+            trusted_proxies=opts.trusted_proxies,
+            tracer=tracer,
         )
         runtime = LocalRuntime(
             store,
@@ -210,6 +238,7 @@ class LocalSystem:
                 drain_quiet_period=opts.drain_quiet_period,
                 host_env=dict(os.environ),
                 probe_secret=probe_secret,
+                tracing=tracing,
             ),
         )
         settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
@@ -230,6 +259,8 @@ class LocalSystem:
             components=lambda: {c.name: _component_json(c) for c in (activator, autoscaler)},
         )
         view = LiveView(report.build, tty=None if self._live else False)
+        if traces is not None:
+            traces.emit = view.event
         logging.getLogger("controller").addHandler(_ViewHandler(view))
         control = web.AppRunner(_control_app(report.build), access_log=None, shutdown_timeout=0.5)
         await control.setup()
@@ -246,7 +277,23 @@ class LocalSystem:
             gauge=gauge,
             report=report,
             view=view,
+            tracer=tracer,
+            traces=traces,
+            traces_site=traces_site,
         )
+
+    async def _tracing(self) -> tuple[Tracing, TraceReceiver | None, web.AppRunner | None]:
+        """The tracing settings every component gets; with `--trace`, pointing at a receiver started here."""
+        opts = self.options
+        if not opts.print_traces:
+            return opts.tracing, None, None
+        traces = TraceReceiver(print)
+        site = web.AppRunner(traces.app(), access_log=None, shutdown_timeout=0.5)
+        await site.setup()
+        await web.TCPSite(site, "127.0.0.1", 0).start()
+        endpoint = f"http://127.0.0.1:{site.addresses[0][1]}{TRACES_PATH}"
+        interval = min(opts.tracing.export_interval, TRACE_EXPORT_INTERVAL)
+        return dataclasses.replace(opts.tracing, endpoint=endpoint, export_interval=interval), traces, site
 
     async def _start(self, parts: _Parts, services: Sequence[Service], sock: socket.socket) -> bool:
         """Components, then Services, then the ingress; False (and a message) if a component fails."""
@@ -294,6 +341,8 @@ class LocalSystem:
             asyncio.create_task(self._follow_edits(parts.reconciler, parts.view), name="edits"),
             asyncio.create_task(self._refresh(parts.view, parts.report, parts.gauge), name="view"),
         ]
+        if parts.traces is not None:
+            parts.tasks.append(asyncio.create_task(parts.traces.run(), name="traces"))
         stopped = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopped, *parts.tasks], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -324,6 +373,11 @@ class LocalSystem:
             with contextlib.suppress(Exception):
                 await parts.server.drain(0.5)
         await parts.router.close()
+        if parts.tracer is not None:
+            await asyncio.to_thread(parts.tracer.close)
+        if parts.traces is not None and parts.traces_site is not None:
+            parts.traces.flush(everything=True)  # the components have exported what they had: they stopped
+            await parts.traces_site.cleanup()
         await parts.control.cleanup()
         await parts.platform.cleanup()
         statefile.remove(self.options.state_dir, os.getpid())
@@ -334,12 +388,13 @@ class LocalSystem:
         session: aiohttp.ClientSession,
         launcher: OsLauncher,
         platform_url: str,
-        autoscaler_port: int,
-        activator_port: int,
-        activator_admin: int,
+        ports: tuple[int, int, int],
         probe_secret: str,
+        tracing: Tracing,
     ) -> tuple[Component, Component]:
+        """The autoscaler and the activator; `ports`: the autoscaler's, the activator's and its admin port."""
         opts = self.options
+        autoscaler_port, activator_port, activator_admin = ports
         base = dict(os.environ)
         autoscaler = Component(
             "autoscaler",
@@ -374,6 +429,7 @@ class LocalSystem:
                     probe_secret=probe_secret,
                     pod_name="activator",
                     log_format="text",
+                    tracing=tracing,
                 ).to_env(),
             },
             ready_url=f"http://127.0.0.1:{activator_admin}/readyz",

@@ -185,6 +185,7 @@ class Reconciler:
             response_start_timeout_seconds=float(template.response_start_timeout_seconds or 0),
             idle_timeout_seconds=float(template.idle_timeout_seconds or 0),
             annotations=dict(template.annotations),
+            protocol=template.container.protocol,
         )
         return RevisionStart(service=service, template=template, revision=revision, initial_scale=initial)
 

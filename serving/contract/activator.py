@@ -22,6 +22,7 @@ from serving.config import (
 )
 from serving.contract.autoscaler import format_autoscaler_config, parse_autoscaler_config
 from serving.contract.platform import parse_platform_url
+from serving.contract.tracing import OFF, Tracing
 
 
 def parse_url(text: str) -> str:
@@ -92,6 +93,8 @@ class ActivatorConfig(EnvContract):
     """`json` (one object per line) or `text`."""
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
     """Lowest level logged: debug, info, warning or error."""
+    tracing: Tracing = OFF
+    """Where the activator's spans go (`SERVING_TRACING_*`); off by default."""
 
     def problems(self) -> list[str]:
         """Cross-field checks that a single variable's parser cannot make."""

@@ -25,6 +25,7 @@ from serving.config import (
     parse_str,
     setting,
 )
+from serving.contract.tracing import OFF, Tracing
 
 
 def parse_domain(text: str) -> str:
@@ -72,3 +73,5 @@ class ControllerConfig(EnvContract):
     """This replica's identity in the lease."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
+    tracing: Tracing = OFF
+    """Tracing of the revisions' queue-proxies, passed on to each one's environment; off by default."""

@@ -22,6 +22,7 @@ from serving.config import (
     setting,
 )
 from serving.contract.probe import ProbeSpec, format_probe, parse_probe
+from serving.contract.tracing import OFF, Tracing
 from serving.template import RevisionTemplate
 
 
@@ -129,6 +130,8 @@ class Config(EnvContract):
     ports: Ports
     drain: DrainSettings
     log: LogSettings
+    tracing: Tracing = OFF
+    """Where the queue-proxy's spans go (`SERVING_TRACING_*`); off by default."""
 
 
 def proxy_settings(

@@ -21,6 +21,7 @@ from serving.config import (
 )
 from serving.contract.controller import parse_domain
 from serving.contract.platform import parse_platform_url
+from serving.contract.tracing import OFF, Tracing
 
 
 def parse_address(text: str) -> str:
@@ -76,3 +77,5 @@ class RouterConfig(EnvContract):
     and load balancers stop sending here; then the listener closes and in-flight requests finish."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
+    tracing: Tracing = OFF
+    """Where the router's spans go (`SERVING_TRACING_*`); off by default."""

@@ -79,7 +79,17 @@ def revision_of(obj: Mapping[str, Any], pods: tuple[Pod, ...] = ()) -> Revision:
         pods=pods,
         # The controller labels a revision no route references any more `reserve` (Knative's routingState).
         reachable=labels.get(ROUTING_STATE_LABEL) != "reserve",
+        protocol=_protocol(spec),
     )
+
+
+def _protocol(spec: Mapping[str, Any]) -> str:
+    """'h2c' when the serving container's port is named h2c (Knative's rule), else 'http1'."""
+    for container in spec.get("containers") or ():
+        ports = (container or {}).get("ports") or ()
+        if ports and (ports[0] or {}).get("name") == "h2c":
+            return "h2c"
+    return "http1"
 
 
 def pod_started_at(pod: Mapping[str, Any]) -> float:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import pytest
 
 from tests.integration.conftest import ROOT, ServingUp, eventually
 
@@ -17,6 +22,30 @@ async def test_helloworld_python_answers_after_a_cold_start(serving_up: Start) -
     up = await serving_up([EXAMPLES / "helloworld-python" / "service.yaml"])
     status, body = await up.get("helloworld-python")
     assert (status, body) == (200, "Hello Python Sample v1!\n")
+
+
+async def test_grpc_python_greets_the_example_client(
+    serving_up: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Service runs `python3 server.py`: this interpreter's, as from an activated virtualenv.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    folder = EXAMPLES / "grpc-python"
+    up = await serving_up([folder / "service.yaml"])
+    target = f"helloworld-grpc.default.localhost:{up.port}"
+    client = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "client.py",
+        "--target",
+        target,
+        "--timeout",
+        "60",
+        "Ada",
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(client.communicate(), 90)
+    assert (client.returncode, out.decode(), err.decode()) == (0, "Hello Ada from gRPC Sample v1!\n", "")
 
 
 async def test_traffic_split_walkthrough(serving_up: Start, tmp_path: Path) -> None:

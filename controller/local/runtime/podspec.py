@@ -20,6 +20,7 @@ from controller.local.runtime.expansion import expand, expand_env
 from controller.local.runtime.pod import PodPorts, PodProcesses
 from controller.local.runtime.process import ProcessSpec
 from serving.contract import queueproxy as qp_contract
+from serving.contract.tracing import OFF, Tracing
 from serving.template import RevisionTemplate
 
 USER_CONTAINER: Final = "user-container"
@@ -51,6 +52,8 @@ class PodContext:
     """The environment of `serving up`, inherited by both processes (PATH, virtualenv...)."""
     probe_token: str = ""
     """The revision's probe token (`serving.contract.probe.probe_token`); empty: none required."""
+    tracing: Tracing = OFF
+    """Where the queue-proxy sends its spans; off by default."""
 
 
 def pod_log_dir(log_dir: Path, namespace: str, service: str, pod: str) -> Path:
@@ -154,6 +157,7 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         ),
         drain=qp_contract.DrainSettings(quiet_period=ctx.drain_quiet_period),
         log=qp_contract.LogSettings(log_format="text"),
+        tracing=ctx.tracing,
     ).to_env()
     queue_proxy = ProcessSpec(
         argv=queue_proxy_argv(),

@@ -15,6 +15,7 @@ from controller.local.runtime.supervisor import RevisionSpec, Supervisor
 from controller.local.store import Store
 from controller.reconcile.runtime import RevisionStart
 from serving.contract.probe import probe_token
+from serving.contract.tracing import OFF, Tracing
 from serving.platform import RevisionKey
 
 
@@ -28,6 +29,8 @@ class LocalSettings:
     """The environment of `serving up`, inherited by every pod's processes (PATH, virtualenv...)."""
     probe_secret: str = ""
     """This run's probe secret; each revision's queue-proxies require the token derived from it."""
+    tracing: Tracing = OFF
+    """Where the pods' queue-proxies send their spans; off by default."""
 
 
 class LocalRuntime:
@@ -51,6 +54,7 @@ class LocalRuntime:
             drain_quiet_period=self._settings.drain_quiet_period,
             host_env=self._settings.host_env,
             probe_token=probe_token(self._settings.probe_secret, service.namespace, revision.key.name),
+            tracing=self._settings.tracing,
         )
         self._supervisor.add(
             RevisionSpec(

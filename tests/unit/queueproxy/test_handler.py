@@ -19,6 +19,7 @@ from serving.concurrency import RequestStats
 from serving.contract.probe import probe_token, token_matches
 from serving.http import (
     ForwardTimeouts,
+    H2UpstreamPool,
     Headers,
     IdleTimeout,
     Request,
@@ -54,7 +55,7 @@ class FakeExchange:
 
     async def forward(
         self,
-        pool: UpstreamPool,
+        pool: UpstreamPool | H2UpstreamPool,
         headers: Headers,
         *,
         timeouts: ForwardTimeouts | None = None,

@@ -34,7 +34,7 @@ from serving.config import (
     render_env,
     setting,
 )
-from serving.contract import activator, autoscaler, controller, platform, queueproxy, router
+from serving.contract import activator, autoscaler, controller, platform, queueproxy, router, tracing
 from serving.contract.probe import ProbeSpec, format_probe, parse_probe
 from serving.duration import parse_duration
 
@@ -48,8 +48,10 @@ CONCERNS: tuple[type[EnvContract], ...] = (
     autoscaler.Settings,
     controller.ControllerConfig,
     router.RouterConfig,
+    tracing.Tracing,
 )
-"""Every contract class whose fields are settings (queue-proxy's `Config` nests five of them)."""
+"""Every contract class whose fields are settings (queue-proxy's `Config` nests five of them, and the
+tracing concern nests in the queue-proxy's, the activator's, the router's and the controller's)."""
 
 
 # --- random values in each parser's range ---------------------------------------------------------------
@@ -171,28 +173,30 @@ GENERATORS: dict[Callable[[str], Any], Callable[[random.Random], Any]] = {
     router.parse_address: lambda rng: (
         f"{rng.choice(['activator.knative-serving.svc', '10.0.0.7'])}:{rng.randint(1, 65535)}"
     ),
+    tracing.parse_endpoint: lambda rng: rng.choice(["", _url(rng, ("http", "https"))]),
+    tracing.parse_fraction: lambda rng: rng.choice([0.0, 1.0, rng.random()]),
     router.parse_cidrs: lambda rng: tuple(
         rng.sample(["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32", "172.16.0.0/12"], rng.randint(0, 3))
     ),
 }
 
 
+def random_value(f: dataclasses.Field[Any], rng: random.Random) -> Any:
+    """A setting's value in its parser's range; a nested concern (no setting of its own) made at random."""
+    if "serving.parse" not in f.metadata:
+        return random_contract(type(f.default), rng)
+    return GENERATORS[f.metadata["serving.parse"]](rng)
+
+
 def random_contract(cls: type[Any], rng: random.Random) -> Any:
-    values = {f.name: GENERATORS[f.metadata["serving.parse"]](rng) for f in dataclasses.fields(cls)}
-    return cls(**values)
+    return cls(**{f.name: random_value(f, rng) for f in dataclasses.fields(cls)})
 
 
 def samples(cls: type[Any], count: int = 200) -> Iterator[Any]:
     """The defaults (required fields filled in), then `count` random contracts; reproducible per class."""
     rng = random.Random(f"{cls.__module__}.{cls.__qualname__}")
     required = dataclasses.fields(cls)
-    yield cls(
-        **{
-            f.name: GENERATORS[f.metadata["serving.parse"]](rng)
-            for f in required
-            if f.default is dataclasses.MISSING
-        }
-    )
+    yield cls(**{f.name: random_value(f, rng) for f in required if f.default is dataclasses.MISSING})
     for _ in range(count):
         yield random_contract(cls, rng)
 
@@ -326,6 +330,9 @@ LOCAL_PLATFORM_WRITES = {
         "QUEUE_METRICS_PORT",
         "DRAIN_QUIET_PERIOD",
         "LOG_FORMAT",
+        "SERVING_TRACING_ENDPOINT",
+        "SERVING_TRACING_SAMPLE_RATE",
+        "SERVING_TRACING_EXPORT_INTERVAL",
     },
     "autoscaler": {
         "AUTOSCALER_BIND_ADDRESS",
@@ -344,6 +351,9 @@ LOCAL_PLATFORM_WRITES = {
         "DRAIN_TIMEOUT",
         "POD_NAME",
         "LOG_FORMAT",
+        "SERVING_TRACING_ENDPOINT",
+        "SERVING_TRACING_SAMPLE_RATE",
+        "SERVING_TRACING_EXPORT_INTERVAL",
     },
 }
 """The variables `serving up` sets (controller/local/runtime/podspec.py, controller/local/system.py)."""
@@ -355,11 +365,17 @@ LOCAL_PLATFORM_WRITES = {
         pytest.param(
             "queue-proxy",
             queue_proxy_contract(),
-            CONCERNS[:5],
+            (*CONCERNS[:5], tracing.Tracing),
             load_queue_proxy,
             id="queue-proxy",
         ),
-        pytest.param("activator", ACTIVATOR, (activator.ActivatorConfig,), load_activator, id="activator"),
+        pytest.param(
+            "activator",
+            ACTIVATOR,
+            (activator.ActivatorConfig, tracing.Tracing),
+            load_activator,
+            id="activator",
+        ),
         pytest.param("autoscaler", AUTOSCALER, (autoscaler.Settings,), load_autoscaler, id="autoscaler"),
     ],
 )

@@ -699,13 +699,6 @@ LOCAL = [
         id="exec-probe",
     ),
     pytest.param(
-        f"{C}.ports",
-        [{"containerPort": 8081, "name": "h2c"}],
-        f"{C}.ports[0].name",
-        "h2c is not supported locally: the proxies speak HTTP/1.1",
-        id="h2c",
-    ),
-    pytest.param(
         f"{C}.env",
         [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "a"}}}],
         f"{C}.env[0].valueFrom",
