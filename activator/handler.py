@@ -92,7 +92,8 @@ class ActivatorHandler:
         status = 0
         prepared = False
         try:
-            async with asyncio.timeout(entry.timeout) as deadline:
+            timeout, grpc_deadline = _request_timeout(entry.timeout, headers)
+            async with asyncio.timeout(timeout) as deadline:
                 expires = deadline.when()
                 for attempt in range(MAX_CONNECT_ATTEMPTS):
                     tracker = throttler.try_acquire()
@@ -109,6 +110,10 @@ class ActivatorHandler:
                             if exchange.request.upgrade:
                                 deadline.reschedule(None)  # a websocket lives past the request timeout
                         headers.set(header.HOST, tracker.address)
+                        if grpc_deadline and waited and expires is not None:
+                            # The call's deadline as the pod sees it: what is left of it after the wait here.
+                            left = max(expires - self._loop.time(), 0.001)
+                            headers.set(header.GRPC_TIMEOUT, header.grpc_timeout_value(left))
                         timing = (
                             ((header.SERVER_TIMING, f"activator;dur={waited * 1000:.1f}"),) if waited else ()
                         )
@@ -193,6 +198,16 @@ class ActivatorHandler:
         else:
             body = f"revision {key} not found\n"
         await exchange.respond(404, _TEXT, body.encode())
+
+
+def _request_timeout(revision_timeout: float, headers: Headers) -> tuple[float, bool]:
+    """Seconds a request may take here: the revision timeout, or a gRPC call's own deadline (`grpc-timeout`)
+    when sooner (then True: the deadline passed on to the pod is shortened by the time spent waiting)."""
+    value = headers.get(header.GRPC_TIMEOUT)
+    requested = None if value is None else header.grpc_timeout(value)
+    if requested is not None and requested < revision_timeout:
+        return requested, True
+    return revision_timeout, False
 
 
 def _prepare(headers: Headers, client: str) -> None:

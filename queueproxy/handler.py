@@ -140,7 +140,15 @@ class QueueHandler:
         self._drainer.last_request = start
         self._stats.request_in(start, proxied)
         task = exchange.task
-        self._in_flight.add(task, exchange, upgrade, start + self._timeout)
+        timeout = self._timeout
+        if seen:
+            deadline = seen.get(header.GRPC_TIMEOUT)
+            if deadline is not None:
+                # A gRPC call's own deadline, when sooner: the call ends with DEADLINE_EXCEEDED then.
+                requested = header.grpc_timeout(deadline)
+                if requested is not None and requested < timeout:
+                    timeout = requested
+        self._in_flight.add(task, exchange, upgrade, start + timeout)
         status = CLIENT_GONE
         waited = 0.0
         try:

@@ -16,7 +16,7 @@ from serving.http import Headers
 # RFC 7230 token characters; any other value is sent as a quoted-string (RFC 7239 section 4).
 _TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
-# Headers that a rule or the probe check reads; names are lower-case as the engine stores them.
+# Headers a rule, the probe check or the request deadline reads (lower-case, as the engine keeps them).
 _WATCHED: Final = frozenset(
     {
         header.REVISION,
@@ -33,6 +33,7 @@ _WATCHED: Final = frozenset(
         header.NETWORK_PROBE,
         header.NETWORK_HASH,
         header.PROBE_TOKEN,
+        header.GRPC_TIMEOUT,
     }
 )
 

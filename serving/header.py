@@ -4,6 +4,7 @@ Names are lower-case because the forwarding engine compares raw header names cas
 lower-casing them once.
 """
 
+import math
 from typing import Final
 
 # Set by the ingress to name the target revision; stripped before the user container.
@@ -45,6 +46,7 @@ SERVER_TIMING: Final = "server-timing"
 HOST: Final = "host"
 CONNECTION: Final = "connection"
 UPGRADE: Final = "upgrade"
+HTTP2_SETTINGS: Final = "http2-settings"
 CONTENT_LENGTH: Final = "content-length"
 TRANSFER_ENCODING: Final = "transfer-encoding"
 FORWARDED: Final = "forwarded"
@@ -53,6 +55,10 @@ X_FORWARDED_PROTO: Final = "x-forwarded-proto"
 X_FORWARDED_HOST: Final = "x-forwarded-host"
 RETRY_AFTER: Final = "retry-after"
 USER_AGENT: Final = "user-agent"
+
+# A gRPC call's deadline, relative to when it was sent: `<1-8 digits><unit>` (gRPC over HTTP/2).
+GRPC_TIMEOUT: Final = "grpc-timeout"
+_GRPC_UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded; those named in `Connection` are dropped too.
 HOP_BY_HOP: Final = frozenset(
@@ -106,3 +112,19 @@ def is_probe_agent(user_agent: str) -> bool:
 def is_health_check(user_agent: str, has_kubelet_probe: bool) -> bool:
     """Whether a request is a health check that the proxy answers itself (Knative's rule)."""
     return has_kubelet_probe or user_agent.startswith(_PROBE_AGENTS)
+
+
+def grpc_timeout(value: str) -> float | None:
+    """Seconds in a `grpc-timeout` value (`100m`, `5S`), or None when it is malformed (then it is ignored,
+    as gRPC servers do, and only the revision timeout applies)."""
+    value = value.strip()
+    digits = value[:-1]
+    unit = _GRPC_UNITS.get(value[-1:])
+    if unit is None or not 0 < len(digits) <= 8 or not digits.isdigit() or not digits.isascii():
+        return None
+    return int(digits) * unit
+
+
+def grpc_timeout_value(seconds: float) -> str:
+    """A `grpc-timeout` value for `seconds` (milliseconds, rounded up; at most 8 digits)."""
+    return f"{min(max(math.ceil(seconds * 1000), 1), 99_999_999)}m"

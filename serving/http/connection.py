@@ -32,7 +32,7 @@ from serving.http.error import status_for
 from serving.http.exchange import Exchange
 from serving.http.h2base import PREFACE
 from serving.http.h2server import H2ServerConnection
-from serving.http.message import Headers, Request
+from serving.http.message import Headers, Request, connection_tokens
 from serving.http.state import ABORTED, DONE, NEW, STARTED
 
 if TYPE_CHECKING:
@@ -119,6 +119,21 @@ def _origin_form(target: str, items: list[tuple[str, str]]) -> str:
     return path if path.startswith("/") else "/" + path
 
 
+def _upgrade_token(headers: Headers) -> str:
+    """The protocol an upgrade request asks for, lower-case (`h2c`, `websocket`)."""
+    return (headers.get(header.UPGRADE) or "").strip().lower()
+
+
+def _content_length(headers: Headers) -> int | None:
+    """A request's declared body length (0 without one); None when it cannot be read as one number."""
+    values = headers.get_all(header.CONTENT_LENGTH)
+    if not values:
+        return 0
+    if len(set(values)) != 1 or not values[0].strip().isdigit():
+        return None
+    return int(values[0])
+
+
 class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
     """One client connection: parser state, the queue of exchanges, flow control.
 
@@ -168,6 +183,9 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._view = _read_view()
         self._fresh = True  # nothing read yet: an HTTP/2 preface may come instead of a request
         self._early = b""
+        self._h2c: tuple[H2ServerConnection, Request] | None = None  # an accepted `Upgrade: h2c`
+        self._declined_upgrade = False
+        self._raw_body_left = 0  # body bytes of a declined upgrade, which the parser does not see
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
 
@@ -201,14 +219,28 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             return
         if self._stopped:
             return  # closing: what the client still sends is dropped
+        if self._raw_body_left:
+            data = self._raw_body(data)
+            if not data:
+                return
         in_head = self._in_head
         if in_head or len(data) > self._max_header_bytes:
             self._head_unchecked = True  # this head may be larger than the limit: measure it when complete
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._upgraded = True
             rest = bytes(data[exc.args[0] :])
+            if self._h2c is not None:
+                self._switch_to_h2c(rest)
+                return
+            if self._declined_upgrade:
+                # Served over HTTP/1.1 instead: parsing starts over on what follows (its body first).
+                self._declined_upgrade = False
+                self._parser = httptools.HttpRequestParser(self)
+                if rest:
+                    self.data_received(rest)
+                return
+            self._upgraded = True
             if rest:
                 self._raw_received(rest)
             return
@@ -267,6 +299,71 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         )
         self._early = b""
         return True
+
+    def _upgrade_h2c(self, request: Request) -> Request | None:
+        """`Upgrade: h2c` (RFC 7540 section 3.2). Accepted (None: switch at the upgrade point) for a request
+        without a body, with one valid `HTTP2-Settings` named in `Connection`, and nothing before it still
+        running; otherwise declined, as the RFC allows: the request without its upgrade, answered over
+        HTTP/1.1 (its body, which the parser skips after an upgrade head, is read by `_raw_body`)."""
+        headers = request.headers
+        settings = headers.get_all(header.HTTP2_SETTINGS)
+        chunked = header.TRANSFER_ENCODING in headers
+        length = _content_length(headers)
+        if (
+            len(settings) == 1
+            and not chunked
+            and not length
+            and not self._queue
+            and header.HTTP2_SETTINGS in connection_tokens(headers.get_all(header.CONNECTION))
+        ):
+            h2c = H2ServerConnection(self._handler, self._limits, self._registry)
+            if h2c.accept_upgrade(settings[0]):
+                self._h2c = (h2c, request)
+                return None
+        if chunked or length is None:
+            return request  # refused below as any upgrade with a body it cannot frame
+        self._declined_upgrade = True
+        self._raw_body_left = length
+        kept = [(n, v) for n, v in headers._items if n != header.UPGRADE and n != header.HTTP2_SETTINGS]
+        return Request(
+            request.method,
+            request.target,
+            request.version,
+            Headers._trusted(kept),
+            request.client,
+            request.keep_alive,
+            False,
+        )
+
+    def _raw_body(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Hand a declined upgrade's body to its exchange; return what follows it."""
+        piece = data[: self._raw_body_left]
+        self._raw_body_left -= len(piece)
+        ex = self._parsing
+        if ex is not None:
+            ex.body_received(bytes(piece))
+            if not self._raw_body_left:
+                ex.body_ended()
+        return data[len(piece) :]
+
+    def _switch_to_h2c(self, rest: bytes) -> None:
+        """Hand the connection to the accepted `Upgrade: h2c` request's `H2ServerConnection`."""
+        assert self._h2c is not None
+        h2c, request = self._h2c
+        self._h2c = None
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._registry.discard(self)
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set_result(None)  # the connection's task finds nothing queued and ends
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        h2c.take_over_upgrade(transport, request, rest)
 
     def eof_received(self) -> bool | None:
         if self.relay is not None:
@@ -372,6 +469,11 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             parser.should_keep_alive(),
             parser.should_upgrade(),
         )
+        if request.upgrade and _upgrade_token(request.headers) == "h2c":
+            upgraded = self._upgrade_h2c(request)
+            if upgraded is None:
+                return  # the switch happens once the parser stops at the upgrade (data_received)
+            request = upgraded
         if request.upgrade and any(
             name == header.TRANSFER_ENCODING or (name == header.CONTENT_LENGTH and value.strip("0 "))
             for name, value in request.headers._items
@@ -400,8 +502,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
 
     def on_message_complete(self) -> None:
         ex = self._parsing
-        if ex is None:
-            return
+        if ex is None or self._raw_body_left:
+            return  # a declined upgrade's body: the parser has not seen it (`_raw_body` ends it)
         ex.body_ended()
 
     # -- exchanges ----------------------------------------------------------------------------------------

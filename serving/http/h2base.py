@@ -9,6 +9,8 @@ peer: a stream's memory is bounded by the window this side advertises, whoever r
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -19,6 +21,7 @@ import h2.errors
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -168,13 +171,27 @@ class H2Transport:
         self.h2.incoming_buffer = buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._upgraded = False
         self._write_paused = False
         self._waiters: list[asyncio.Future[None]] = []
+
+    def accept_upgrade(self, settings: str) -> bool:
+        """Server side of `Upgrade: h2c` (RFC 7540 section 3.2): apply the client's `HTTP2-Settings`
+        (a base64url SETTINGS payload) and make stream 1 the upgraded request, half-closed from the client.
+        False when the settings are malformed: the upgrade is then declined."""
+        try:
+            payload = base64.urlsafe_b64decode(settings.strip() + "=" * (-len(settings.strip()) % 4))
+            self.h2.initiate_upgrade_connection(base64.urlsafe_b64encode(payload))
+        except (ValueError, binascii.Error, HyperframeError, h2.exceptions.ProtocolError):
+            return False
+        self._upgraded = True
+        return True
 
     def start(self, transport: asyncio.Transport) -> None:
         """Send the preface (client) or the server's SETTINGS, and open the connection window."""
         self.transport = transport
-        self.h2.initiate_connection()
+        if not self._upgraded:
+            self.h2.initiate_connection()  # after an upgrade, accept_upgrade has done so
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
 

@@ -47,7 +47,7 @@ class _ClientGone(Exception):
     """The client's stream or connection ended while the response was being relayed."""
 
 
-def _forwarded(headers: Headers) -> list[tuple[str, str]]:
+def end_to_end(headers: Headers) -> list[tuple[str, str]]:
     """The end-to-end headers of a request as the next hop gets them (Connection's tokens honoured, except
     for those a proxy never lets a client name away)."""
     items = headers._items
@@ -69,7 +69,7 @@ def request_fields(request: Request, headers: Headers, default_authority: str) -
         (b":authority", authority.encode("latin-1")),
         (b":path", request.target.encode("latin-1")),
     ]
-    for name, value in _forwarded(headers):
+    for name, value in end_to_end(headers):
         if name == header.HOST:
             continue
         fields.append((name.encode("latin-1"), value.encode("latin-1")))
@@ -240,7 +240,7 @@ async def _h2_to_h1(
     host = headers.get(header.HOST) or pool.address
     lines.append(f"host: {host}\r\n")
     length = headers.get(header.CONTENT_LENGTH)
-    for name, value in _forwarded(headers):
+    for name, value in end_to_end(headers):
         if name not in (header.HOST, header.CONTENT_LENGTH):
             lines.append(f"{name}: {value}\r\n")
     chunked = not bodyless and length is None

@@ -275,6 +275,33 @@ class H2ServerConnection(asyncio.Protocol):
         if data:
             self.data_received(data)
 
+    def accept_upgrade(self, settings: str) -> bool:
+        """Prepare to take over an `Upgrade: h2c` request with these `HTTP2-Settings`; False: malformed."""
+        return self.h2.accept_upgrade(settings)
+
+    def take_over_upgrade(self, transport: asyncio.Transport, request: Request, data: bytes) -> None:
+        """Switch an HTTP/1.1 connection whose `Upgrade: h2c` request was accepted (`accept_upgrade`): answer
+        101, send the server's SETTINGS, and handle the request as stream 1 (RFC 7540 section 3.2); `data`
+        is what the client sent after the request (its preface and frames)."""
+        self._transport = transport
+        self._client = request.client
+        self._registry.add(self)
+        transport.set_protocol(self)
+        transport.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n")
+        self.h2.start(transport)
+        items = h2forward.end_to_end(request.headers)
+        te = request.headers.get("te")
+        if te is not None and "trailers" in te.lower():
+            items.append(("te", "trailers"))
+        upgraded = Request(
+            request.method, request.target, "2", Headers._trusted(items), request.client, True, False
+        )
+        ex = H2Exchange(self, 1, upgraded, True)
+        self._exchanges[1] = ex
+        ex._task = self.loop.create_task(self._run(ex))
+        if data:
+            self.data_received(data)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - see take_over
         raise RuntimeError("an H2ServerConnection starts through take_over")
 

@@ -12,12 +12,15 @@ from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
 
 
 class FakeExchange:
-    def __init__(self, host: str, *errors: BaseException) -> None:
-        self.request = Request("GET", "/", "1.1", Headers([("host", host)]), ("127.0.0.1", 5000), True, False)
+    def __init__(self, host: str, *errors: BaseException, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.request = Request(
+            "GET", "/", "1.1", Headers([("host", host), *headers]), ("127.0.0.1", 5000), True, False
+        )
         self.response_started = False
         self.responses: list[tuple[int, bytes]] = []
         self.response_headers: list[tuple[str, str]] = []
         self.forwarded_to: list[str] = []
+        self.forwarded_headers: list[Headers] = []
         self.retry_refused: list[bool] = []
         self._errors = list(errors)
 
@@ -38,6 +41,7 @@ class FakeExchange:
         retry_refused: bool = False,
     ) -> int:
         self.forwarded_to.append(pool.address)
+        self.forwarded_headers.append(headers.copy())
         self.retry_refused.append(retry_refused)
         if self._errors:
             raise self._errors.pop(0)

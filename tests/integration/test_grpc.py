@@ -25,6 +25,7 @@ import grpc
 
 from serving.stat import decode_stat
 from tests.integration.conftest import ROOT, ServingUp
+from tests.unit.serving.http.rawh2 import H2Peer
 
 Start = Callable[..., Awaitable[ServingUp]]
 EXAMPLE = ROOT / "examples" / "grpc-python"
@@ -213,6 +214,63 @@ async def test_a_client_deadline_ends_the_call_and_frees_the_slot(serving_up: St
         started = time.monotonic()
         assert await say_hello(stub, "next", timeout=5) == greeting("next")
         assert time.monotonic() - started < 3.0, "the next call waited for the timed-out one"
+
+
+async def call_without_deadline_enforcement(
+    up: ServingUp, service: str, grpc_timeout: str, delay_ms: int
+) -> tuple[str | None, float]:
+    """A unary SayHello sent with `grpc-timeout` by a client that does not enforce it itself (a raw HTTP/2
+    client, where grpcio would cancel on its own): what ends the call is the platform. Returns the call's
+    grpc-status and the seconds it took."""
+    message = pb2.HelloRequest(name="raw", delay_ms=delay_ms).SerializeToString()
+    client = await H2Peer.connect(up.port)
+    try:
+        started = time.monotonic()
+        stream_id = client.request(
+            "/helloworld.Greeter/SayHello",
+            method="POST",
+            authority=up.host(service),
+            extra=[("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", grpc_timeout)],
+            end=False,
+        )
+        await client.send_data(stream_id, struct.pack(">BI", 0, len(message)) + message, end=True)
+        stream = await client.response(stream_id, timeout=ANSWERED)
+        seconds = time.monotonic() - started
+        assert stream.status == 200, stream
+        return stream.trailer("grpc-status") or stream.header("grpc-status"), seconds
+    finally:
+        await client.close()
+
+
+async def test_the_calls_grpc_timeout_is_enforced_by_the_platform(serving_up: Start, tmp_path: Path) -> None:
+    """`grpc-timeout: 700m` on a call that takes 10 s, containerConcurrency 1: the queue-proxy ends it with
+    DEADLINE_EXCEEDED after about 0.7 s (not the 300 s revision timeout) and frees the slot."""
+    up = await start_one_pod(serving_up, tmp_path, "grpcdeadline", container_concurrency=1)
+    status, seconds = await call_without_deadline_enforcement(up, "grpcdeadline", "700m", 10_000)
+    assert status == "4", status  # DEADLINE_EXCEEDED
+    assert 0.6 < seconds < 3.0, seconds
+    async with greeter(up, "grpcdeadline") as stub:
+        started = time.monotonic()
+        assert await say_hello(stub, "next", timeout=5) == greeting("next")
+        assert time.monotonic() - started < 3.0, "the next call waited for the timed-out one"
+    # A deadline longer than the call changes nothing.
+    status, _ = await call_without_deadline_enforcement(up, "grpcdeadline", "20S", 100)
+    assert status == "0", status
+
+
+async def test_a_calls_grpc_timeout_bounds_its_wait_for_a_cold_start(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """A call to a revision at zero with `grpc-timeout: 50m` (a pod takes longer than that to start: about
+    0.2 s on a fast machine) ends in the activator with DEADLINE_EXCEEDED, not when the pod is up."""
+    annotations = {**WINDOW, "autoscaling.knative.dev/min-scale": "0"}
+    up = await serving_up([grpc_service(tmp_path, "coldline", annotations=annotations)], FAST)
+    await up.wait_revision(
+        "coldline-00001", lambda r: r["actual_pods"] == 0, 40, "revision did not scale to zero"
+    )
+    status, seconds = await call_without_deadline_enforcement(up, "coldline", "50m", 0)
+    assert status == "4", (status, seconds)
+    assert seconds < 1.5, seconds
 
 
 async def test_the_revision_timeout_ends_calls_with_a_grpc_status(serving_up: Start, tmp_path: Path) -> None:

@@ -139,8 +139,8 @@ def test_max_scale_is_read_as_the_autoscaler_reads_it(
     assert max_scale(revision, config) == expected
 
 
-async def test_over_capacity_at_max_scale_answers_503_with_retry_after_at_once() -> None:
-    rig = Rig(pod(1))
+def one_slot(rig: Rig, annotations: dict[str, str]) -> None:
+    """The revision with one pod of containerConcurrency 1."""
     rig.registry.apply(
         Snapshot(
             2,
@@ -150,12 +150,17 @@ async def test_over_capacity_at_max_scale_answers_503_with_retry_after_at_once()
                     service="hello",
                     configuration="hello",
                     container_concurrency=1,
-                    annotations={"autoscaling.knative.dev/max-scale": "1"},
+                    annotations=annotations,
                     pods=(pod(1),),
                 ),
             ),
         )
     )
+
+
+async def test_over_capacity_at_max_scale_answers_503_with_retry_after_at_once() -> None:
+    rig = Rig(pod(1))
+    one_slot(rig, {"autoscaling.knative.dev/max-scale": "1"})
     entry = rig.registry.get(KEY)
     assert entry is not None
     assert entry.throttler.saturated
@@ -171,3 +176,35 @@ async def test_over_capacity_at_max_scale_answers_503_with_retry_after_at_once()
     assert rig.count(503) == 1
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("grpc_timeout", "forwarded"),
+    [("3S", True), ("200m", False)],
+    ids=["passed-on-shortened-by-the-wait", "ends-the-wait"],
+)
+async def test_a_grpc_timeout_bounds_the_wait_and_the_pod_gets_what_is_left(
+    grpc_timeout: str, forwarded: bool
+) -> None:
+    rig = Rig(pod(1))
+    one_slot(rig, {})
+    entry = rig.registry.get(KEY)
+    assert entry is not None
+    held = entry.throttler.try_acquire()  # the one slot is busy: the call waits
+    assert held is not None
+    exchange = FakeExchange(HOST, headers=[(header.GRPC_TIMEOUT, grpc_timeout)])
+    call = asyncio.create_task(rig.run(exchange))
+    await asyncio.sleep(0.5)
+    entry.throttler.release(held)
+    try:
+        await call
+    finally:
+        await rig.registry.close()
+    if forwarded:
+        [sent] = exchange.forwarded_headers
+        left = header.grpc_timeout(sent.get(header.GRPC_TIMEOUT) or "")
+        assert left is not None
+        assert 1.0 < left <= 2.5, sent
+    else:
+        assert exchange.forwarded_to == []
+        assert exchange.responses == [(504, b"activator request timeout\n")]

@@ -271,7 +271,20 @@ async def test_cancelled_handler_frees_its_slot_at_once() -> None:
     assert rig.count(CLIENT_GONE) == 2.0
 
 
-async def test_deadline_gives_504_request_timeout() -> None:
+@pytest.mark.parametrize(
+    ("headers", "expires_after"),
+    [
+        pytest.param([], 300.0, id="revision-timeout"),
+        pytest.param([("grpc-timeout", "2S")], 2.0, id="grpc-seconds"),
+        pytest.param([("grpc-timeout", "1500m")], 1.5, id="grpc-millis"),
+        pytest.param([("grpc-timeout", "10H")], 300.0, id="grpc-later-than-the-revision"),
+        pytest.param([("grpc-timeout", "nonsense")], 300.0, id="grpc-malformed"),
+    ],
+)
+async def test_deadline_gives_504_request_timeout(
+    headers: list[tuple[str, str]], expires_after: float
+) -> None:
+    """The revision timeout, or a gRPC call's `grpc-timeout` when sooner (the app still sees the header)."""
     entered = asyncio.Event()
 
     async def hang(_: FakeExchange) -> int:
@@ -280,14 +293,17 @@ async def test_deadline_gives_504_request_timeout() -> None:
         return 200
 
     rig = Rig()
-    exchange = FakeExchange(behaviour=hang)
+    exchange = FakeExchange(headers, behaviour=hang)
     task = asyncio.create_task(rig.handler(exchange))
     await entered.wait()
-    rig.clock.advance(300.0)
+    rig.clock.advance(expires_after - 0.01)
+    assert rig.in_flight.expire() == 0
+    rig.clock.advance(0.01)
     assert rig.in_flight.expire() == 1
     await task
     assert exchange.responses == [(504, {"content-type": "text/plain; charset=utf-8"}, b"request timeout\n")]
     assert not task.cancelled()
+    assert exchange.forwarded[0].items() == headers
 
 
 async def test_queue_full_is_503_with_retry_after() -> None:

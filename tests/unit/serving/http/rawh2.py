@@ -132,6 +132,36 @@ class H2Peer:
         peer._task = asyncio.get_running_loop().create_task(peer._read_loop())
         return peer
 
+    @classmethod
+    async def upgrade(
+        cls, port: int, path: str = "/", *, host: str = "app", eager: bool = False
+    ) -> tuple[H2Peer, bytes]:
+        """An HTTP/1.1 connection switched with `Upgrade: h2c`: the GET of `path` becomes stream 1. Returns
+        the peer and the 101 head. `eager` sends the preface with the request rather than after the 101."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        return await cls.upgrade_streams(reader, writer, path, host=host, eager=eager)
+
+    @classmethod
+    async def upgrade_streams(
+        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, *, host: str, eager: bool
+    ) -> tuple[H2Peer, bytes]:
+        """`upgrade` on a connection already open (an HTTP/1.1 connection kept alive)."""
+        peer = cls(reader, writer, client=True)
+        settings = peer.conn.initiate_upgrade_connection()
+        assert settings is not None
+        preamble = peer.conn.data_to_send()
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            f"Upgrade: h2c\r\nHTTP2-Settings: {settings.decode()}\r\n\r\n".encode()
+            + (preamble if eager else b"")
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        if not eager:
+            writer.write(preamble)
+        peer._stream(1)  # the upgraded request
+        peer._task = asyncio.get_running_loop().create_task(peer._read_loop())
+        return peer, head
+
     def serve(self) -> None:
         """Start as the server side of an accepted connection."""
         self.conn.initiate_connection()

@@ -174,6 +174,132 @@ async def test_a_request_starting_like_the_preface_is_still_http11() -> None:
         await raw.close()
 
 
+# -- 1b. Upgrade: h2c ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["preface-after-101", "preface-with-request"])
+async def test_upgrade_h2c_answers_the_request_as_stream_1_and_goes_on_in_http2(eager: bool) -> None:
+    async with engine(local) as server:
+        client, head = await H2Peer.upgrade(server.port, "/first", eager=eager)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        assert b"upgrade: h2c" in head.lower()
+        first = await client.response(1)
+        await client.wait_for(lambda: first.ended)
+        assert first.status == 200
+        assert (first.header("x-version"), bytes(first.data)) == ("2", b"/first")
+        second = await client.fetch("/second")  # stream 3, on the same connection
+        assert (second.status, bytes(second.data)) == (200, b"/second")
+        await client.close()
+
+
+async def test_upgrade_h2c_on_a_kept_alive_connection() -> None:
+    async with engine(local) as server:
+        raw = await RawClient.connect(server.port)
+        assert (await raw.request(get("/before"))).body == b"/before"
+        client, head = await H2Peer.upgrade_streams(raw.reader, raw.writer, "/up", host="a", eager=False)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        first = await client.response(1)
+        await client.wait_for(lambda: first.ended)
+        assert (first.status, first.header("x-version"), bytes(first.data)) == (200, "2", b"/up")
+        await client.close()
+
+
+async def test_curl_upgrades_and_gets_its_answer_over_http2() -> None:
+    async with engine(local) as server:
+        proc = await asyncio.create_subprocess_exec(
+            "curl",
+            "-sS",
+            "--http2",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version}",
+            f"http://127.0.0.1:{server.port}/curl",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err
+        assert out.decode().splitlines() == ["/curl", "2"]
+
+
+UPGRADE = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(
+            b"POST /declined HTTP/1.1\r\nHost: a\r\n"
+            + UPGRADE
+            + b"HTTP2-Settings: \r\nContent-Length: 5\r\n\r\nhello",
+            id="with-a-body",
+        ),
+        pytest.param(b"GET /declined HTTP/1.1\r\nHost: a\r\n" + UPGRADE + b"\r\n", id="no-settings"),
+        pytest.param(
+            b"GET /declined HTTP/1.1\r\nHost: a\r\n" + UPGRADE + b"HTTP2-Settings: AAMAA\r\n\r\n",
+            id="malformed-settings",
+        ),
+        pytest.param(
+            b"GET /declined HTTP/1.1\r\nHost: a\r\n"
+            + UPGRADE
+            + b"HTTP2-Settings: \r\nHTTP2-Settings: \r\n\r\n",
+            id="two-settings",
+        ),
+        pytest.param(
+            b"GET /declined HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: \r\n\r\n",
+            id="settings-not-in-connection",
+        ),
+    ],
+)
+async def test_a_declined_upgrade_is_answered_over_http11(request_: bytes) -> None:
+    """RFC 7540 section 3.2: a server that does not switch answers the request as HTTP/1.1; the connection
+    goes on (the body of a declined upgrade, which the parser skips, is read as the body)."""
+
+    async def echo(request: web.Request) -> web.Response:
+        seen = f"{request.version.major}.{request.version.minor} {request.headers.get('upgrade')}"
+        return web.Response(
+            body=request.path.encode() + b" " + await request.read(), headers={"x-seen": seen}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    async with app_server(app) as port, engine(proxy(UpstreamPool("127.0.0.1", port))) as server:
+        raw = await RawClient.connect(server.port)
+        response = await raw.request(request_)
+        assert response.status == 200
+        assert response.body == b"/declined " + (b"hello" if request_.startswith(b"POST") else b"")
+        assert response.header("x-seen") == "1.1 None"  # HTTP/1.1, and no upgrade asked of the app
+        assert (await raw.request(get("/next"))).body == b"/next "
+        await raw.close()
+
+
+async def test_a_pipelined_upgrade_is_declined_and_both_answered_in_order() -> None:
+    async with engine(local) as server:
+        raw = await RawClient.connect(server.port)
+        await raw.send(
+            get("/one")
+            + b"GET /two HTTP/1.1\r\nHost: a\r\n"
+            + UPGRADE
+            + b"HTTP2-Settings: \r\n\r\n"
+            + get("/three")
+        )
+        bodies = [(await raw.read_response()).body for _ in range(3)]
+        assert bodies == [b"/one", b"/two", b"/three"]
+        await raw.close()
+
+
+async def test_an_upgraded_request_is_forwarded_to_an_h2_upstream() -> None:
+    async with engine(echo_h2) as app, engine(proxy(H2UpstreamPool("127.0.0.1", app.port))) as front:
+        client, head = await H2Peer.upgrade(front.port, "/through", host="svc")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        first = await client.response(1)
+        await client.wait_for(lambda: first.ended)
+        assert (first.status, first.header("x-path"), first.header("x-host")) == (200, "/through", "svc")
+        await client.close()
+
+
 # -- 2. local answers ----------------------------------------------------------------------------------------
 
 
