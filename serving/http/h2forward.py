@@ -232,7 +232,10 @@ async def _h2_to_h1(
     timeouts: ForwardTimeouts,
     extra: Iterable[tuple[str, str]],
 ) -> int:
-    """An HTTP/2 request to an HTTP/1.1 upstream, over a connection of its own (closed after it)."""
+    """An HTTP/2 request to an HTTP/1.1 upstream, over a kept-alive connection of the pool's when one is idle.
+
+    A reused connection that the upstream closed meanwhile (nothing came back) is replaced by a new one for
+    a request without a body; a request whose body was being sent cannot be sent again."""
     request = ex.request
     body = ex.body
     bodyless = body.ended and not body.pending
@@ -248,26 +251,45 @@ async def _h2_to_h1(
         lines.append("transfer-encoding: chunked\r\n")
     elif length is not None:
         lines.append(f"content-length: {length}\r\n")
-    lines.append("connection: close\r\n\r\n")
-    try:
-        async with asyncio.timeout(timeouts.connect):
-            reader, writer = await asyncio.open_connection(pool.host, pool.port)
-    except OSError as exc:
-        raise UpstreamConnectError(f"cannot connect to {pool.address}: {exc or 'timed out'}") from exc
-    pump: asyncio.Task[None] | None = None
-    try:
-        wire.set_nodelay(writer.get_extra_info("socket"))
-        writer.write("".join(lines).encode("latin-1"))
-        if not bodyless:
-            pump = asyncio.get_running_loop().create_task(_pump_h1(body, writer, chunked))
-        return await _relay_h1_response(ex, reader, timeouts, extra, request.method == "HEAD")
-    finally:
-        if pump is not None and not pump.done():
-            pump.cancel()
-        writer.transport.abort()
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    loop = asyncio.get_running_loop()
+    while True:
+        kept = pool.take_stream(loop)
+        if kept is None:
+            try:
+                async with asyncio.timeout(timeouts.connect):
+                    reader, writer = await asyncio.open_connection(pool.host, pool.port)
+            except OSError as exc:
+                raise UpstreamConnectError(f"cannot connect to {pool.address}: {exc or 'timed out'}") from exc
+            wire.set_nodelay(writer.get_extra_info("socket"))
+        else:
+            reader, writer = kept
+        pump: asyncio.Task[bool] | None = None
+        keep = False
+        try:
+            writer.write(head)
+            if not bodyless:
+                pump = loop.create_task(_pump_h1(body, writer, chunked))
+            status, keep = await _relay_h1_response(ex, reader, timeouts, extra, request.method == "HEAD")
+            if pump is not None:
+                keep = keep and pump.done() and not pump.cancelled() and pump.result()
+            return status
+        except UpstreamError as exc:
+            if kept is None or not bodyless or exc.response_started or ex.response_started:
+                raise
+            # The kept connection was closed by the upstream while idle: once more on a new one.
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+            if keep:
+                pool.release_stream(reader, writer, loop)
+            else:
+                writer.transport.abort()
 
 
-async def _pump_h1(body: Inbound, writer: asyncio.StreamWriter, chunked: bool) -> None:
+async def _pump_h1(body: Inbound, writer: asyncio.StreamWriter, chunked: bool) -> bool:
+    """The client's request body to the upstream connection; True when all of it was sent."""
     try:
         while (data := await body.read()) is not None:
             if chunked:
@@ -278,7 +300,8 @@ async def _pump_h1(body: Inbound, writer: asyncio.StreamWriter, chunked: bool) -
         if chunked:
             writer.write(b"0\r\n\r\n")
     except (StreamReset, ConnectionError):
-        return
+        return False
+    return True
 
 
 class _Response:
@@ -289,23 +312,46 @@ class _Response:
         self.head_done = False
         self.complete = False
         self.chunks: list[bytes] = []
+        self.parser: httptools.HttpResponseParser | None = None
+        self.final = False
+        self.keep_alive = False
+        self.trailing = False
+        """Another message began after the final response: the connection cannot be trusted with more."""
+        self.code = 0
 
     def on_message_begin(self) -> None:
+        if self.final:
+            self.trailing = True  # whatever follows the final response is nobody's answer: ignored
+            return
         self.headers = []
         self.head_done = False
+        self.complete = False  # an interim response before this one was complete, not this one
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.head_done:
+        if not self.head_done and not self.trailing:
             self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self.trailing or self.parser is None:
+            return
         self.head_done = True
+        self.code = self.parser.get_status_code()
+        if self.code >= 200:
+            self.final = True
 
     def on_body(self, data: bytes) -> None:
-        self.chunks.append(data)
+        if not self.trailing:
+            self.chunks.append(data)
 
     def on_message_complete(self) -> None:
+        if self.trailing:
+            return
         self.complete = True
+        # Asked here: once the parser returns, it has reset and no longer knows.
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
+
+    def reusable(self) -> bool:
+        return self.complete and self.final and not self.trailing and self.keep_alive
 
 
 async def _relay_h1_response(
@@ -314,9 +360,12 @@ async def _relay_h1_response(
     timeouts: ForwardTimeouts,
     extra: Iterable[tuple[str, str]],
     head_request: bool,
-) -> int:
+) -> tuple[int, bool]:
+    """Relay the response; return its status and whether the connection can carry another request (the
+    response was complete and framed, the upstream keeps the connection, nothing came after it)."""
     response = _Response()
     parser = httptools.HttpResponseParser(response)
+    response.parser = parser
     status = 0
     limit = timeouts.response_start
     client = ex.transport
@@ -352,7 +401,7 @@ async def _relay_h1_response(
                     ) from None
                 raise UpstreamError(f"malformed upstream response: {exc}", response_started=False) from None
         if not status and response.head_done:
-            code = parser.get_status_code()
+            code = response.code
             if code < 200:
                 response.head_done = False  # an interim response: wait for the final one
                 response.complete = False
@@ -367,10 +416,10 @@ async def _relay_h1_response(
                 client.send_headers(ex.stream_id, fields, end_stream=bodyless)
             except StreamReset:
                 ex._state = ABORTED
-                return status
+                return status, False
             if bodyless:
                 ex.mark_done()
-                return status
+                return status, response.reusable()
         if status:
             chunks, response.chunks = response.chunks, []
             try:
@@ -379,10 +428,10 @@ async def _relay_h1_response(
                 if response.complete:
                     await client.send_data(ex.stream_id, b"", end_stream=True)
                     ex.mark_done()
-                    return status
+                    return status, response.reusable()
             except StreamReset:
                 ex._state = ABORTED
-                return status
+                return status, False
 
 
 def _framed(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -29,6 +29,8 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.idle_expiry = idle_expiry
         self._idle: list[UpstreamConnection] = []  # oldest first
+        self._streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        """Idle connections of HTTP/2 clients' requests translated to HTTP/1.1, oldest first."""
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -38,6 +40,10 @@ class UpstreamPool:
     @property
     def idle_count(self) -> int:
         return len(self._idle)
+
+    @property
+    def idle_stream_count(self) -> int:
+        return len(self._streams)
 
     def take_idle(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection | None:
         """The most recently used idle connection that is still open and not expired, if any."""
@@ -74,6 +80,33 @@ class UpstreamPool:
         if self._timer is None:
             self._timer = conn.loop.call_at(self._idle[0].idle_since + self.idle_expiry, self._sweep)
 
+    def take_stream(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """An idle stream connection (for HTTP/2 requests to this HTTP/1.1 upstream) that is still open, has
+        received nothing while idle and has not expired; most recently used first."""
+        streams = self._streams
+        cutoff = loop.time() - self.idle_expiry
+        while streams:
+            reader, writer, since = streams.pop()
+            # Bytes that arrived while idle (a 408 before a close) are no answer to the next request.
+            unread = getattr(reader, "_buffer", b"")  # StreamReader keeps them there; no public accessor
+            if since > cutoff and not unread and not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.transport.abort()
+        return None
+
+    def release_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Keep a stream connection whose exchange ended cleanly for the next HTTP/2 request."""
+        if self._closed or len(self._streams) >= self.max_idle or writer.is_closing():
+            writer.transport.abort()
+            return
+        self._streams.append((reader, writer, loop.time()))
+        if self._timer is None:
+            self._timer = loop.call_at(self._streams[0][2] + self.idle_expiry, self._sweep)
+
     def discard(self, conn: UpstreamConnection) -> None:
         """Forget an idle connection the upstream closed."""
         with contextlib.suppress(ValueError):
@@ -81,18 +114,25 @@ class UpstreamPool:
 
     def _sweep(self) -> None:
         self._timer = None
-        idle = self._idle
-        if not idle:
-            return
-        loop = idle[0].loop
+        loop = asyncio.get_running_loop()
         cutoff = loop.time() - self.idle_expiry
+        idle = self._idle
         expired = 0
         while expired < len(idle) and idle[expired].idle_since <= cutoff:
             idle[expired].close()
             expired += 1
         del idle[:expired]
-        if idle:
-            self._timer = loop.call_at(idle[0].idle_since + self.idle_expiry, self._sweep)
+        streams = self._streams
+        expired = 0
+        while expired < len(streams) and streams[expired][2] <= cutoff:
+            streams[expired][1].transport.abort()
+            expired += 1
+        del streams[:expired]
+        oldest = [idle[0].idle_since] if idle else []
+        if streams:
+            oldest.append(streams[0][2])
+        if oldest:
+            self._timer = loop.call_at(min(oldest) + self.idle_expiry, self._sweep)
 
     async def close(self) -> None:
         """Close idle connections; connections in use are closed when their exchange ends."""
@@ -103,3 +143,6 @@ class UpstreamPool:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        streams, self._streams = self._streams, []
+        for _, writer, _ in streams:
+            writer.transport.abort()

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.integration.conftest import SERVING, ServingUp, eventually, marked_processes, write_app_service
+from tests.unit.serving.http.rawh2 import H2Peer
 
 Start = Callable[..., Awaitable[ServingUp]]
 
@@ -45,6 +46,33 @@ async def test_routes_by_host_and_unknown_host_lists_known_ones(serving_up: Star
     assert f"http://world.default.localhost:{up.port}" in body
     assert "nobody.default.localhost" in body
     assert await up.stop() == 0
+
+
+async def test_http2_clients_of_an_http11_service(serving_up: Start, tmp_path: Path) -> None:
+    """curl with `Upgrade: h2c` and with prior knowledge, then 200 multiplexed streams from one connection:
+    HTTP/2 at the ingress, translated to the HTTP/1.1 app (over kept-alive connections)."""
+    up = await serving_up([write_app_service(tmp_path, "hello", target="hi")])
+    for mode in ("--http2", "--http2-prior-knowledge"):
+        proc = await asyncio.create_subprocess_exec(
+            *("curl", "-sS", mode, "-H", f"Host: {up.host('hello')}", "-w", "\n%{http_version}"),
+            f"http://127.0.0.1:{up.port}/",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err
+        body, version = out.decode().rsplit("\n", 1)
+        assert (version, body.split()[:2]) == ("2", ["hi", "hello-00001"]), (mode, out)
+
+    client = await H2Peer.connect(up.port)
+    try:
+        ids = [client.request("/", authority=up.host("hello")) for _ in range(200)]
+        for stream_id in ids:
+            stream = await client.response(stream_id, timeout=30)
+            assert (stream.ended, stream.status) == (True, 200), stream
+            assert bytes(stream.data).startswith(b"hi hello-00001 ")
+    finally:
+        await client.close()
 
 
 HOSTILE = {

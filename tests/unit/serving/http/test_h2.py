@@ -43,7 +43,7 @@ from tests.unit.serving.http.rawh2 import (
     headers_frame,
     request_block,
 )
-from tests.unit.serving.http.rawhttp import RawClient, app_server, get
+from tests.unit.serving.http.rawhttp import RawClient, RawUpstream, app_server, get, raw_server, read_head
 
 MIB = 1024 * 1024
 ErrorCodes = h2.errors.ErrorCodes
@@ -396,6 +396,129 @@ async def test_50_concurrent_streams_to_an_http11_upstream() -> None:
                 assert stream.status == 200, stream
                 assert bytes(stream.data) == f"/s/{i}".encode()
                 assert stream.header("x-version") == "1.1"
+            await client.close()
+        await pool.close()
+
+
+def keep_alive_upstream(
+    connections: list[int], answer: Callable[[int, int, str], bytes | None]
+) -> RawUpstream:
+    """A raw HTTP/1.1 upstream answering requests on each connection in turn with `answer(connection,
+    request, path)` (None: close without answering); `connections` counts the connections it accepted."""
+
+    async def serve_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        number = len(connections)
+        request = 0
+        while True:
+            line, headers = await read_head(reader)
+            length = int(headers.get("content-length") or 0)
+            if length:
+                await reader.readexactly(length)
+            request += 1
+            response = answer(number, request, line.split()[1])
+            if response is None:
+                return
+            writer.write(response)
+            await writer.drain()
+
+    return serve_conn
+
+
+def ok(path: str, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\ncontent-length: {len(path)}\r\n{extra}\r\n{path}".encode()
+
+
+async def test_h2_requests_to_an_http11_upstream_reuse_its_connections() -> None:
+    connections: list[int] = []
+    async with raw_server(keep_alive_upstream(connections, lambda _c, _r, path: ok(path))) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(proxy(pool)) as server:
+            client = await H2Peer.connect(server.port)
+            for i in range(20):
+                stream = await client.fetch(f"/r/{i}")
+                assert (stream.status, bytes(stream.data)) == (200, f"/r/{i}".encode())
+                await eventually(lambda: pool.idle_stream_count == 1)
+            await client.close()
+        await pool.close()
+        assert pool.idle_stream_count == 0
+    assert len(connections) == 1
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        pytest.param(lambda path: ok(path, "connection: close\r\n"), id="connection-close"),
+        pytest.param(lambda path: ok(path) + ok("/stale"), id="bytes-after-the-response"),
+        pytest.param(
+            lambda path: f"HTTP/1.0 200 OK\r\ncontent-length: {len(path)}\r\n\r\n{path}".encode(),
+            id="http-1.0",
+        ),
+    ],
+)
+async def test_a_connection_that_cannot_carry_another_request_is_not_kept(
+    last: Callable[[str], bytes],
+) -> None:
+    connections: list[int] = []
+    async with raw_server(keep_alive_upstream(connections, lambda _c, _r, path: last(path))) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(proxy(pool)) as server:
+            client = await H2Peer.connect(server.port)
+            for path in ("/one", "/two"):
+                stream = await client.fetch(path)
+                assert (stream.status, bytes(stream.data)) == (200, path.encode())
+                await asyncio.sleep(0.05)  # the first exchange has ended: its connection was closed, not kept
+                assert pool.idle_stream_count == 0
+            await client.close()
+        await pool.close()
+    assert len(connections) == 2
+
+
+@pytest.mark.parametrize(("method", "status"), [("GET", 200), ("POST", 502)])
+async def test_a_kept_connection_the_upstream_closes_unanswered_is_retried_only_without_a_body(
+    method: str, status: int
+) -> None:
+    """The upstream closes a kept connection just as the next request arrives (its keep-alive timeout): a
+    request without a body goes again on a new connection; one whose body was sent cannot."""
+    connections: list[int] = []
+
+    def answer(connection: int, request: int, path: str) -> bytes | None:
+        return None if (connection, request) == (1, 2) else ok(path)
+
+    async with raw_server(keep_alive_upstream(connections, answer)) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(proxy(pool)) as server:
+            client = await H2Peer.connect(server.port)
+            assert (await client.fetch("/first")).status == 200
+            await eventually(lambda: pool.idle_stream_count == 1)
+            stream = await client.fetch("/second", method=method, body=b"data" if method == "POST" else b"")
+            assert stream.status == status, stream
+            if status == 200:
+                assert bytes(stream.data) == b"/second"
+            await client.close()
+        await pool.close()
+    assert len(connections) == (2 if method == "GET" else 1)
+
+
+async def test_an_interim_response_then_a_final_one_in_pieces_is_relayed_whole() -> None:
+    """100 Continue and the first part of the final response in one read, the rest later: the interim
+    response's end is not taken for the final response's."""
+
+    async def serve_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"56789")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(serve_conn) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(proxy(pool)) as server:
+            client = await H2Peer.connect(server.port)
+            stream = await client.fetch("/interim")
+            assert (stream.ended, stream.status, bytes(stream.data)) == (True, 200, b"0123456789")
             await client.close()
         await pool.close()
 
