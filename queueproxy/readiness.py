@@ -1,4 +1,5 @@
-"""Readiness of the app, found by running its probe (TCP connect or HTTP GET) from inside the pod.
+"""Readiness of the app, found by running its probe (TCP connect, HTTP GET or gRPC health check) from inside
+the pod.
 
 Health checks that reach the queue-proxy call `Readiness.check`. Concurrent callers share one in-flight
 check, so a burst of probes costs the app one probe. Aggressive mode (period 0, Knative's default) keeps
@@ -22,8 +23,10 @@ from collections.abc import Callable
 from typing import Final
 
 import aiohttp
+import h2.exceptions
 from multidict import CIMultiDict
 
+from queueproxy import grpchealth
 from queueproxy.probe import ProbeSpec
 
 logger = logging.getLogger(__name__)
@@ -145,13 +148,24 @@ class Readiness:
         return self._ready
 
     async def attempt(self, limit: float) -> bool:
-        """One probe attempt within `limit` seconds; any error or a status outside 200-399 is a failure."""
+        """One probe attempt within `limit` seconds; any error, an HTTP status outside 200-399 or a gRPC
+        health reply other than SERVING is a failure."""
         try:
             async with asyncio.timeout(limit):
                 if self.spec.kind == "tcp":
                     return await self._tcp()
+                if self.spec.kind == "grpc":
+                    await grpchealth.check(self.spec.host, self.port, self.spec.service, USER_AGENT)
+                    return True
                 return await self._http()
-        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,
+            aiohttp.ClientError,
+            grpchealth.HealthCheckFailed,
+            h2.exceptions.ProtocolError,
+        ) as exc:
             logger.debug("readiness probe failed: %s", exc)
             return False
 

@@ -235,14 +235,13 @@ def local_template_problems(template: RevisionTemplate, base_dir: Path) -> list[
             (f"{container_path}.volumeMounts", "not supported locally: the local platform has no volumes")
         )
     probe = template.container.readiness_probe or {}
-    for handler in ("exec", "grpc"):
-        if handler in probe:
-            out.append(
-                (
-                    f"{container_path}.readinessProbe.{handler}",
-                    "not supported locally: the queue-proxy probes with httpGet or tcpSocket",
-                )
+    if "exec" in probe:
+        out.append(
+            (
+                f"{container_path}.readinessProbe.exec",
+                "not supported locally: the queue-proxy probes with httpGet, tcpSocket or grpc",
             )
+        )
     working_dir = template.container.working_dir
     if working_dir is not None and not (base_dir / working_dir).is_dir():
         out.append((f"{container_path}.workingDir", f"{base_dir / working_dir} is not a directory"))

@@ -1,7 +1,8 @@
 """gRPC's hello-world greeter as a Knative Service: every kind of call, greeting with `TARGET`.
 
 Listens on `$PORT` (8080 when unset) with HTTP/2 cleartext; the Service names its port `h2c`, so the
-queue-proxy speaks HTTP/2 to it. SIGTERM stops taking calls and lets the running ones finish (a few seconds).
+queue-proxy speaks HTTP/2 to it. gRPC's standard health service answers the Service's `grpc` readiness
+probe. SIGTERM stops taking calls and lets the running ones finish (a few seconds).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import AsyncIterator
 import grpc
 import helloworld_pb2
 import helloworld_pb2_grpc
+from grpc_health.v1 import health as health_servicer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 log = logging.getLogger("greeter")
 
@@ -61,6 +64,11 @@ async def serve() -> None:
     # SO_REUSEPORT off: a second server on a port in use must fail, not share it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     helloworld_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
+    # gRPC's standard health service, which the Service's `readinessProbe: grpc` asks.
+    health = health_servicer.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in ("", "helloworld.Greeter"):
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
     # "[::]" takes IPv4 too; gRPC falls back to 0.0.0.0 where IPv6 is off.
     server.add_insecure_port(f"[::]:{port}")
     await server.start()
@@ -72,6 +80,7 @@ async def serve() -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: running calls get %gs", GRACE_SECONDS)
+    health.enter_graceful_shutdown()  # NOT_SERVING from now on
     await server.stop(GRACE_SECONDS)
 
 

@@ -1,7 +1,8 @@
 """The readiness probe the queue-proxy runs against the app, as carried by `SERVING_READINESS_PROBE`.
 
-The variable holds the user container's Kubernetes `Probe` as JSON (Knative passes it this way). Only
-`tcpSocket` and `httpGet` actions are supported; a probe with `periodSeconds` 0 or unset is *aggressive*.
+The variable holds the user container's Kubernetes `Probe` as JSON (Knative passes it this way). The
+`tcpSocket`, `httpGet` and `grpc` actions are supported (`exec` is not: the queue-proxy runs beside the app,
+not inside it); a probe with `periodSeconds` 0 or unset is *aggressive*.
 `format_probe` writes a `ProbeSpec` back as the smallest Probe JSON that `parse_probe` reads to the same spec.
 
 It also holds the probe token: a queue-proxy given `SERVING_PROBE_TOKEN` answers a probe-like request itself
@@ -36,7 +37,7 @@ _NUMBERS: Final = (
 class ProbeSpec:
     """What to probe and how often; `port` None means the user port (Knative rewrites probe ports to it)."""
 
-    kind: Literal["tcp", "http"] = "tcp"
+    kind: Literal["tcp", "http", "grpc"] = "tcp"
     host: str = "127.0.0.1"
     """The address to probe; the app runs beside the queue-proxy, so loopback unless the probe names one."""
     port: int | None = None
@@ -44,6 +45,8 @@ class ProbeSpec:
     scheme: Literal["http", "https"] = "http"
     headers: tuple[tuple[str, str], ...] = ()
     """Extra request headers (`httpGet.httpHeaders`), sent after the default `User-Agent`."""
+    service: str = ""
+    """`grpc.service`: the name asked of the gRPC health service (empty: the server as a whole)."""
     timeout: float = _DEFAULT_TIMEOUT_SECONDS
     """Seconds allowed per attempt outside aggressive mode (Kubernetes default 1 s)."""
     period: float = 0.0
@@ -98,7 +101,8 @@ def _headers(action: dict[str, Any], problems: list[str]) -> tuple[tuple[str, st
 
 
 def _action(probe: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    """The fields of the one probe action (`tcpSocket` or `httpGet`) as ProbeSpec keyword arguments."""
+    """The fields of the one probe action (`tcpSocket`, `httpGet` or `grpc`) as ProbeSpec keyword
+    arguments."""
     present = [key for key in ("tcpSocket", "httpGet", "exec", "grpc") if probe.get(key) is not None]
     if len(present) > 1:
         problems.append(f"a probe has one action; got {', '.join(present)}")
@@ -129,7 +133,19 @@ def _action(probe: dict[str, Any], problems: list[str]) -> dict[str, Any]:
             "scheme": scheme if scheme in ("http", "https") else "http",
             "headers": _headers(http, problems),
         }
-    problems.append(f"{present[0]} probes are not supported by the queue-proxy (use tcpSocket or httpGet)")
+    if present == ["grpc"]:
+        grpc = probe["grpc"]
+        if not isinstance(grpc, dict):
+            problems.append("grpc must be an object")
+            return {}
+        service = grpc.get("service") or ""
+        if not isinstance(service, str):
+            problems.append("grpc.service must be a string")
+            service = ""
+        return {"kind": "grpc", "port": _port(grpc, problems), "service": service}
+    problems.append(
+        f"{present[0]} probes are not supported by the queue-proxy (use tcpSocket, httpGet or grpc)"
+    )
     return {}
 
 
@@ -186,6 +202,10 @@ def format_probe(spec: ProbeSpec) -> str:
         if spec.headers:
             action["httpHeaders"] = [{"name": name, "value": value} for name, value in spec.headers]
         probe["httpGet"] = action
+    elif spec.kind == "grpc":
+        if spec.service:
+            action["service"] = spec.service
+        probe["grpc"] = action
     else:
         probe["tcpSocket"] = action
     numbers: tuple[tuple[str, float, float], ...] = (

@@ -91,7 +91,7 @@ def readiness_probe_json(probe: Mapping[str, Any] | None) -> str:
     if not probe:
         return ""
     data: dict[str, Any] = dict(probe)
-    for handler in ("httpGet", "tcpSocket"):
+    for handler in ("httpGet", "tcpSocket", "grpc"):
         action = data.get(handler)
         if isinstance(action, Mapping):
             data[handler] = {k: v for k, v in action.items() if k != "port"}

@@ -36,6 +36,12 @@ from queueproxy.probe import ProbeSpec, parse_probe
             '{"httpGet": {"scheme": "HTTPS"}}', ProbeSpec(kind="http", scheme="https"), id="http-https"
         ),
         pytest.param('{"httpGet": {}}', ProbeSpec(kind="http"), id="http-defaults"),
+        pytest.param('{"grpc": {"port": 8080}}', ProbeSpec(kind="grpc", port=8080), id="grpc"),
+        pytest.param(
+            '{"grpc": {"port": 8080, "service": "helloworld.Greeter"}, "periodSeconds": 2}',
+            ProbeSpec(kind="grpc", port=8080, service="helloworld.Greeter", period=2.0),
+            id="grpc-service",
+        ),
     ],
 )
 def test_parse_probe(text: str, expected: ProbeSpec) -> None:
@@ -48,7 +54,7 @@ def test_parse_probe(text: str, expected: ProbeSpec) -> None:
         pytest.param("{", "not valid JSON", id="bad-json"),
         pytest.param("[]", "must be a JSON object", id="not-an-object"),
         pytest.param('{"exec": {"command": ["true"]}}', "exec probes are not supported", id="exec"),
-        pytest.param('{"grpc": {"port": 1}}', "grpc probes are not supported", id="grpc"),
+        pytest.param('{"grpc": {"service": 5}}', "grpc.service must be a string", id="grpc-service"),
         pytest.param('{"tcpSocket": {}, "httpGet": {}}', "one action", id="two-actions"),
         pytest.param('{"httpGet": {"scheme": "FTP"}}', "HTTP or HTTPS", id="bad-scheme"),
         pytest.param('{"tcpSocket": {"port": 70000}}', "port must be", id="bad-port"),

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
+from grpc_health.v1 import health as health_servicer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from queueproxy import grpchealth
 from queueproxy.probe import ProbeSpec
 from queueproxy.readiness import USER_AGENT, Readiness
 from serving.clock import FakeClock
@@ -193,3 +200,85 @@ async def test_check_now_needs_a_fresh_attempt_in_periodic_mode_only() -> None:
         assert await aggressive.check_now() is True
         assert len(app.calls) == calls + 1, "an aggressive check is fresh: no second attempt"
         await aggressive.close()
+
+
+# -- gRPC health probes, against a real grpcio server -------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def grpc_app(*, health: bool = True) -> AsyncIterator[tuple[int, Any]]:
+    """A grpcio server on a free port, with gRPC's standard health service unless `health` is False; yields
+    the port and the health servicer (None without one)."""
+    server = grpc.aio.server()
+    servicer = None
+    if health:
+        servicer = health_servicer.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        servicer.set("app.Svc", health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port, servicer
+    finally:
+        await server.stop(0)
+
+
+async def test_grpc_probe_passes_when_the_app_reports_serving() -> None:
+    async with grpc_app() as (port, servicer):
+        readiness = fast(ProbeSpec(kind="grpc"), port)
+        assert await readiness.attempt(2.0)
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert not await readiness.attempt(2.0)
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert await readiness.attempt(2.0)
+
+
+@pytest.mark.parametrize(
+    ("service", "health"),
+    [
+        pytest.param("app.Svc", True, id="service-not-serving"),
+        pytest.param("unknown.Svc", True, id="service-unknown"),
+        pytest.param("", False, id="no-health-service"),
+    ],
+)
+async def test_grpc_probe_fails_unless_the_service_is_serving(service: str, health: bool) -> None:
+    async with grpc_app(health=health) as (port, _):
+        assert not await fast(ProbeSpec(kind="grpc", service=service), port).attempt(2.0)
+
+
+async def test_grpc_probe_fails_against_an_http11_app_or_nothing() -> None:
+    app = ProbedApp()
+    async with app.server() as server:
+        assert not await fast(ProbeSpec(kind="grpc"), port_of(server)).attempt(2.0)
+    assert not await fast(ProbeSpec(kind="grpc"), closed_port()).attempt(2.0)
+
+
+@pytest.mark.parametrize(
+    ("service", "payload"),
+    [("", b"\x00\x00\x00\x00\x00"), ("a.B", b"\x00\x00\x00\x00\x05\x0a\x03a.B")],
+)
+def test_health_request_encoding_matches_protobuf(service: str, payload: bytes) -> None:
+    body = health_pb2.HealthCheckRequest(service=service).SerializeToString()
+    assert payload == b"\x00" + len(body).to_bytes(4, "big") + body
+    assert grpchealth.request_message(service) == payload
+
+
+@pytest.mark.parametrize("status", [0, 1, 2, 3])
+def test_health_reply_decoding_matches_protobuf(status: int) -> None:
+    body = health_pb2.HealthCheckResponse(status=status).SerializeToString()
+    assert grpchealth.serving_status(b"\x00" + len(body).to_bytes(4, "big") + body) == status
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"", "not an uncompressed gRPC message"),
+        (b"\x01\x00\x00\x00\x00", "not an uncompressed gRPC message"),
+        (b"\x00\x00\x00\x00\x05\x08", "truncated gRPC message"),
+        (b"\x00\x00\x00\x00\x02\x08\xff", "truncated varint"),
+    ],
+)
+def test_malformed_health_replies_are_refused(payload: bytes, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        grpchealth.serving_status(payload)

@@ -440,6 +440,8 @@ def test_floats_render_as_the_shortest_exact_text(value: float, text: str) -> No
             '{"httpGet":{"path":"/ready","scheme":"HTTPS"},"periodSeconds":5}',
             id="http-without-defaults",
         ),
+        pytest.param('{"grpc": {"port": 8080}}', '{"grpc":{"port":8080}}', id="grpc"),
+        pytest.param('{"grpc": {"service": "a.B"}}', '{"grpc":{"service":"a.B"}}', id="grpc-service"),
     ],
 )
 def test_probes_render_as_the_smallest_equivalent_json(probe: str, text: str) -> None:

@@ -695,7 +695,7 @@ LOCAL = [
         f"{C}.readinessProbe",
         probe(exec={"command": ["true"]}),
         f"{C}.readinessProbe.exec",
-        "not supported locally: the queue-proxy probes with httpGet or tcpSocket",
+        "not supported locally: the queue-proxy probes with httpGet, tcpSocket or grpc",
         id="exec-probe",
     ),
     pytest.param(
