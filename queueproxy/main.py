@@ -81,7 +81,7 @@ def _build(config: Config) -> _Parts:
     )
     drainer = Drainer(config.drain.quiet_period)
     in_flight = InFlight()
-    readiness = Readiness(proxy.readiness_probe, proxy.user_port)
+    readiness = Readiness(proxy.readiness_probe, proxy.user_port, http2=proxy.user_protocol == "h2c")
     pool = UpstreamPool(APP_HOST, proxy.user_port)
     h2_pool = H2UpstreamPool(APP_HOST, proxy.user_port)
     tracer = start_tracing(

@@ -26,7 +26,7 @@ import aiohttp
 import h2.exceptions
 from multidict import CIMultiDict
 
-from queueproxy import grpchealth
+from queueproxy import h2probe
 from queueproxy.probe import ProbeSpec
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,11 @@ class Readiness:
         aggressive_attempt_timeout: float = AGGRESSIVE_ATTEMPT_TIMEOUT,
         aggressive_poll_timeout: float = AGGRESSIVE_POLL_TIMEOUT,
         now: Callable[[], float] = time.monotonic,
+        http2: bool = False,
     ) -> None:
         self.spec = spec
+        self._http2 = http2
+        """The app speaks HTTP/2 cleartext (an h2c port): an `httpGet` probe goes over HTTP/2."""
         self.port = spec.resolved_port(user_port)
         self._family = _address_family(spec.host)
         """AF_INET/AF_INET6 when the probe's host is an IP address (the fast TCP path), else None."""
@@ -155,15 +158,20 @@ class Readiness:
                 if self.spec.kind == "tcp":
                     return await self._tcp()
                 if self.spec.kind == "grpc":
-                    await grpchealth.check(self.spec.host, self.port, self.spec.service, USER_AGENT)
+                    await h2probe.grpc_health(self.spec.host, self.port, self.spec.service, USER_AGENT)
                     return True
+                if self._http2 and self.spec.scheme == "http":
+                    status = await h2probe.http_get(
+                        self.spec.host, self.port, self.spec.path, self._headers()
+                    )
+                    return 200 <= status < 400
                 return await self._http()
         except (
             OSError,
             TimeoutError,
             ValueError,
             aiohttp.ClientError,
-            grpchealth.HealthCheckFailed,
+            h2probe.ProbeFailed,
             h2.exceptions.ProtocolError,
         ) as exc:
             logger.debug("readiness probe failed: %s", exc)
@@ -203,13 +211,19 @@ class Readiness:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         host = f"[{self.spec.host}]" if ":" in self.spec.host else self.spec.host
         url = f"{self.spec.scheme}://{host}:{self.port}{self.spec.path}"
-        headers = CIMultiDict([("User-Agent", USER_AGENT), ("Accept", "*/*")])
-        for name in {name.lower() for name, _ in self.spec.headers}:
-            headers.popall(name, None)
-        headers.extend(self.spec.headers)
-        async with self._session.get(url, headers=headers, allow_redirects=False, ssl=False) as response:
+        async with self._session.get(
+            url, headers=CIMultiDict(self._headers()), allow_redirects=False, ssl=False
+        ) as response:
             await response.read()
             return 200 <= response.status < 400
+
+    def _headers(self) -> list[tuple[str, str]]:
+        """kubelet's `User-Agent` and `Accept`, unless the probe's `httpHeaders` set them, then those."""
+        own = {name.lower() for name, _ in self.spec.headers}
+        defaults = [
+            (n, v) for n, v in (("User-Agent", USER_AGENT), ("Accept", "*/*")) if n.lower() not in own
+        ]
+        return [*defaults, *self.spec.headers]
 
 
 def _resolve(done: asyncio.Future[None]) -> None:

@@ -21,6 +21,7 @@ from serving.config import (
     parse_str,
     setting,
 )
+from serving.container import H2C
 from serving.contract.probe import ProbeSpec, format_probe, parse_probe
 from serving.contract.tracing import OFF, Tracing
 from serving.template import RevisionTemplate
@@ -31,6 +32,15 @@ def parse_positive_seconds(text: str) -> float:
     if value == 0:
         raise ValueError("must be more than 0 seconds")
     return value
+
+
+def parse_user_protocol(text: str) -> Literal["http1", "h2c"]:
+    lowered = text.strip().lower()
+    if lowered == "http1":
+        return "http1"
+    if lowered == "h2c":
+        return "h2c"
+    raise ValueError(f"{text!r} is not a protocol (use http1 or h2c)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +83,11 @@ class ProxySettings(EnvContract):
         "SERVING_READINESS_PROBE", parse_probe, ProbeSpec(), formatter=format_probe
     )
     """The app's readiness probe as Kubernetes Probe JSON; default TCP on the user port, aggressive."""
+    user_protocol: Literal["http1", "h2c"] = setting(
+        "SERVING_USER_PROTOCOL", parse_user_protocol, "http1", formatter=str
+    )
+    """What the app speaks: `h2c` when its container port is named so (HTTP/2 cleartext), else `http1`.
+    Requests follow the client's protocol either way; this says how an `httpGet` probe reaches the app."""
     probe_token: str = setting("SERVING_PROBE_TOKEN", parse_str, "")
     """When set, probe-like requests (kube-probe, `K-Network-Probe`...) are answered here only if they carry
     it in `K-Network-Probe-Token`; any other is proxied to the app. Empty: Knative's rule (any of them)."""
@@ -138,8 +153,8 @@ def proxy_settings(
     template: RevisionTemplate, *, user_port: int, readiness_probe: str, probe_token: str = ""
 ) -> ProxySettings:
     """The request-path settings of a revision's queue-proxy, from its template (as every platform sets
-    them): concurrency, the three timeouts, the user port, the readiness probe (as JSON, may be empty) and the
-    revision's probe token."""
+    them): concurrency, the three timeouts, the user port and protocol, the readiness probe (as JSON, may be
+    empty) and the revision's probe token."""
     return ProxySettings(
         container_concurrency=template.container_concurrency,
         user_port=user_port,
@@ -147,5 +162,6 @@ def proxy_settings(
         response_start_timeout=float(template.response_start_timeout_seconds or 0),
         idle_timeout=float(template.idle_timeout_seconds or 0),
         readiness_probe=parse_probe(readiness_probe),
+        user_protocol="h2c" if template.container.protocol == H2C else "http1",
         probe_token=probe_token,
     )

@@ -13,10 +13,11 @@ from aiohttp.test_utils import BaseTestServer, TestServer
 from grpc_health.v1 import health as health_servicer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from queueproxy import grpchealth
+from queueproxy import h2probe
 from queueproxy.probe import ProbeSpec
 from queueproxy.readiness import USER_AGENT, Readiness
 from serving.clock import FakeClock
+from tests.unit.serving.http.rawh2 import H2Peer, Stream, h2_upstream
 
 
 def closed_port() -> int:
@@ -261,13 +262,13 @@ async def test_grpc_probe_fails_against_an_http11_app_or_nothing() -> None:
 def test_health_request_encoding_matches_protobuf(service: str, payload: bytes) -> None:
     body = health_pb2.HealthCheckRequest(service=service).SerializeToString()
     assert payload == b"\x00" + len(body).to_bytes(4, "big") + body
-    assert grpchealth.request_message(service) == payload
+    assert h2probe.request_message(service) == payload
 
 
 @pytest.mark.parametrize("status", [0, 1, 2, 3])
 def test_health_reply_decoding_matches_protobuf(status: int) -> None:
     body = health_pb2.HealthCheckResponse(status=status).SerializeToString()
-    assert grpchealth.serving_status(b"\x00" + len(body).to_bytes(4, "big") + body) == status
+    assert h2probe.serving_status(b"\x00" + len(body).to_bytes(4, "big") + body) == status
 
 
 @pytest.mark.parametrize(
@@ -281,4 +282,30 @@ def test_health_reply_decoding_matches_protobuf(status: int) -> None:
 )
 def test_malformed_health_replies_are_refused(payload: bytes, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        grpchealth.serving_status(payload)
+        h2probe.serving_status(payload)
+
+
+# -- httpGet probes of an app that speaks only HTTP/2 (a port named h2c) ------------------------------------
+
+
+@pytest.mark.parametrize(("status", "ready"), [(200, True), (302, True), (503, False)])
+async def test_http_probe_of_an_h2c_app_goes_over_http2(status: int, ready: bool) -> None:
+    seen: list[Stream] = []
+
+    async def app(peer: H2Peer, stream: Stream) -> None:
+        seen.append(stream)
+        await peer.respond(stream.id, status)
+
+    async with h2_upstream(app) as upstream:
+        spec = ProbeSpec(kind="http", path="/ready", headers=(("X-Probe", "yes"),))
+        assert await fast(spec, upstream.port, http2=True).attempt(2.0) is ready
+        # The same probe over HTTP/1.1 gets nowhere with such an app.
+        http1 = fast(spec, upstream.port)
+        try:
+            assert not await http1.attempt(2.0)
+        finally:
+            await http1.close()
+    probe = seen[0]
+    assert (probe.header(":method"), probe.header(":path")) == ("GET", "/ready")
+    assert probe.header("user-agent") == USER_AGENT
+    assert probe.header("x-probe") == "yes"

@@ -112,6 +112,11 @@ def _probe(rng: random.Random) -> ProbeSpec:
         action["scheme"] = rng.choice(["HTTP", "HTTPS", "http"])
         action["httpHeaders"] = [{"name": f"X-{i}", "value": _text(rng)} for i in range(rng.randint(0, 2))]
         probe["httpGet"] = action
+    elif rng.random() < 0.3:
+        action.pop("host", None)  # a gRPC probe names no host
+        if rng.random() < 0.5:
+            action["service"] = rng.choice(["", "helloworld.Greeter"])
+        probe["grpc"] = action
     elif rng.random() < 0.5:
         probe["tcpSocket"] = action
     for name in ("timeoutSeconds", "periodSeconds", "initialDelaySeconds"):
@@ -158,6 +163,7 @@ GENERATORS: dict[Callable[[str], Any], Callable[[random.Random], Any]] = {
     parse_log_format: lambda rng: rng.choice(["text", "json"]),
     parse_log_level: lambda rng: rng.choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     queueproxy.parse_positive_seconds: _positive(_float),
+    queueproxy.parse_user_protocol: lambda rng: rng.choice(["http1", "h2c"]),
     parse_probe: _probe,
     activator.parse_url: lambda rng: _url(rng, ("http", "https", "ws", "wss")),
     activator.parse_positive_int: lambda rng: rng.randint(1, 1000),

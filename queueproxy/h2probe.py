@@ -1,10 +1,12 @@
-"""The gRPC health check (`grpc.health.v1.Health/Check`) that a `grpc` readiness probe makes, as kubelet does.
+"""Readiness probes over HTTP/2 cleartext: a `grpc` probe's health check, an `httpGet` probe of an h2c app.
 
-One HTTP/2 cleartext connection per attempt (kubelet's probes open their own), one unary call asking about
-`service` (empty: the server as a whole). The app is ready when the call ends with gRPC status OK and the
-reply says SERVING; anything else (UNIMPLEMENTED because the app has no health service, NOT_SERVING, a reset,
-a closed connection) is a failed attempt. The two messages are a single field each, so they are written
-and read here rather than through generated protobuf code.
+One connection per attempt (kubelet's probes open their own), one request. A `grpc` probe calls
+`grpc.health.v1.Health/Check` about `service` (empty: the server as a whole), as kubelet does: the app is
+ready when the call ends with gRPC status OK and the reply says SERVING; anything else (UNIMPLEMENTED because
+the app has no health service, NOT_SERVING, a reset, a closed connection) is a failed attempt. The two
+messages are a single field each, so they are written and read here rather than through generated protobuf
+code. An `httpGet` probe of an app whose port is named `h2c` is sent over HTTP/2, since such an app may speak
+nothing else (Knative's queue-proxy probes it so too).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ PATH: Final = b"/grpc.health.v1.Health/Check"
 SERVING: Final = 1
 """`HealthCheckResponse.ServingStatus.SERVING`."""
 _MAX_REPLY: Final = 64 * 1024
-"""More than any health reply: a bigger one is no health service's."""
+"""The most of a probe's response body kept: more than any health reply (a longer one is cut, and a cut gRPC
+reply is unreadable, so it fails)."""
 
 
-class HealthCheckFailed(Exception):
-    """The health call ended otherwise than with SERVING; the message says how."""
+class ProbeFailed(Exception):
+    """The probe's request did not end as a passing probe must; the message says how."""
 
 
 def request_message(service: str) -> bytes:
@@ -68,10 +71,12 @@ def serving_status(payload: bytes) -> int:
     return status
 
 
-async def check(host: str, port: int, service: str, user_agent: str) -> None:
-    """One health call; returns when the app reports SERVING, raises `HealthCheckFailed` (or OSError) else.
-
-    The caller bounds it in time."""
+async def request(
+    host: str, port: int, path: str, headers: list[tuple[bytes, bytes]], body: bytes | None
+) -> tuple[dict[bytes, bytes], bytes]:
+    """One request over a fresh HTTP/2 cleartext connection (prior knowledge): its response headers (with
+    `:status`, and the trailers merged in) and body. Raises `ProbeFailed` (or OSError, or h2's ProtocolError)
+    when it does not end normally. A `body` makes it a POST, else a GET; the caller bounds it in time."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
@@ -81,38 +86,36 @@ async def check(host: str, port: int, service: str, user_agent: str) -> None:
         conn.send_headers(
             stream_id,
             [
-                (b":method", b"POST"),
+                (b":method", b"GET" if body is None else b"POST"),
                 (b":scheme", b"http"),
                 (b":authority", authority.encode()),
-                (b":path", PATH),
-                (b"content-type", b"application/grpc"),
-                (b"te", b"trailers"),
-                (b"user-agent", user_agent.encode()),
+                (b":path", path.encode("latin-1")),
+                *headers,
             ],
+            end_stream=body is None,
         )
-        conn.send_data(stream_id, request_message(service), end_stream=True)
+        if body is not None:
+            conn.send_data(stream_id, body, end_stream=True)
         writer.write(conn.data_to_send())
         fields: dict[bytes, bytes] = {}
         reply = bytearray()
         while True:
             data = await reader.read(65536)
             if not data:
-                raise HealthCheckFailed("the app closed the connection")
+                raise ProbeFailed("the app closed the connection")
             for event in conn.receive_data(data):
                 if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
                     fields.update(event.headers)
                 elif isinstance(event, h2.events.DataReceived):
-                    reply += event.data
+                    if len(reply) < _MAX_REPLY:  # a probe needs no more (kubelet reads 10 KiB)
+                        reply += event.data[: _MAX_REPLY - len(reply)]
                     conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-                    if len(reply) > _MAX_REPLY:
-                        raise HealthCheckFailed("the health reply is too large")
                 elif isinstance(event, h2.events.StreamReset):
-                    raise HealthCheckFailed(f"the app reset the call (error code {event.error_code})")
+                    raise ProbeFailed(f"the app reset the stream (error code {event.error_code})")
                 elif isinstance(event, h2.events.ConnectionTerminated):
-                    raise HealthCheckFailed("the app ended the connection (GOAWAY)")
+                    raise ProbeFailed("the app ended the connection (GOAWAY)")
                 elif isinstance(event, h2.events.StreamEnded):
-                    _verdict(fields, bytes(reply))
-                    return
+                    return fields, bytes(reply)
             writer.write(conn.data_to_send())
     finally:
         writer.close()
@@ -120,19 +123,43 @@ async def check(host: str, port: int, service: str, user_agent: str) -> None:
             await writer.wait_closed()
 
 
+async def http_get(host: str, port: int, path: str, headers: list[tuple[str, str]]) -> int:
+    """An `httpGet` probe of an h2c app (one that speaks only HTTP/2): the response status."""
+    fields, _ = await request(
+        host, port, path, [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers], None
+    )
+    return int(fields.get(b":status", b"0"))
+
+
+async def grpc_health(host: str, port: int, service: str, user_agent: str) -> None:
+    """gRPC's health check of `service`; returns when the app reports SERVING, raises `ProbeFailed` else."""
+    fields, reply = await request(
+        host,
+        port,
+        PATH.decode(),
+        [
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"user-agent", user_agent.encode()),
+        ],
+        request_message(service),
+    )
+    _verdict(fields, reply)
+
+
 def _verdict(fields: dict[bytes, bytes], reply: bytes) -> None:
     if fields.get(b":status") != b"200":
-        raise HealthCheckFailed(f"HTTP status {fields.get(b':status', b'?').decode()}")
+        raise ProbeFailed(f"HTTP status {fields.get(b':status', b'?').decode()}")
     code = fields.get(b"grpc-status")
     if code != b"0":
         message = fields.get(b"grpc-message", b"").decode("utf-8", "replace")
-        raise HealthCheckFailed(f"gRPC status {(code or b'?').decode()} {message}".strip())
+        raise ProbeFailed(f"gRPC status {(code or b'?').decode()} {message}".strip())
     try:
         status = serving_status(reply)
     except ValueError as exc:
-        raise HealthCheckFailed(f"unreadable health reply: {exc}") from None
+        raise ProbeFailed(f"unreadable health reply: {exc}") from None
     if status != SERVING:
-        raise HealthCheckFailed(f"the app reports status {status}, not SERVING")
+        raise ProbeFailed(f"the app reports status {status}, not SERVING")
 
 
 def _varint(value: int) -> bytes:
