@@ -110,6 +110,7 @@ class Router:
         traffic.in_flight += 1
         status = 0
         span = None
+        hops: list[str] = []
         try:
             headers = request.headers.copy()
             sanitize(headers, request.client[0], self._trusted)
@@ -118,13 +119,13 @@ class Router:
             pod = self._pod_for(key)
             if pod is not None:
                 try:
-                    status = await self._to_pod(ex, key, pod, headers, traffic)
+                    status = await self._to_pod(ex, key, pod, headers, traffic, hops)
                     return
                 except UpstreamConnectError as exc:
                     log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
             traffic.via_activator += 1
             try:
-                status = await self._to_activator(ex, key, headers, traffic, retry=pod is not None)
+                status = await self._to_activator(ex, key, headers, traffic, hops, retry=pod is not None)
             finally:
                 traffic.via_activator -= 1
         except Exception:
@@ -139,10 +140,8 @@ class Router:
         finally:
             traffic.in_flight -= 1
             if span is not None:
-                upstream = self._activator.address if header.REVISION in headers else pod and pod.address
-                span.finish(
-                    status or 499, {REVISION: key.name, NAMESPACE: key.namespace, UPSTREAM: upstream or ""}
-                )
+                upstream = hops[-1] if hops else ""  # the last hop tried: the one that answered, if any did
+                span.finish(status or 499, {REVISION: key.name, NAMESPACE: key.namespace, UPSTREAM: upstream})
 
     def _pod_for(self, key: RevisionKey) -> Pod | None:
         """A ready pod in Serve mode (fewest in flight, ties broken at random); None means the activator."""
@@ -174,10 +173,17 @@ class Router:
         return UpstreamPool(pod.host, pod.port)
 
     async def _to_pod(
-        self, ex: Exchange, key: RevisionKey, pod: Pod, headers: Headers, traffic: RevisionTraffic
+        self,
+        ex: Exchange,
+        key: RevisionKey,
+        pod: Pod,
+        headers: Headers,
+        traffic: RevisionTraffic,
+        hops: list[str],
     ) -> int:
-        """Forward to the pod; the status the client got."""
+        """Forward to the pod; the status the client got. `hops` records where the request was sent."""
         address = pod.address
+        hops.append(address)
         pool = self._pods.get(address)
         if pool is None:
             pool = self._pods[address] = self._pool_for(key, pod)
@@ -194,9 +200,17 @@ class Router:
             self._in_flight[address] -= 1
 
     async def _to_activator(
-        self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic, *, retry: bool
+        self,
+        ex: Exchange,
+        key: RevisionKey,
+        headers: Headers,
+        traffic: RevisionTraffic,
+        hops: list[str],
+        *,
+        retry: bool,
     ) -> int:
         """Forward through the activator (`retry`: a pod refused this exchange first); the client's status."""
+        hops.append(self._activator.address)
         headers.set(header.REVISION, key.name)
         headers.set(header.NAMESPACE, key.namespace)
         try:
@@ -214,7 +228,7 @@ class Router:
             # served by it directly; its queue-proxy still bounds the pod's concurrency.
             failure: Exception | int = exc
             if not retry:
-                failure = await self._around_the_activator(ex, key, headers, traffic, exc)
+                failure = await self._around_the_activator(ex, key, headers, traffic, hops, exc)
             if isinstance(failure, int):
                 return failure
             traffic.errors += 1
@@ -231,7 +245,7 @@ class Router:
             # a ready pod directly, as a proxy retries on its next upstream.
             failure = exc
             if not retry and ex.request.method in _IDEMPOTENT:
-                failure = await self._around_the_activator(ex, key, headers, traffic, exc)
+                failure = await self._around_the_activator(ex, key, headers, traffic, hops, exc)
             if isinstance(failure, int):
                 return failure
             traffic.errors += 1
@@ -239,7 +253,13 @@ class Router:
             return 502
 
     async def _around_the_activator(
-        self, ex: Exchange, key: RevisionKey, headers: Headers, traffic: RevisionTraffic, why: Exception
+        self,
+        ex: Exchange,
+        key: RevisionKey,
+        headers: Headers,
+        traffic: RevisionTraffic,
+        hops: list[str],
+        why: Exception,
     ) -> Exception | int:
         """Send a request the activator could not take to a ready pod of its revision; the status the client
         got when that pod answered, else what failed (no ready pod: `why`)."""
@@ -251,7 +271,7 @@ class Router:
         headers.remove(header.NAMESPACE)
         traffic.direct_fallbacks += 1
         try:
-            return await self._to_pod(ex, key, pod, headers, traffic)
+            return await self._to_pod(ex, key, pod, headers, traffic, hops)
         except (UpstreamConnectError, RuntimeError) as again:
             if ex.response_started:
                 raise

@@ -23,6 +23,8 @@ from serving.http import (
 )
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 from tests.fakes.exchange import FakeExchange
+from tests.fakes.otlp import FakeCollector
+from tests.unit.serving.test_tracer import close, tracer_for
 
 KEY = RevisionKey("default", "hello-00001")
 
@@ -183,6 +185,41 @@ async def test_activator_down_sends_a_revision_with_a_ready_pod_straight_to_it(r
         assert (rig.router.traffic[KEY].direct_fallbacks, rig.router.traffic[KEY].errors) == (3, 0)
     finally:
         await app.stop()
+
+
+@pytest.mark.parametrize("activator_up", [True, False], ids=["through-the-activator", "around-it"])
+async def test_the_routers_span_names_the_hop_that_answered(rig: Rig, activator_up: bool) -> None:
+    """With the activator down, the request goes straight to a ready pod: the span names that pod."""
+    collector = FakeCollector()
+    await collector.start()
+    app = Upstream("pod")
+    await app.start()
+    tracer = tracer_for(collector)
+    router = Router(rig.store, rig.activator.port, ingress_port=8080, tracer=tracer)
+    router.set_table(RouteTable(service_routes("default", "hello", [Target("hello-00001", 100)])))
+    server = await serve(router.handle, "127.0.0.1", 0)
+    try:
+        if not activator_up:
+            await rig.activator.stop()
+        rig.store.set_pods(KEY, (pod(app.port),))
+        rig.store.set_status(KEY, status("Proxy"))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/",
+                headers={"Host": "hello.default.localhost"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+    finally:
+        server.close()
+        await router.close()
+        await close(tracer)
+        await app.stop()
+        await collector.close()
+    [span] = collector.spans
+    expected = f"127.0.0.1:{rig.activator.port if activator_up else app.port}"
+    assert span.attributes["serving.upstream"] == expected
 
 
 async def test_activator_down_and_the_pod_refusing_gives_a_clear_503(rig: Rig) -> None:
