@@ -51,6 +51,18 @@ class RevisionTraffic:
     """Requests sent straight to a ready pod because the activator was unreachable."""
 
 
+@dataclass(slots=True)
+class _Trip:
+    """One request on its way: the exchange, its revision, the headers it is forwarded with, the revision's
+    counters, and every address it was sent to (the last is the one that answered, if any did)."""
+
+    ex: Exchange
+    key: RevisionKey
+    headers: Headers
+    traffic: RevisionTraffic
+    hops: list[str]
+
+
 class RoutingState(Protocol):
     """What the router reads of the platform: revisions with their pods, and each one's routing mode."""
 
@@ -113,19 +125,20 @@ class Router:
         hops: list[str] = []
         try:
             headers = request.headers.copy()
+            trip = _Trip(ex, key, headers, traffic, hops)
             sanitize(headers, request.client[0], self._trusted)
             if self._tracer is not None:
                 span = self._tracer.start(headers, request.method, request.target, request.client[0])
             pod = self._pod_for(key)
             if pod is not None:
                 try:
-                    status = await self._to_pod(ex, key, pod, headers, traffic, hops)
+                    status = await self._to_pod(trip, pod)
                     return
                 except UpstreamConnectError as exc:
                     log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
             traffic.via_activator += 1
             try:
-                status = await self._to_activator(ex, key, headers, traffic, hops, retry=pod is not None)
+                status = await self._to_activator(trip, retry=pod is not None)
             finally:
                 traffic.via_activator -= 1
         except Exception:
@@ -172,18 +185,11 @@ class Router:
             return H2UpstreamPool(pod.host, pod.port)
         return UpstreamPool(pod.host, pod.port)
 
-    async def _to_pod(
-        self,
-        ex: Exchange,
-        key: RevisionKey,
-        pod: Pod,
-        headers: Headers,
-        traffic: RevisionTraffic,
-        hops: list[str],
-    ) -> int:
-        """Forward to the pod; the status the client got. `hops` records where the request was sent."""
+    async def _to_pod(self, trip: _Trip, pod: Pod) -> int:
+        """Forward to the pod; the status the client got."""
+        ex, key, headers, traffic = trip.ex, trip.key, trip.headers, trip.traffic
         address = pod.address
-        hops.append(address)
+        trip.hops.append(address)
         pool = self._pods.get(address)
         if pool is None:
             pool = self._pods[address] = self._pool_for(key, pod)
@@ -199,18 +205,10 @@ class Router:
         finally:
             self._in_flight[address] -= 1
 
-    async def _to_activator(
-        self,
-        ex: Exchange,
-        key: RevisionKey,
-        headers: Headers,
-        traffic: RevisionTraffic,
-        hops: list[str],
-        *,
-        retry: bool,
-    ) -> int:
+    async def _to_activator(self, trip: _Trip, *, retry: bool) -> int:
         """Forward through the activator (`retry`: a pod refused this exchange first); the client's status."""
-        hops.append(self._activator.address)
+        ex, key, headers, traffic = trip.ex, trip.key, trip.headers, trip.traffic
+        trip.hops.append(self._activator.address)
         headers.set(header.REVISION, key.name)
         headers.set(header.NAMESPACE, key.namespace)
         try:
@@ -228,7 +226,7 @@ class Router:
             # served by it directly; its queue-proxy still bounds the pod's concurrency.
             failure: Exception | int = exc
             if not retry:
-                failure = await self._around_the_activator(ex, key, headers, traffic, hops, exc)
+                failure = await self._around_the_activator(trip, exc)
             if isinstance(failure, int):
                 return failure
             traffic.errors += 1
@@ -245,35 +243,27 @@ class Router:
             # a ready pod directly, as a proxy retries on its next upstream.
             failure = exc
             if not retry and ex.request.method in _IDEMPOTENT:
-                failure = await self._around_the_activator(ex, key, headers, traffic, hops, exc)
+                failure = await self._around_the_activator(trip, exc)
             if isinstance(failure, int):
                 return failure
             traffic.errors += 1
             await ex.respond(502, _TEXT, f"the activator failed the request: {failure}\n".encode())
             return 502
 
-    async def _around_the_activator(
-        self,
-        ex: Exchange,
-        key: RevisionKey,
-        headers: Headers,
-        traffic: RevisionTraffic,
-        hops: list[str],
-        why: Exception,
-    ) -> Exception | int:
+    async def _around_the_activator(self, trip: _Trip, why: Exception) -> Exception | int:
         """Send a request the activator could not take to a ready pod of its revision; the status the client
         got when that pod answered, else what failed (no ready pod: `why`)."""
-        pod = self._ready_pod(key)
+        pod = self._ready_pod(trip.key)
         if pod is None:
             return why
         log.warning("the activator failed (%s); sending straight to pod %s", why, pod.name)
-        headers.remove(header.REVISION)
-        headers.remove(header.NAMESPACE)
-        traffic.direct_fallbacks += 1
+        trip.headers.remove(header.REVISION)
+        trip.headers.remove(header.NAMESPACE)
+        trip.traffic.direct_fallbacks += 1
         try:
-            return await self._to_pod(ex, key, pod, headers, traffic, hops)
+            return await self._to_pod(trip, pod)
         except (UpstreamConnectError, RuntimeError) as again:
-            if ex.response_started:
+            if trip.ex.response_started:
                 raise
             return again
 
