@@ -18,11 +18,13 @@ from typing import Final
 import h2.config
 import h2.connection
 import h2.errors
+import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+import hpack
 from hyperframe.exceptions import HyperframeError
-from hyperframe.frame import Frame
+from hyperframe.frame import Frame, HeadersFrame
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The client connection preface (RFC 9113 section 3.4): how a prior-knowledge h2c client starts."""
@@ -143,6 +145,26 @@ class _FrameBuffer(h2.frame_buffer.FrameBuffer):
         return super().__next__()
 
 
+class _Connection(h2.connection.H2Connection):
+    """`h2`'s connection, except that an undecodable header block is a connection error of type
+    COMPRESSION_ERROR, as RFC 9113 section 4.3 requires, where `h2` says PROTOCOL_ERROR."""
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError as exc:
+            cause = exc.__cause__
+            if type(exc) is not h2.exceptions.ProtocolError or not isinstance(cause, _UNDECODABLE):
+                raise
+            error = h2.exceptions.ProtocolError(str(exc))
+            error.error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
+            raise error from cause
+
+
+_UNDECODABLE: Final = (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError)
+"""What `h2` lets through from a header block HPACK cannot decode (the oversized ones it reports apart)."""
+
+
 class H2Transport:
     """An `h2` connection bound to an asyncio transport: flushing, write backpressure, window waits.
 
@@ -154,7 +176,7 @@ class H2Transport:
         config = h2.config.H2Configuration(
             client_side=client_side, header_encoding=None, validate_inbound_headers=True
         )
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2: h2.connection.H2Connection = _Connection(config=config)
         self.h2.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={

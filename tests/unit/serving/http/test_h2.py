@@ -1165,11 +1165,6 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
             frame(0x1, 0x5, 1, b"\xff\xff\xff\xff"),
             {ErrorCodes.COMPRESSION_ERROR},
             id="bad-hpack",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="an undecodable HPACK block gets GOAWAY PROTOCOL_ERROR (h2's mapping); "
-                "RFC 9113 section 4.3 requires COMPRESSION_ERROR",
-            ),
         ),
         pytest.param(
             frame(0x9, 0x4, 1, request_block()), {ErrorCodes.PROTOCOL_ERROR}, id="naked-continuation"
