@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from queueproxy.drain import Drainer
 from queueproxy.inflight import InFlight
@@ -23,9 +23,12 @@ from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.contract.probe import token_matches
-from serving.http import ForwardTimeouts, H2UpstreamPool, Headers, Request, UpstreamPool
+from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
 from serving.tally import RequestTally
 from serving.tracer import QUEUE_WAIT, Tracer
+
+if TYPE_CHECKING:
+    from serving.http import H2UpstreamPool
 
 CLIENT_GONE: Final = 499
 """Recorded (never sent) when the client left before its response ended; nginx's convention."""

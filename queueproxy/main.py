@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvloop
 from prometheus_client import CollectorRegistry
@@ -27,8 +28,11 @@ from queueproxy.stats import StatReporter, run_reporter, stats_app
 from serving import lifecycle
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
-from serving.http import ForwardTimeouts, H2UpstreamPool, Server, UpstreamPool, serve
+from serving.http import ForwardTimeouts, Server, UpstreamPool, serve
 from serving.tracer import NAMESPACE, REVISION, UPSTREAM, Tracer, start_tracing
+
+if TYPE_CHECKING:
+    from serving.http import H2UpstreamPool
 
 logger = logging.getLogger("queueproxy")
 
@@ -57,11 +61,17 @@ class _Parts:
     in_flight: InFlight
     readiness: Readiness
     pool: UpstreamPool
-    h2_pool: H2UpstreamPool
-    """HTTP/2 to the app, for requests that arrive over HTTP/2 (only an h2c revision's are routed so)."""
+    h2_pool: H2UpstreamPool | None
+    """HTTP/2 to the app, for requests that arrive over HTTP/2; None for an HTTP/1.1 app."""
     reporter: StatReporter
     handler: QueueHandler
     tracer: Tracer | None
+
+
+def _h2_pool(port: int) -> H2UpstreamPool:
+    from serving.http import H2UpstreamPool
+
+    return H2UpstreamPool(APP_HOST, port)
 
 
 def _build(config: Config) -> _Parts:
@@ -83,7 +93,9 @@ def _build(config: Config) -> _Parts:
     in_flight = InFlight()
     readiness = Readiness(proxy.readiness_probe, proxy.user_port, http2=proxy.user_protocol == "h2c")
     pool = UpstreamPool(APP_HOST, proxy.user_port)
-    h2_pool = H2UpstreamPool(APP_HOST, proxy.user_port)
+    # HTTP/2 to the app only when it speaks it (or when the platform does not say: Knative's rule, the
+    # request's protocol); an HTTP/1.1 app's queue-proxy never loads the HTTP/2 side unless a client uses it.
+    h2_pool = None if proxy.user_protocol == "http1" else _h2_pool(proxy.user_port)
     tracer = start_tracing(
         config.tracing,
         "queue-proxy",
@@ -144,7 +156,8 @@ async def run(config: Config, terminating: asyncio.Event) -> None:
         server.close()
         await parts.readiness.close()
         await parts.pool.close()
-        await parts.h2_pool.close()
+        if parts.h2_pool is not None:
+            await parts.h2_pool.close()
         if parts.tracer is not None:
             await asyncio.to_thread(parts.tracer.close)
 

@@ -23,10 +23,8 @@ from collections.abc import Callable
 from typing import Final
 
 import aiohttp
-import h2.exceptions
 from multidict import CIMultiDict
 
-from queueproxy import h2probe
 from queueproxy.probe import ProbeSpec
 
 logger = logging.getLogger(__name__)
@@ -157,23 +155,10 @@ class Readiness:
             async with asyncio.timeout(limit):
                 if self.spec.kind == "tcp":
                     return await self._tcp()
-                if self.spec.kind == "grpc":
-                    await h2probe.grpc_health(self.spec.host, self.port, self.spec.service, USER_AGENT)
-                    return True
-                if self._http2 and self.spec.scheme == "http":
-                    status = await h2probe.http_get(
-                        self.spec.host, self.port, self.spec.path, self._headers()
-                    )
-                    return 200 <= status < 400
+                if self.spec.kind == "grpc" or (self._http2 and self.spec.scheme == "http"):
+                    return await self._h2()
                 return await self._http()
-        except (
-            OSError,
-            TimeoutError,
-            ValueError,
-            aiohttp.ClientError,
-            h2probe.ProbeFailed,
-            h2.exceptions.ProtocolError,
-        ) as exc:
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
             logger.debug("readiness probe failed: %s", exc)
             return False
 
@@ -216,6 +201,23 @@ class Readiness:
         ) as response:
             await response.read()
             return 200 <= response.status < 400
+
+    async def _h2(self) -> bool:
+        """A probe over HTTP/2: gRPC's health check, or an `httpGet` of an h2c app."""
+        import h2.exceptions  # HTTP/2 is loaded only by the pods that probe with it
+
+        from queueproxy import h2probe
+
+        spec = self.spec
+        try:
+            if spec.kind == "grpc":
+                await h2probe.grpc_health(spec.host, self.port, spec.service, USER_AGENT)
+                return True
+            status = await h2probe.http_get(spec.host, self.port, spec.path, self._headers())
+        except (h2probe.ProbeFailed, h2.exceptions.ProtocolError) as exc:
+            logger.debug("readiness probe failed: %s", exc)
+            return False
+        return 200 <= status < 400
 
     def _headers(self) -> list[tuple[str, str]]:
         """kubelet's `User-Agent` and `Accept`, unless the probe's `httpHeaders` set them, then those."""

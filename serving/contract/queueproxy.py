@@ -34,13 +34,15 @@ def parse_positive_seconds(text: str) -> float:
     return value
 
 
-def parse_user_protocol(text: str) -> Literal["http1", "h2c"]:
+def parse_user_protocol(text: str) -> Literal["", "http1", "h2c"]:
     lowered = text.strip().lower()
+    if lowered == "":
+        return ""
     if lowered == "http1":
         return "http1"
     if lowered == "h2c":
         return "h2c"
-    raise ValueError(f"{text!r} is not a protocol (use http1 or h2c)")
+    raise ValueError(f"{text!r} is not a protocol (use http1 or h2c, or leave it empty)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,11 +85,12 @@ class ProxySettings(EnvContract):
         "SERVING_READINESS_PROBE", parse_probe, ProbeSpec(), formatter=format_probe
     )
     """The app's readiness probe as Kubernetes Probe JSON; default TCP on the user port, aggressive."""
-    user_protocol: Literal["http1", "h2c"] = setting(
-        "SERVING_USER_PROTOCOL", parse_user_protocol, "http1", formatter=str
+    user_protocol: Literal["", "http1", "h2c"] = setting(
+        "SERVING_USER_PROTOCOL", parse_user_protocol, "", formatter=str
     )
-    """What the app speaks: `h2c` when its container port is named so (HTTP/2 cleartext), else `http1`.
-    Requests follow the client's protocol either way; this says how an `httpGet` probe reaches the app."""
+    """What the app speaks: `h2c` when its container port is named so (HTTP/2 cleartext), `http1` otherwise.
+    It decides the protocol of requests to the app and of an `httpGet` probe. Empty (a platform that does not
+    say, such as Knative's controller): each request goes to the app in the protocol it arrived in."""
     probe_token: str = setting("SERVING_PROBE_TOKEN", parse_str, "")
     """When set, probe-like requests (kube-probe, `K-Network-Probe`...) are answered here only if they carry
     it in `K-Network-Probe-Token`; any other is proxied to the app. Empty: Knative's rule (any of them)."""

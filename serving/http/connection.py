@@ -30,12 +30,12 @@ from serving import header
 from serving.http import wire
 from serving.http.error import status_for
 from serving.http.exchange import Exchange
-from serving.http.h2base import PREFACE
-from serving.http.h2server import H2ServerConnection
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.state import ABORTED, DONE, NEW, STARTED
+from serving.http.wire import H2_PREFACE as PREFACE
 
 if TYPE_CHECKING:
+    from serving.http.h2server import H2ServerConnection
     from serving.http.relay import Relay
     from serving.http.upstream import UpstreamConnection
 
@@ -294,6 +294,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             self._timer = None
         self._registry.discard(self)
         rest = bytes(data[len(PREFACE) - len(self._early) :])
+        from serving.http.h2server import H2ServerConnection  # HTTP/2 is loaded on first use
+
         H2ServerConnection(self._handler, self._limits, self._registry).take_over(
             transport, self._client, PREFACE + rest
         )
@@ -316,6 +318,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             and not self._queue
             and header.HTTP2_SETTINGS in connection_tokens(headers.get_all(header.CONNECTION))
         ):
+            from serving.http.h2server import H2ServerConnection  # HTTP/2 is loaded on first use
+
             h2c = H2ServerConnection(self._handler, self._limits, self._registry)
             if h2c.accept_upgrade(settings[0]):
                 self._h2c = (h2c, request)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Final
 from serving import header
 from serving.http import wire
 from serving.http.error import UpstreamConnectError, UpstreamError
-from serving.http.h2upstream import H2UpstreamPool
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.pool import UpstreamPool
 from serving.http.state import ABORTED, DONE, NEW, STARTED, keeps_alive
@@ -22,6 +21,7 @@ from serving.http.upstream import ForwardTimeouts, StaleConnection
 
 if TYPE_CHECKING:
     from serving.http.connection import ServerConnection
+    from serving.http.h2upstream import H2UpstreamPool
 
 _DEFAULT_TIMEOUTS: Final = ForwardTimeouts()
 

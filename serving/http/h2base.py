@@ -26,8 +26,9 @@ import hpack
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame, HeadersFrame
 
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-"""The client connection preface (RFC 9113 section 3.4): how a prior-knowledge h2c client starts."""
+from serving.http import wire
+
+PREFACE: Final = wire.H2_PREFACE
 
 STREAM_WINDOW: Final = 256 * 1024
 """Receive window advertised per stream: the most of one stream's body held in memory here. 256 KiB keeps

@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     import asyncio
 
+H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""The HTTP/2 client connection preface (RFC 9113 section 3.4): how a prior-knowledge h2c client starts. Here,
+not with the rest of HTTP/2, so that the HTTP/1.1 side can recognise it without importing `h2`."""
+
 # Reason phrases, pre-encoded once: the response head is assembled from bytes only.
 REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 

@@ -163,7 +163,7 @@ GENERATORS: dict[Callable[[str], Any], Callable[[random.Random], Any]] = {
     parse_log_format: lambda rng: rng.choice(["text", "json"]),
     parse_log_level: lambda rng: rng.choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
     queueproxy.parse_positive_seconds: _positive(_float),
-    queueproxy.parse_user_protocol: lambda rng: rng.choice(["http1", "h2c"]),
+    queueproxy.parse_user_protocol: lambda rng: rng.choice(["", "http1", "h2c"]),
     parse_probe: _probe,
     activator.parse_url: lambda rng: _url(rng, ("http", "https", "ws", "wss")),
     activator.parse_positive_int: lambda rng: rng.randint(1, 1000),
