@@ -304,9 +304,10 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
 
     def _upgrade_h2c(self, request: Request) -> Request | None:
         """`Upgrade: h2c` (RFC 7540 section 3.2). Accepted (None: switch at the upgrade point) for a request
-        without a body, with one valid `HTTP2-Settings` named in `Connection`, and nothing before it still
-        running; otherwise declined, as the RFC allows: the request without its upgrade, answered over
-        HTTP/1.1 (its body, which the parser skips after an upgrade head, is read by `_raw_body`)."""
+        without a body, with one valid `HTTP2-Settings` named in `Connection`, nothing before it still
+        running and the server not draining; otherwise declined, as the RFC allows: the request without its
+        upgrade, answered over HTTP/1.1 (its body, which the parser skips after an upgrade head, is read by
+        `_raw_body`)."""
         headers = request.headers
         settings = headers.get_all(header.HTTP2_SETTINGS)
         chunked = header.TRANSFER_ENCODING in headers
@@ -316,6 +317,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             and not chunked
             and not length
             and not self._queue
+            and not self.draining
             and header.HTTP2_SETTINGS in connection_tokens(headers.get_all(header.CONNECTION))
         ):
             from serving.http.h2server import H2ServerConnection  # HTTP/2 is loaded on first use

@@ -254,8 +254,9 @@ async def _h2_to_h1(
     lines.append("\r\n")
     head = "".join(lines).encode("latin-1")
     loop = asyncio.get_running_loop()
+    fresh = False  # after a kept connection failed: a new one, never another kept one (one retry at most)
     while True:
-        kept = pool.take_stream(loop)
+        kept = None if fresh else pool.take_stream(loop)
         if kept is None:
             try:
                 async with asyncio.timeout(timeouts.connect):
@@ -279,6 +280,7 @@ async def _h2_to_h1(
             if kept is None or not bodyless or exc.response_started or ex.response_started:
                 raise
             # The kept connection was closed by the upstream while idle: once more on a new one.
+            fresh = True
         finally:
             if pump is not None and not pump.done():
                 pump.cancel()
