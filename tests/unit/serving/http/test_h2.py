@@ -500,6 +500,34 @@ async def test_a_kept_connection_the_upstream_closes_unanswered_is_retried_only_
     assert len(connections) == (2 if method == "GET" else 1)
 
 
+async def test_after_a_kept_connection_fails_the_retry_takes_a_new_one_not_another_kept_one() -> None:
+    """Two kept connections, both of which the upstream will close unanswered: one failure, then a new
+    connection; the request is tried twice, never three times."""
+    connections: list[int] = []
+    unanswered: list[int] = []
+
+    def answer(connection: int, request: int, path: str) -> bytes | None:
+        if connection <= 2 and request == 2:
+            unanswered.append(connection)
+            return None
+        return ok(path)
+
+    async with raw_server(keep_alive_upstream(connections, answer)) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(proxy(pool)) as server:
+            client = await H2Peer.connect(server.port)
+            first, second = client.request("/a"), client.request("/b")  # two at once: two connections
+            for stream_id in (first, second):
+                assert (await client.response(stream_id)).status == 200
+            await eventually(lambda: pool.idle_stream_count == 2)
+            stream = await client.fetch("/again")
+            assert (stream.status, bytes(stream.data)) == (200, b"/again")
+            await client.close()
+        await pool.close()
+    assert len(unanswered) == 1, unanswered
+    assert len(connections) == 3
+
+
 async def test_an_interim_response_then_a_final_one_in_pieces_is_relayed_whole() -> None:
     """100 Continue and the first part of the final response in one read, the rest later: the interim
     response's end is not taken for the final response's."""
