@@ -172,11 +172,15 @@ def _pod_env() -> dict[str, str]:
     }
 
 
-def queue_proxy_env(user_port: int, container_concurrency: int) -> tuple[dict[str, str], int]:
+def queue_proxy_env(
+    user_port: int, container_concurrency: int, protocol: str = "http1"
+) -> tuple[dict[str, str], int]:
+    """Our queue-proxy's environment as a platform writes it (`protocol`: what the app speaks)."""
     port = free_port()
     env = {
         **_pod_env(),
         "USER_PORT": str(user_port),
+        "SERVING_USER_PROTOCOL": protocol,
         "CONTAINER_CONCURRENCY": str(container_concurrency),
         "QUEUE_BIND_ADDRESS": "127.0.0.1",
         "QUEUE_SERVING_PORT": str(port),
@@ -192,8 +196,10 @@ def path_direct(processes: Processes, app_port: int) -> Target:
     return Target("direct", f"http://127.0.0.1:{app_port}/", None)
 
 
-def path_queue_proxy(processes: Processes, app_port: int, container_concurrency: int) -> Target:
-    env, port = queue_proxy_env(app_port, container_concurrency)
+def path_queue_proxy(
+    processes: Processes, app_port: int, container_concurrency: int, protocol: str = "http1"
+) -> Target:
+    env, port = queue_proxy_env(app_port, container_concurrency, protocol)
     process = processes.start([sys.executable, "-m", "controller.cli", "queue-proxy"], env=env)
     wait_listening(port)
     return Target(f"queue-proxy CC={container_concurrency}", f"http://127.0.0.1:{port}/", process.pid)

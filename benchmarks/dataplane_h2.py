@@ -139,8 +139,8 @@ PATHS: Final[dict[str, PathFactory]] = {
     "direct": path_direct,
     "nginx": path_nginx,
     # As dataplane.py starts it; a request that arrives over HTTP/2 goes to the app over its H2UpstreamPool.
-    "qp-cc0": lambda processes, port: path_queue_proxy(processes, port, 0),
-    "qp-cc100": lambda processes, port: path_queue_proxy(processes, port, 100),
+    "qp-cc0": lambda processes, port: path_queue_proxy(processes, port, 0, "h2c"),
+    "qp-cc100": lambda processes, port: path_queue_proxy(processes, port, 100, "h2c"),
 }
 DEFAULT_PATHS: Final = "direct,nginx,qp-cc0,qp-cc100"
 
