@@ -19,6 +19,7 @@ from typing import Any, Final
 from controller.local.runtime.expansion import expand, expand_env
 from controller.local.runtime.pod import PodPorts, PodProcesses
 from controller.local.runtime.process import ProcessSpec
+from serving.container import H2C
 from serving.contract import queueproxy as qp_contract
 from serving.contract.tracing import OFF, Tracing
 from serving.template import RevisionTemplate
@@ -168,6 +169,7 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
     return PodProcesses(
         queue_proxy=queue_proxy,
         user=user,
-        readiness_path=readiness_http_path(container.readiness_probe),
+        # The controller's own look at an unready app speaks HTTP/1.1: for an h2c app it only checks the port.
+        readiness_path=None if container.protocol == H2C else readiness_http_path(container.readiness_probe),
         probe_token=ctx.probe_token,
     )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -135,4 +136,17 @@ def test_readiness_path_the_controller_checks_itself(probe: dict[str, Any] | Non
 
 
 def test_pod_processes_carry_the_readiness_path(tmp_path: Path) -> None:
-    assert pod_processes(context(tmp_path), "hello-00001-abcde", PORTS).readiness_path == "/healthz"
+    processes = pod_processes(context(tmp_path), "hello-00001-abcde", PORTS)
+    assert processes.readiness_path == "/healthz"
+    assert processes.queue_proxy.env["SERVING_USER_PROTOCOL"] == "http1"
+
+
+def test_an_h2c_apps_queue_proxy_is_told_so_and_the_controller_does_not_get_it_over_http1(
+    tmp_path: Path,
+) -> None:
+    h2c = YAML.replace("- containerPort: 5000", "- containerPort: 5000\n              name: h2c")
+    [service] = parse_documents(h2c, tmp_path / "service.yaml")
+    ctx = dataclasses.replace(context(tmp_path), template=service.template)
+    processes = pod_processes(ctx, "hello-00001-abcde", PORTS)
+    assert processes.queue_proxy.env["SERVING_USER_PROTOCOL"] == "h2c"
+    assert processes.readiness_path is None
