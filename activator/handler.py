@@ -92,7 +92,9 @@ class ActivatorHandler:
         status = 0
         prepared = False
         try:
-            timeout, grpc_deadline = _request_timeout(entry.timeout, headers)
+            # A gRPC call's own deadline, when sooner, bounds its stay here (the wait for a pod included).
+            grpc_deadline = header.sooner_grpc_timeout(headers.get(header.GRPC_TIMEOUT), entry.timeout)
+            timeout = entry.timeout if grpc_deadline is None else grpc_deadline
             async with asyncio.timeout(timeout) as deadline:
                 expires = deadline.when()
                 for attempt in range(MAX_CONNECT_ATTEMPTS):
@@ -110,7 +112,7 @@ class ActivatorHandler:
                             if exchange.request.upgrade:
                                 deadline.reschedule(None)  # a websocket lives past the request timeout
                         headers.set(header.HOST, tracker.address)
-                        if grpc_deadline and waited and expires is not None:
+                        if grpc_deadline is not None and waited and expires is not None:
                             # The call's deadline as the pod sees it: what is left of it after the wait here.
                             left = max(expires - self._loop.time(), 0.001)
                             headers.set(header.GRPC_TIMEOUT, header.grpc_timeout_value(left))
@@ -198,16 +200,6 @@ class ActivatorHandler:
         else:
             body = f"revision {key} not found\n"
         await exchange.respond(404, _TEXT, body.encode())
-
-
-def _request_timeout(revision_timeout: float, headers: Headers) -> tuple[float, bool]:
-    """Seconds a request may take here: the revision timeout, or a gRPC call's own deadline (`grpc-timeout`)
-    when sooner (then True: the deadline passed on to the pod is shortened by the time spent waiting)."""
-    value = headers.get(header.GRPC_TIMEOUT)
-    requested = None if value is None else header.grpc_timeout(value)
-    if requested is not None and requested < revision_timeout:
-        return requested, True
-    return revision_timeout, False
 
 
 def _prepare(headers: Headers, client: str) -> None:

@@ -19,7 +19,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-PATH: Final = b"/grpc.health.v1.Health/Check"
+PATH: Final = "/grpc.health.v1.Health/Check"
 SERVING: Final = 1
 """`HealthCheckResponse.ServingStatus.SERVING`."""
 _MAX_REPLY: Final = 64 * 1024
@@ -136,7 +136,7 @@ async def grpc_health(host: str, port: int, service: str, user_agent: str) -> No
     fields, reply = await request(
         host,
         port,
-        PATH.decode(),
+        PATH,
         [
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),

@@ -145,12 +145,10 @@ class QueueHandler:
         task = exchange.task
         timeout = self._timeout
         if seen:
-            deadline = seen.get(header.GRPC_TIMEOUT)
-            if deadline is not None:
-                # A gRPC call's own deadline, when sooner: the call ends with DEADLINE_EXCEEDED then.
-                requested = header.grpc_timeout(deadline)
-                if requested is not None and requested < timeout:
-                    timeout = requested
+            # A gRPC call's own deadline, when sooner: the call ends with DEADLINE_EXCEEDED then.
+            sooner = header.sooner_grpc_timeout(seen.get(header.GRPC_TIMEOUT), timeout)
+            if sooner is not None:
+                timeout = sooner
         self._in_flight.add(task, exchange, upgrade, start + timeout)
         status = CLIENT_GONE
         waited = 0.0

@@ -125,6 +125,13 @@ def grpc_timeout(value: str) -> float | None:
     return int(digits) * unit
 
 
+def sooner_grpc_timeout(value: str | None, timeout: float) -> float | None:
+    """A gRPC call's own deadline (a `grpc-timeout` value, or None without one) in seconds when it is sooner
+    than `timeout` (the revision's), else None: the rule the activator and the queue-proxy share."""
+    requested = None if value is None else grpc_timeout(value)
+    return requested if requested is not None and requested < timeout else None
+
+
 def grpc_timeout_value(seconds: float) -> str:
     """A `grpc-timeout` value for `seconds` (milliseconds, rounded up; at most 8 digits)."""
     return f"{min(max(math.ceil(seconds * 1000), 1), 99_999_999)}m"

@@ -73,10 +73,15 @@ def request_fields(request: Request, headers: Headers, default_authority: str) -
         if name == header.HOST:
             continue
         fields.append((name.encode("latin-1"), value.encode("latin-1")))
-    te = headers.get("te")
-    if te is not None and "trailers" in te.lower():
+    if asks_trailers(headers):
         fields.append((b"te", b"trailers"))  # the one TE HTTP/2 allows; gRPC requires it
     return fields
+
+
+def asks_trailers(headers: Headers) -> bool:
+    """`TE: trailers` (hop-by-hop, yet the one TE HTTP/2 carries end to end: gRPC requires it)."""
+    te = headers.get("te")
+    return te is not None and "trailers" in te.lower()
 
 
 def _response_fields(

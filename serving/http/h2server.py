@@ -290,8 +290,7 @@ class H2ServerConnection(asyncio.Protocol):
         transport.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n")
         self.h2.start(transport)
         items = h2forward.end_to_end(request.headers)
-        te = request.headers.get("te")
-        if te is not None and "trailers" in te.lower():
+        if h2forward.asks_trailers(request.headers):
             items.append(("te", "trailers"))
         upgraded = Request(
             request.method, request.target, "2", Headers._trusted(items), request.client, True, False

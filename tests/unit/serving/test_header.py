@@ -38,3 +38,13 @@ def test_grpc_timeout_value_round_trips_in_milliseconds(seconds: float, value: s
     parsed = header.grpc_timeout(value)
     assert parsed is not None
     assert parsed >= min(seconds, 99_999.999)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("5S", 5.0), ("0m", 0.0), ("10S", None), ("11S", None), ("nonsense", None)],
+)
+def test_only_a_sooner_grpc_deadline_replaces_the_revision_timeout(
+    value: str | None, expected: float | None
+) -> None:
+    assert header.sooner_grpc_timeout(value, 10.0) == expected
