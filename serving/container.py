@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final
 
+from serving.configdata import config_key_problem, dns1123_subdomain_problem
+from serving.quantity import QuantityError, parse_quantity
 from serving.validation import FieldReader, dns1123_label_problem, env_name_problem, join
 
 DEFAULT_PORT: Final = 8080
@@ -85,6 +88,7 @@ _SECURITY_DISALLOWED: Final = {
     "windowsOptions": _NOT_ALLOWED,
 }
 _ENV_SOURCE_FIELDS: Final = frozenset({"configMapKeyRef", "secretKeyRef"})
+_ENV_FROM_SOURCES: Final = ("configMapRef", "secretRef")
 # An image reference as Knative parses it (go-containerregistry, weak validation): [registry/]repository
 # [:tag][@sha256:digest]; the repository is lower-case.
 _IMAGE_RE: Final = re.compile(
@@ -195,6 +199,8 @@ def _parse_env(r: FieldReader, raw: object, path: str) -> tuple[tuple[str, str],
                 r.fields(src, join(where, "valueFrom"), _ENV_SOURCE_FIELDS, disallowed)
                 if len(src) != 1:
                     r.add(join(where, "valueFrom"), "expected exactly one of configMapKeyRef, secretKeyRef")
+                for ref in sorted(_ENV_SOURCE_FIELDS & src.keys()):
+                    _check_object_ref(r, src[ref], f"{where}.valueFrom.{ref}", with_key=True)
         elif name is not None:
             out.append((name, value or ""))
     return tuple(out)
@@ -206,10 +212,33 @@ def _parse_env_from(r: FieldReader, raw: object, path: str) -> None:
         entry = r.mapping(item, where)
         if entry is None:
             continue
-        r.fields(entry, where, {"prefix", "configMapRef", "secretRef"})
-        refs = [k for k in ("configMapRef", "secretRef") if k in entry]
+        r.fields(entry, where, {"prefix", *_ENV_FROM_SOURCES})
+        prefix = r.string(entry, "prefix", where)
+        if prefix:
+            # Kubernetes' validateEnvFrom: a prefix is itself a valid variable name.
+            r.check(join(where, "prefix"), prefix, env_name_problem)
+        refs = [k for k in _ENV_FROM_SOURCES if k in entry]
         if len(refs) != 1:
             r.add(where, "expected exactly one of configMapRef, secretRef")
+        for ref in refs:
+            _check_object_ref(r, entry[ref], f"{where}.{ref}", with_key=False)
+
+
+def _check_object_ref(r: FieldReader, raw: object, path: str, *, with_key: bool) -> None:
+    """A reference to a ConfigMap or Secret (`configMapKeyRef`, `secretRef`, ...), as Kubernetes validates it:
+    a `name` (DNS-1123 subdomain), a `key` (a valid ConfigMap key) when it picks one, and `optional`."""
+    ref = r.mapping(raw, path)
+    if ref is None:
+        return
+    r.fields(ref, path, {"name", "key", "optional"} if with_key else {"name", "optional"})
+    fields = (("name", dns1123_subdomain_problem), ("key", config_key_problem))
+    for field, rule in fields if with_key else fields[:1]:
+        value = r.string(ref, field, path, required=True)
+        if value == "":
+            r.add(join(path, field), "required")
+        else:
+            r.check(join(path, field), value, rule)
+    r.boolean(ref, "optional", path)
 
 
 def _parse_ports(r: FieldReader, raw: object, path: str) -> tuple[int, str]:
@@ -300,6 +329,25 @@ def _check_handler(r: FieldReader, raw: object, path: str, handler: str, port_na
         r.strings(action, "command", path)
 
 
+def _resource_amounts(r: FieldReader, raw: object, path: str) -> dict[str, Decimal]:
+    """The quantities of `resources.limits` or `.requests`, each checked as the API server parses it."""
+    amounts: dict[str, Decimal] = {}
+    for name, value in (r.mapping(raw, path) or {}).items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            r.add(join(path, str(name)), "must be a quantity such as 500m, 2 or 128Mi")
+            continue
+        try:
+            amount = parse_quantity(value)
+        except QuantityError as exc:
+            r.add(join(path, str(name)), str(exc))
+            continue
+        if amount < 0:
+            r.add(join(path, str(name)), f"{value!r} must be greater than or equal to 0")
+            continue
+        amounts[str(name)] = amount
+    return amounts
+
+
 def _check_misc(r: FieldReader, obj: Mapping[str, Any], path: str) -> None:
     """Fields Knative accepts that do not change how a revision serves requests."""
     policy = r.string(obj, "imagePullPolicy", path)
@@ -314,8 +362,17 @@ def _check_misc(r: FieldReader, obj: Mapping[str, Any], path: str) -> None:
     resources = r.mapping(obj.get("resources"), join(path, "resources"))
     if resources is not None:
         r.fields(resources, join(path, "resources"), {"limits", "requests"}, {"claims": _NOT_ALLOWED})
-        for key in ("limits", "requests"):
-            r.mapping(resources.get(key), join(path, f"resources.{key}"))
+        amounts = {
+            key: _resource_amounts(r, resources.get(key), join(join(path, "resources"), key))
+            for key in ("limits", "requests")
+        }
+        for name, request in amounts["requests"].items():
+            limit = amounts["limits"].get(name)
+            if limit is not None and request > limit:
+                r.add(
+                    join(join(join(path, "resources"), "requests"), name),
+                    f"must be less than or equal to the {name} limit",
+                )
     security = r.mapping(obj.get("securityContext"), join(path, "securityContext"))
     if security is not None:
         where = join(path, "securityContext")

@@ -2,8 +2,9 @@
 
 Validation follows Knative's admission webhook (and the Kubernetes schema behind it), so a file accepted
 here is accepted by a cluster; every problem in every file is reported at once, and nothing runs while any
-remains. Checks that only the local platform needs live in `local_problems`, so the Kubernetes path can skip
-them.
+remains. Core `v1` ConfigMap and Secret documents may sit next to the Services (`serving.configdata`), for
+their containers' environment. Checks that only the local platform needs live in `local_problems`, so the
+Kubernetes path can skip them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from serving import document
+from serving import configdata, document
 from serving.autoscaling import DEFAULT, AutoscalerConfig
+from serving.configdata import META_FIELDS, ConfigData, parse_config_data
 from serving.container import Container
 from serving.duration import DurationError, parse_duration_nanos
 from serving.template import RevisionTemplate, local_template_problems, parse_template
@@ -36,24 +38,9 @@ REVISION_SUFFIX_LEN: Final = len("-00001")
 NAME_MAX: Final = DNS_LABEL_MAX - REVISION_SUFFIX_LEN
 """A Service name leaves room for `-00001` so every revision name is a DNS label."""
 AUTOSCALING_PREFIX: Final = "autoscaling.knative.dev/"
-
-# ObjectMeta fields the API server fills in; present in `kubectl get -o yaml` output and ignored here.
-_SERVER_META: Final = frozenset(
-    {
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "managedFields",
-        "ownerReferences",
-        "finalizers",
-        "selfLink",
-    }
-)
-_META_FIELDS: Final = frozenset({"name", "namespace", "labels", "annotations"}) | _SERVER_META
 ROLLOUT_DURATION: Final = "serving.knative.dev/rollout-duration"
+SUPPORTED_KINDS: Final = f"{API_VERSION} Service, v1 ConfigMap and v1 Secret"
+"""What a file may hold, for messages."""
 
 
 class ServiceFileError(ValueError):
@@ -91,6 +78,19 @@ class Service:
         return f"{self.source}: document {self.document} ({KIND}/{self.name})"
 
 
+@dataclass(frozen=True, slots=True)
+class Manifests:
+    """Everything a set of files defines: Services, and the ConfigMaps and Secrets their containers read."""
+
+    services: list[Service]
+    configs: list[ConfigData]
+
+    def find_config(self, kind: str, namespace: str, name: str) -> ConfigData | None:
+        """The ConfigMap or Secret (`kind`) named `namespace/name`, if a file defines it: a lookup for
+        `serving.envsource.resolve_env`."""
+        return next((c for c in self.configs if c.key == (kind, namespace, name)), None)
+
+
 def _yaml_documents(text: str, source: Path, problems: list[str]) -> list[object] | None:
     try:
         return document.parse(text, source)
@@ -99,22 +99,27 @@ def _yaml_documents(text: str, source: Path, problems: list[str]) -> list[object
     return None
 
 
-def _parse_text(text: str, source: Path, problems: list[str], config: AutoscalerConfig) -> list[Service]:
+def _parse_text(text: str, source: Path, problems: list[str], config: AutoscalerConfig) -> Manifests:
+    manifests = Manifests([], [])
     docs = _yaml_documents(text, source, problems)
     if docs is None:
-        return []
-    services: list[Service] = []
+        return manifests
     found = False
     for index, doc in enumerate(docs, start=1):
         if doc is None:
             continue
         found = True
+        if isinstance(doc, Mapping) and doc.get("kind") in configdata.KINDS:
+            data = parse_config_data(doc, source, index, problems)
+            if data is not None:
+                manifests.configs.append(data)
+            continue
         service = _parse_document(doc, source, index, problems, config)
         if service is not None:
-            services.append(service)
+            manifests.services.append(service)
     if not found:
-        problems.append(f"{source}: no Service documents in this file")
-    return services
+        problems.append(f"{source}: no Service, ConfigMap or Secret documents in this file")
+    return manifests
 
 
 def _parse_document(
@@ -132,12 +137,10 @@ def _parse_document(
     r = FieldReader(f"{source}: document {index} ({label})", problems)
     before = len(problems)
     if kind is None:
-        r.add(
-            "kind", f"required: this file should hold `apiVersion: {API_VERSION}`, `kind: {KIND}` documents"
-        )
+        r.add("kind", f"required: this file should hold {SUPPORTED_KINDS} documents")
         return None
     if kind != KIND:
-        r.add("kind", f"{kind!r} is not supported: `serving up` runs only {API_VERSION} Service documents")
+        r.add("kind", f"{kind!r} is not supported: a file may hold {SUPPORTED_KINDS} documents")
         return None
     api_version = doc.get("apiVersion")
     if api_version != API_VERSION:
@@ -172,7 +175,7 @@ def _parse_document(
 def _parse_metadata(r: FieldReader, raw: object) -> tuple[str | None, str, dict[str, str], dict[str, str]]:
     """The Service's name, namespace, annotations and labels."""
     meta = r.mapping(raw, "metadata") or {}
-    r.fields(meta, "metadata", _META_FIELDS, {"generateName": "not supported: give the Service a `name`"})
+    r.fields(meta, "metadata", META_FIELDS, {"generateName": "not supported: give the Service a `name`"})
     name = r.string(meta, "name", "metadata", required=True)
     r.check("metadata.name", name, _service_name_problem)
     namespace = r.string(meta, "namespace", "metadata") or DEFAULT_NAMESPACE
@@ -213,29 +216,34 @@ def _rollout_duration_problem(value: str) -> str | None:
     return None
 
 
-def _duplicate_problems(services: Sequence[Service]) -> list[str]:
-    first: dict[tuple[str, str], Service] = {}
+def duplicate_problems(manifests: Manifests) -> list[str]:
+    """An object (kind, namespace and name) defined twice, in one file or in two."""
+    first: dict[tuple[str, str, str], Service | ConfigData] = {}
     problems: list[str] = []
-    for service in services:
-        seen = first.get(service.key)
+    objects: list[Service | ConfigData] = [*manifests.services, *manifests.configs]
+    for obj in objects:
+        kind = obj.kind if isinstance(obj, ConfigData) else KIND
+        key = (kind, obj.namespace, obj.name)
+        seen = first.get(key)
         if seen is None:
-            first[service.key] = service
+            first[key] = obj
             continue
         problems.append(
-            f"{service.where}: metadata.name: Service {service.namespace}/{service.name} is already defined "
+            f"{obj.where}: metadata.name: {kind} {obj.namespace}/{obj.name} is already defined "
             f"in {seen.source} document {seen.document}"
         )
     return problems
 
 
 def parse_documents(text: str, source: Path, config: AutoscalerConfig = DEFAULT) -> list[Service]:
-    """Parse every Service in a YAML stream; raise `ServiceFileError` listing every problem."""
+    """Parse every Service in a YAML stream; raise `ServiceFileError` listing every problem (of its ConfigMaps
+    and Secrets too, which are checked but not returned: see `load_manifests`)."""
     problems: list[str] = []
-    services = _parse_text(text, source, problems, config)
-    problems += _duplicate_problems(services)
+    manifests = _parse_text(text, source, problems, config)
+    problems += duplicate_problems(manifests)
     if problems:
         raise ServiceFileError(problems)
-    return services
+    return manifests.services
 
 
 def parse_object(obj: Mapping[str, Any], config: AutoscalerConfig = DEFAULT) -> Service:
@@ -262,38 +270,76 @@ def object_problem(problem: str, where: str) -> str:
     return problem
 
 
+def load_manifests(
+    paths: Sequence[Path],
+    *,
+    config: AutoscalerConfig = DEFAULT,
+    checks: Sequence[Callable[[Service], list[str]]] = (),
+) -> Manifests:
+    """Parse every file: its Services, ConfigMaps and Secrets. An object defined twice (same kind, namespace
+    and name) in any files is an error.
+
+    Annotations are validated against the cluster-wide autoscaler `config`; `checks` (e.g. `local_problems`)
+    run on every Service that parsed, so one error lists every problem of every file at once.
+    """
+    texts: list[tuple[Path, str | document.DocumentError]] = []
+    for path in paths:
+        try:
+            texts.append((path, document.read_text(path)))
+        except document.DocumentError as exc:
+            texts.append((path, exc))
+    return _parse_all(texts, config, checks)
+
+
+def parse_manifests(
+    texts: Sequence[tuple[Path, str]],
+    *,
+    config: AutoscalerConfig = DEFAULT,
+    checks: Sequence[Callable[[Service], list[str]]] = (),
+) -> Manifests:
+    """`load_manifests` of texts already read (`serving apply` sends its files' text): each is named by the
+    path it was read from, and every problem of every text is in one `ServiceFileError`."""
+    return _parse_all(texts, config, checks)
+
+
+def _parse_all(
+    texts: Sequence[tuple[Path, str | document.DocumentError]],
+    config: AutoscalerConfig,
+    checks: Sequence[Callable[[Service], list[str]]],
+) -> Manifests:
+    """Every problem in the order of the files: one that could not be read, then the next one's..."""
+    problems: list[str] = []
+    manifests = Manifests([], [])
+    for path, text in texts:
+        if isinstance(text, document.DocumentError):
+            problems.append(text.problem)
+            continue
+        found = _parse_text(text, path, problems, config)
+        manifests.services.extend(found.services)
+        manifests.configs.extend(found.configs)
+    problems += duplicate_problems(manifests)
+    problems += [p for check in checks for s in manifests.services for p in check(s)]
+    if problems:
+        raise ServiceFileError(problems)
+    return manifests
+
+
 def load_files(
     paths: Sequence[Path],
     *,
     config: AutoscalerConfig = DEFAULT,
     checks: Sequence[Callable[[Service], list[str]]] = (),
 ) -> list[Service]:
-    """Parse every file; a Service defined twice (same namespace and name) in any files is an error.
-
-    Annotations are validated against the cluster-wide autoscaler `config`; `checks` (e.g. `local_problems`)
-    run on every Service that parsed, so one error lists every problem of every file at once.
-    """
-    problems: list[str] = []
-    services: list[Service] = []
-    for path in paths:
-        try:
-            text = document.read_text(path)
-        except document.DocumentError as exc:
-            problems.append(exc.problem)
-            continue
-        services += _parse_text(text, path, problems, config)
-    problems += _duplicate_problems(services)
-    problems += [p for check in checks for s in services for p in check(s)]
-    if problems:
-        raise ServiceFileError(problems)
-    return services
+    """The Services of `load_manifests` (whose ConfigMaps and Secrets are checked all the same)."""
+    return load_manifests(paths, config=config, checks=checks).services
 
 
-def local_problems(service: Service) -> list[str]:
-    """What the local platform cannot run in a valid Service (Knative on Kubernetes would run it)."""
+def local_problems(service: Service, *, container: bool = False) -> list[str]:
+    """What the local platform cannot run in a valid Service (Knative on Kubernetes would run it);
+    `container`: its user container runs from its image in a container runtime."""
     return [
         f"{service.where}: {path}: {rule}"
-        for path, rule in local_template_problems(service.template, service.base_dir)
+        for path, rule in local_template_problems(service.template, service.base_dir, container=container)
     ]
 
 
@@ -308,14 +354,19 @@ __all__ = [
     "API_VERSION",
     "DEFAULT_NAMESPACE",
     "KIND",
+    "ConfigData",
     "Container",
+    "Manifests",
     "RevisionTemplate",
     "Service",
     "ServiceFileError",
     "TrafficTarget",
+    "duplicate_problems",
     "kubernetes_problems",
     "load_files",
+    "load_manifests",
     "local_problems",
     "parse_documents",
+    "parse_manifests",
     "parse_object",
 ]

@@ -206,28 +206,29 @@ def _bounded_timeout(
     return value
 
 
-def local_template_problems(template: RevisionTemplate, base_dir: Path) -> list[tuple[str, str]]:
-    """(field path, rule) for what the local platform cannot run although Knative accepts it."""
+def local_template_problems(
+    template: RevisionTemplate, base_dir: Path, *, container: bool = False
+) -> list[tuple[str, str]]:
+    """(field path, rule) for what the local platform cannot run although Knative accepts it; `container`:
+    the user container runs from its image in a container runtime (else its `command` runs as a process)."""
     out: list[tuple[str, str]] = []
     spec = template.raw.get("spec") or {}
     path = "spec.template.spec"
     container_path = f"{path}.containers[0]"
     raw_container: Mapping[str, Any] = (spec.get("containers") or [{}])[0]
-    if not template.container.command:
+    if not container and not template.container.command:
+        why = (
+            "`serving up --runtime process` runs every container as a process"
+            if template.container.image
+            else "a container without an `image` runs as a process"
+        )
         out.append(
             (
                 f"{container_path}.command",
-                "required locally: the local platform runs `command` (it does not pull images); "
-                "add one or run on Kubernetes",
+                f"required locally: {why}; add a `command`, or run the image with a container runtime "
+                "(podman or docker)",
             )
         )
-    for i, entry in enumerate(raw_container.get("env") or ()):
-        if isinstance(entry, Mapping) and "valueFrom" in entry:
-            out.append(
-                (f"{container_path}.env[{i}].valueFrom", "not supported locally: use a literal `value`")
-            )
-    if raw_container.get("envFrom"):
-        out.append((f"{container_path}.envFrom", "not supported locally: list the variables under `env`"))
     if spec.get("volumes"):
         out.append((f"{path}.volumes", "not supported locally: the local platform has no volumes"))
     if raw_container.get("volumeMounts"):
@@ -243,6 +244,6 @@ def local_template_problems(template: RevisionTemplate, base_dir: Path) -> list[
             )
         )
     working_dir = template.container.working_dir
-    if working_dir is not None and not (base_dir / working_dir).is_dir():
+    if not container and working_dir is not None and not (base_dir / working_dir).is_dir():
         out.append((f"{container_path}.workingDir", f"{base_dir / working_dir} is not a directory"))
     return out

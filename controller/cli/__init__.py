@@ -13,6 +13,13 @@ from typing import Final, Protocol
 COMMANDS: Final = {
     "up": ("controller.cli.up", "run Services from Knative YAML files on this machine"),
     "status": ("controller.cli.status", "show the state of a running `serving up`"),
+    "apply": (
+        "controller.cli.apply",
+        "create or update Services, ConfigMaps and Secrets in `serving up`",
+    ),
+    "delete": ("controller.cli.delete", "delete what `serving apply` created"),
+    "list": ("controller.cli.listing", "list the Services or revisions of a running `serving up`"),
+    "describe": ("controller.cli.describe", "show one Service, ConfigMap or Secret in detail"),
     "logs": ("controller.cli.logs", "print or follow the logs of a Service's pods"),
     "controller": ("controller.cli.controller", "run the controller alone (`--kubernetes`: in a cluster)"),
     "router": ("controller.kube.ingress", "run the cluster ingress router (Kubernetes)"),

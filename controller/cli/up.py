@@ -7,6 +7,7 @@ the exit code is 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -19,14 +20,24 @@ from typing import Final, NoReturn
 
 import uvloop
 
-from controller.local.system import LocalSystem, Options, bind_ingress, load_services, reset_logs
+from controller.local.runtime.container import (
+    AUTO,
+    CHOICES,
+    PROCESS,
+    ContainerRuntime,
+    RuntimeUnavailable,
+    detect,
+    needing_runtime,
+    runtime_problem,
+)
+from controller.local.system import LocalSystem, Options, bind_ingress, load_local, reset_logs
 from controller.local.view import statefile
 from controller.local.view.filewatch import FileWatcher
 from controller.reconcile.reconciler import apply_problems
 from serving.autoscaling import AutoscalingError, parse_config
 from serving.config import ConfigError, load, parse_non_negative_duration
 from serving.contract.tracing import Tracing
-from serving.service import Service, ServiceFileError
+from serving.service import Manifests, Service, ServiceFileError
 from serving.tracer import missing_extra
 
 DEFAULT_PORT = 8080
@@ -81,7 +92,12 @@ def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
 def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Run Knative Services from YAML files on this machine.")
     p.add_argument(
-        "files", nargs="+", type=Path, metavar="FILE", help="Service YAML files (edits are applied)"
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="Service, ConfigMap and Secret YAML files (edits are applied); none: start empty for "
+        "`serving apply`",
     )
     p.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help="ingress port on 127.0.0.1 (default 8080, 0: any)"
@@ -124,6 +140,13 @@ def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.Argu
         help="level of the controller's own log in the state dir (default INFO)",
     )
     p.add_argument(
+        "--runtime",
+        choices=CHOICES,
+        default=AUTO,
+        help="what runs a container given only an image: auto (podman, else docker, when one works), podman, "
+        "docker, or process (every container runs its `command` as a process); default auto",
+    )
+    p.add_argument(
         "--trace",
         action="store_true",
         help="trace every request and print each trace's hops and waits (needs serving[tracing])",
@@ -138,7 +161,7 @@ def parser(prog: str = "serving up", *, live_flag: bool = True) -> argparse.Argu
 @dataclass(frozen=True, slots=True)
 class Prepared:
     options: Options
-    services: list[Service]
+    manifests: Manifests
     watcher: FileWatcher
     """Stamped before the files were read: an edit made while the system starts is applied once it runs."""
 
@@ -155,12 +178,16 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    manifests = Manifests([], [])
     try:
-        services = load_services(files, autoscaler)
+        manifests = load_local(files, autoscaler, args.runtime)
         # At start-up only each template's revision exists: a traffic target naming another fails here.
-        problems = apply_problems(services)
+        problems = apply_problems(manifests.services)
     except ServiceFileError as exc:
         problems = exc.problems
+    runtime: ContainerRuntime | None = None
+    if not problems:
+        runtime, problems = _container_runtime(manifests.services, args.runtime)
     if problems:
         print(f"serving up: {len(problems)} problem(s); nothing was started:", file=sys.stderr)
         for problem in problems:
@@ -189,8 +216,25 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         shutdown_grace=args.shutdown_grace,
         tracing=tracing,
         print_traces=args.trace,
+        runtime_choice=args.runtime,
+        container_runtime=runtime,
     )
-    return Prepared(options, services, watcher)
+    return Prepared(options, manifests, watcher)
+
+
+def _container_runtime(services: list[Service], choice: str) -> tuple[ContainerRuntime | None, list[str]]:
+    """The runtime for the Services that run from their images (found by starting a container), or the
+    problems of those Services when none works. `--runtime podman|docker` is checked even with no such
+    Service yet, so that a wrong choice fails now rather than at the first edit."""
+    needing = needing_runtime(services, choice)
+    if choice == PROCESS or (choice == AUTO and not needing):
+        return None, []
+    try:
+        return asyncio.run(detect(choice)), []
+    except RuntimeUnavailable as exc:
+        if not needing:
+            return None, [f"--runtime {choice}: {exc}"]
+        return None, [runtime_problem(s, exc) for s in needing]
 
 
 def _tracing(print_traces: bool) -> Tracing | None:
@@ -254,7 +298,7 @@ def launch(prepared: Prepared, *, live: bool, log_level: str) -> int:
             print(f"serving up: cannot write logs in {log_dir}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         system = LocalSystem(options, live=live, watcher=prepared.watcher)
-        return uvloop.run(system.run(prepared.services, sock))
+        return uvloop.run(system.run(prepared.manifests, sock))
 
 
 def run(args: argparse.Namespace, *, live: bool) -> int:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -32,8 +33,22 @@ from aiohttp import web
 
 from controller.ingress.router import Router
 from controller.local.component import Component, ComponentFailed
+from controller.local.controlserver import Conflict, NotFound, control_app
+from controller.local.describe import describe_config, describe_service
+from controller.local.desired import Desired, ObjectKey, key_of, objects
 from controller.local.platformserver import PlatformServer
 from controller.local.queuegauge import QueueGauge
+from controller.local.runtime.container import (
+    AUTO,
+    ContainerLauncher,
+    ContainerRuntime,
+    RuntimeUnavailable,
+    detect,
+    local_service_problems,
+    needing_runtime,
+    runtime_problem,
+    sweep,
+)
 from controller.local.runtime.forkserver import ForkServer
 from controller.local.runtime.port import PortAllocator
 from controller.local.runtime.probe import QueueProxyProbe
@@ -53,7 +68,7 @@ from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings as AutoscalerSettings
 from serving.contract.tracing import OFF, TRACES_PATH, Tracing
 from serving.http import Server, serve
-from serving.service import Service, ServiceFileError, load_files, local_problems
+from serving.service import Manifests, Service, ServiceFileError, load_manifests, parse_manifests
 from serving.tracer import Tracer, start_tracing
 
 log = logging.getLogger(__name__)
@@ -82,16 +97,32 @@ class Options:
     """Where the router, the activator and the queue-proxies send spans (from `SERVING_TRACING_*`)."""
     print_traces: bool = False
     """`--trace`: receive the spans here instead, and print each finished trace among the events."""
+    runtime_choice: str = AUTO
+    """`--runtime`: which user containers run from their images (`container.runs_as_container`)."""
+    container_runtime: ContainerRuntime | None = None
+    """The container runtime found to work, when one is needed."""
 
 
 TRACE_EXPORT_INTERVAL: Final = 0.5
 """Seconds between span exports with `--trace`: a trace is printed about a second after it ends."""
 
 
-def load_services(paths: Sequence[Path], autoscaler: AutoscalerConfig = DEFAULT) -> list[Service]:
-    """Parse and validate every file, including what only the local platform cannot run; annotations are
-    checked against the cluster-wide autoscaler settings in force (e.g. allow-zero-initial-scale)."""
-    return load_files(paths, config=autoscaler, checks=(local_problems,))
+def load_services(
+    paths: Sequence[Path], autoscaler: AutoscalerConfig = DEFAULT, runtime_choice: str = AUTO
+) -> list[Service]:
+    """`load_local(...).services`."""
+    return load_local(paths, autoscaler, runtime_choice).services
+
+
+def load_local(
+    paths: Sequence[Path], autoscaler: AutoscalerConfig = DEFAULT, runtime_choice: str = AUTO
+) -> Manifests:
+    """Parse and validate every file, including what only the local platform cannot run (which depends on
+    what runs as a container under `--runtime`); annotations are checked against the cluster-wide autoscaler
+    settings in force (e.g. allow-zero-initial-scale)."""
+    return load_manifests(
+        paths, config=autoscaler, checks=(partial(local_service_problems, runtime_choice=runtime_choice),)
+    )
 
 
 def bind_ingress(port: int) -> socket.socket:
@@ -134,6 +165,7 @@ class _Parts:
     """(autoscaler, activator): started in this order, the activator needing the autoscaler."""
     router: Router
     reconciler: Reconciler
+    runtime: LocalRuntime
     gauge: QueueGauge
     report: StatusReport
     view: LiveView
@@ -155,6 +187,11 @@ class LocalSystem:
         self._stop = asyncio.Event()
         self._signals = 0
         self.log_dir = options.state_dir / statefile.LOG_DIR
+        self._container_runtime = options.container_runtime
+        self._desired = Desired()
+        self._changing = asyncio.Lock()
+        """Held while a change (an edit of the files, an apply, a delete) is checked and applied."""
+        self._parts: _Parts | None = None
 
     def _on_signal(self) -> None:
         self._signals += 1
@@ -162,24 +199,22 @@ class LocalSystem:
             print("serving up: second interrupt, killing everything now", file=sys.stderr, flush=True)
         self._stop.set()
 
-    async def run(self, services: Sequence[Service], sock: socket.socket) -> int:
+    async def run(self, manifests: Manifests, sock: socket.socket) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
         async with aiohttp.ClientSession() as session:
             try:
-                return await self._run(session, services, sock)
+                return await self._run(session, manifests, sock)
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
-    async def _run(
-        self, session: aiohttp.ClientSession, services: Sequence[Service], sock: socket.socket
-    ) -> int:
-        parts = await self._assemble(session, sock)
+    async def _run(self, session: aiohttp.ClientSession, manifests: Manifests, sock: socket.socket) -> int:
+        parts = self._parts = await self._assemble(session, sock)
         try:
             stop = asyncio.create_task(self._stop.wait())
-            start = asyncio.create_task(self._start(parts, services, sock))
+            start = asyncio.create_task(self._start(parts, manifests, sock))
             await asyncio.wait((stop, start), return_when=asyncio.FIRST_COMPLETED)
             if not start.done():  # interrupted while starting
                 start.cancel()
@@ -206,7 +241,11 @@ class LocalSystem:
         launcher = OsLauncher()
         forkserver = ForkServer(self.log_dir / "forkserver.log", launcher)
         await forkserver.open()  # imports while the components start, ready before the first pod
-        supervisor = Supervisor(store, forkserver, QueueProxyProbe(session), ports)
+        if opts.container_runtime is not None:
+            gone = await sweep(opts.container_runtime, opts.state_dir)
+            if gone:
+                log.warning("removed %d container(s) a previous run in %s left behind", gone, opts.state_dir)
+        supervisor = Supervisor(store, ContainerLauncher(forkserver), QueueProxyProbe(session), ports)
         platform = web.AppRunner(
             PlatformServer(store, supervisor).app(), access_log=None, shutdown_timeout=0.5
         )
@@ -239,6 +278,9 @@ class LocalSystem:
                 host_env=dict(os.environ),
                 probe_secret=probe_secret,
                 tracing=tracing,
+                runtime_choice=opts.runtime_choice,
+                container_runtime=opts.container_runtime,
+                state_dir=opts.state_dir,
             ),
         )
         settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
@@ -262,7 +304,7 @@ class LocalSystem:
         if traces is not None:
             traces.emit = view.event
         logging.getLogger("controller").addHandler(_ViewHandler(view))
-        control = web.AppRunner(_control_app(report.build), access_log=None, shutdown_timeout=0.5)
+        control = web.AppRunner(control_app(self), access_log=None, shutdown_timeout=0.5)
         await control.setup()
         await web.TCPSite(control, "127.0.0.1", 0).start()
         return _Parts(
@@ -274,6 +316,7 @@ class LocalSystem:
             components=(autoscaler, activator),
             router=router,
             reconciler=reconciler,
+            runtime=runtime,
             gauge=gauge,
             report=report,
             view=view,
@@ -295,7 +338,7 @@ class LocalSystem:
         interval = min(opts.tracing.export_interval, TRACE_EXPORT_INTERVAL)
         return dataclasses.replace(opts.tracing, endpoint=endpoint, export_interval=interval), traces, site
 
-    async def _start(self, parts: _Parts, services: Sequence[Service], sock: socket.socket) -> bool:
+    async def _start(self, parts: _Parts, manifests: Manifests, sock: socket.socket) -> bool:
         """Components, then Services, then the ingress; False (and a message) if a component fails."""
         opts = self.options
         for component in parts.components:
@@ -306,8 +349,8 @@ class LocalSystem:
             print(f"serving up: {exc}", file=sys.stderr, flush=True)
             return False
         try:
-            parts.view.events(parts.reconciler.apply(services))
-        except ApplyError as exc:  # `serving up` checked this before starting; kept for other callers
+            parts.view.events(await self._converge(parts, self._desired.with_files(manifests)))
+        except (ServiceFileError, ApplyError) as exc:  # `serving up` checked this before starting
             for problem in exc.problems:
                 print(f"serving up: {problem}", file=sys.stderr, flush=True)
             return False
@@ -338,7 +381,7 @@ class LocalSystem:
             asyncio.create_task(parts.router.run(), name="router"),
             asyncio.create_task(autoscaler.run(), name="autoscaler"),
             asyncio.create_task(activator.run(), name="activator"),
-            asyncio.create_task(self._follow_edits(parts.reconciler, parts.view), name="edits"),
+            asyncio.create_task(self._follow_edits(parts), name="edits"),
             asyncio.create_task(self._refresh(parts.view, parts.report, parts.gauge), name="view"),
         ]
         if parts.traces is not None:
@@ -369,6 +412,8 @@ class LocalSystem:
             return_exceptions=True,
         )
         await parts.forkserver.close()
+        if self._container_runtime is not None:  # a client killed at the deadline left its container
+            await sweep(self._container_runtime, self.options.state_dir)
         if parts.server is not None:
             with contextlib.suppress(Exception):
                 await parts.server.drain(0.5)
@@ -445,18 +490,108 @@ class LocalSystem:
             "Ctrl-C stops everything; `serving status` and `serving logs SERVICE` work from this folder.",
         ]
 
-    async def _follow_edits(self, reconciler: Reconciler, view: LiveView) -> None:
+    async def _ensure_runtime(self, runtime: LocalRuntime, services: Sequence[Service]) -> None:
+        """Find a container runtime when a change first brings a Service that needs one; raises
+        `ServiceFileError` naming those Services when none works."""
+        needing = needing_runtime(services, self.options.runtime_choice)
+        if not needing or runtime.container_runtime is not None:
+            return
+        try:
+            found = await detect(self.options.runtime_choice)
+        except RuntimeUnavailable as exc:
+            raise ServiceFileError([runtime_problem(s, exc) for s in needing]) from None
+        gone = await sweep(found, self.options.state_dir)
+        if gone:
+            log.warning("removed %d container(s) a previous run left behind", gone)
+        runtime.container_runtime = self._container_runtime = found
+
+    async def _converge(self, parts: _Parts, desired: Desired) -> list[str]:
+        """Make `desired` what runs; returns what changed, one line each. Raises `ServiceFileError` or
+        `ApplyError` (changing nothing) when it cannot run: an object defined twice, a rule of the
+        reconciler, no container runtime for a Service that needs one."""
+        async with self._changing:
+            problems = desired.problems()
+            if problems:
+                raise ServiceFileError(problems)
+            merged = desired.merged()
+            await self._ensure_runtime(parts.runtime, merged.services)
+            changes = parts.reconciler.apply(merged.services)  # checks everything before changing anything
+            changes += parts.runtime.set_configs(merged.configs)  # pods read them when they start, after this
+            self._desired = desired
+            return changes
+
+    # --- the control API (controller.local.controlserver.Control) ------------------------------------------
+
+    def _running(self) -> _Parts:
+        if self._parts is None:
+            raise ConnectionRefusedError("serving up is starting")
+        return self._parts
+
+    def status(self) -> JSON:
+        return self._running().report.build()
+
+    async def apply(self, texts: list[tuple[Path, str]]) -> list[str]:
+        parts = self._running()
+        opts = self.options
+        checks = (partial(local_service_problems, runtime_choice=opts.runtime_choice),)
+        incoming = await _in_thread(
+            lambda: parse_manifests(texts, config=opts.autoscaler_config, checks=checks)
+        )
+        for obj in objects(incoming):
+            defined = self._desired.file_defining(key_of(obj))
+            if defined is not None:
+                where = f"{obj.where}: metadata.name"
+                raise ServiceFileError(
+                    [f"{where}: defined in {defined.source}, which `serving up` runs: edit that file"]
+                )
+        changes = await self._converge(parts, self._desired.with_applied(incoming))
+        parts.view.events(changes or ["apply: nothing changed"])
+        return changes
+
+    async def delete(self, key: ObjectKey) -> list[str]:
+        parts = self._running()
+        kind, namespace, name = key
+        defined = self._desired.file_defining(key)
+        if defined is not None:
+            raise Conflict(
+                f"{kind} {namespace}/{name} is defined in {defined.source}, which `serving up` runs: "
+                "remove it from that file"
+            )
+        remaining = self._desired.without(key)
+        if remaining is None:
+            raise NotFound(f"{kind} {namespace}/{name} not found")
+        changes = await self._converge(parts, remaining)
+        parts.view.events(changes)
+        return changes
+
+    def describe(self, key: ObjectKey) -> JSON:
+        parts = self._running()
+        kind, namespace, name = key
+        obj = self._desired.find(key)
+        if obj is None:
+            raise NotFound(f"{kind} {namespace}/{name} not found")
+        origin = "file" if self._desired.file_defining(key) is not None else "applied"
+        words = (f"{namespace}/{name} ", f"{namespace}/{name}-", f"{namespace}/{name}:", f"pod {name}-")
+        events = parts.view.recent(words)
+        if isinstance(obj, Service):
+            return describe_service(obj, origin, parts.report.service(namespace, name), events)
+        return describe_config(obj, origin, events)
+
+    async def _follow_edits(self, parts: _Parts) -> None:
         """Apply each edit of the files; one that cannot be read, validated or applied changes nothing."""
         watcher = self._watcher
         opts = self.options
+        view = parts.view
         while True:
             await asyncio.sleep(opts.poll_interval)
             if not watcher.changed():
                 continue
             try:
                 # Off the loop: a file at the size limit takes seconds to parse, requests keep flowing.
-                services = await _in_thread(lambda: load_services(opts.files, opts.autoscaler_config))
-                changes = reconciler.apply(services)
+                manifests = await _in_thread(
+                    lambda: load_local(opts.files, opts.autoscaler_config, opts.runtime_choice)
+                )
+                changes = await self._converge(parts, self._desired.with_files(manifests))
             except (ServiceFileError, ApplyError) as exc:
                 view.event("edit rejected, still running the previous version:")
                 for problem in exc.problems:
@@ -502,15 +637,6 @@ def _component_json(component: Component) -> JSON:
         "log": str(component.log_path),
         "ready_url": component.ready_url,
     }
-
-
-def _control_app(build: Callable[[], JSON]) -> web.Application:
-    async def status(_: web.Request) -> web.Response:
-        return web.json_response(build())
-
-    app = web.Application()
-    app.router.add_get("/status", status)
-    return app
 
 
 def reset_logs(state_dir: Path) -> None:

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
+from controller.local.runtime.container import ImageUnavailable
 from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
 from controller.local.runtime.rotation import RotationPolicy
+from serving.envsource import EnvSourceError
 from serving.platform import Pod
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,11 @@ class PodPorts:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodProcesses:
     queue_proxy: ProcessSpec
-    user: ProcessSpec
+    user: Callable[[], ProcessSpec]
+    """Builds the user container's spec at each (re)start: its ConfigMap and Secret variables are read then,
+    as the kubelet reads them; raises `EnvSourceError` when one cannot be."""
+    user_log: Path
+    """The user container's log file."""
     readiness_path: str | None = None
     """Path of the app's `httpGet` readiness probe on its port (None: a TCP probe); probed directly to say
     why a pod is not ready."""
@@ -156,7 +162,7 @@ class LocalPod:
     @property
     def log_paths(self) -> tuple[Path, Path]:
         """The user container's and the queue-proxy's log files."""
-        return (self._processes.user.log_path, self._processes.queue_proxy.log_path)
+        return (self._processes.user_log, self._processes.queue_proxy.log_path)
 
     def reason(self, now: float) -> str | None:
         """Why the pod is not ready, for status; None while it is ready or terminating. `now` is monotonic."""
@@ -259,11 +265,20 @@ class LocalPod:
         """Run the user process, restarting it with back-off whenever it exits."""
         while True:
             started = time.monotonic()
+            waiting = "CrashLoopBackOff"  # the kubelet's names for why a container waits to (re)start
             try:
-                self._user = await self._launcher.start(self._processes.user)
+                self._user = await self._launcher.start(self._processes.user())
+            except EnvSourceError as exc:
+                waiting = "CreateContainerConfigError"
+                description = f"not started: {exc}"
+                _append(self._processes.user_log, f"serving: user container {description}\n")
+            except ImageUnavailable as exc:
+                waiting = "ImagePullBackOff"
+                description = f"not started: {exc}"
+                _append(self._processes.user_log, f"serving: user container {description}\n")
             except OSError as exc:
                 description = f"failed to start: {exc}"
-                _append(self._processes.user, f"serving: user container {description}\n")
+                _append(self._processes.user_log, f"serving: user container {description}\n")
             else:
                 self._user_running = True
                 self._user_started = started
@@ -279,7 +294,7 @@ class LocalPod:
             self.restarts = self._crashes.restarts
             self.last_exit = f"user container {description}"
             if delay > 0:
-                self.waiting = f"CrashLoopBackOff: restarting in {delay:g}s ({self.last_exit})"
+                self.waiting = f"{waiting}: restarting in {delay:g}s ({self.last_exit})"
             log.warning("pod %s: %s; restart %d in %gs", self.name, self.last_exit, self.restarts, delay)
             self._on_change()
             await asyncio.sleep(delay)
@@ -323,9 +338,9 @@ class LocalPod:
             self._on_change()
 
 
-def _append(spec: ProcessSpec, text: str) -> None:
+def _append(log_path: Path, text: str) -> None:
     """Note an event in a container's log, where `serving logs` shows it beside the app's own output."""
     with contextlib.suppress(OSError):
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("a") as out:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as out:
             out.write(text)

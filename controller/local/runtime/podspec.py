@@ -1,9 +1,10 @@
 """What a local pod runs: the user container's process and its queue-proxy's, built from a revision template.
 
 The user container gets what the Knative runtime contract promises (`PORT`, `K_SERVICE`, `K_REVISION`,
-`K_CONFIGURATION`) with `$(VAR)` expanded in `command`/`args`/`env` as the kubelet does; its declared
-containerPort is replaced by a free port. The queue-proxy gets Knative's environment with every port moved to
-a free loopback port and a short drain quiet period.
+`K_CONFIGURATION`) with `$(VAR)` expanded in `command`/`args`/`env` as the kubelet does. As a process, its
+declared containerPort is replaced by a free port; as a container (`PodContext.runtime`), it listens on its
+containerPort in its own network namespace, published on a free loopback port. The queue-proxy gets Knative's
+environment with every port moved to a free loopback port and a short drain quiet period.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from controller.local.runtime.expansion import expand, expand_env
+from controller.local.runtime.container import ContainerRun, ContainerRuntime, container_name
+from controller.local.runtime.expansion import expand
 from controller.local.runtime.pod import PodPorts, PodProcesses
 from controller.local.runtime.process import ProcessSpec
+from serving.configdata import ConfigData
 from serving.container import H2C
 from serving.contract import queueproxy as qp_contract
 from serving.contract.tracing import OFF, Tracing
+from serving.envsource import resolve_env
+from serving.quantity import parse_quantity
 from serving.template import RevisionTemplate
 
 USER_CONTAINER: Final = "user-container"
@@ -55,6 +61,12 @@ class PodContext:
     """The revision's probe token (`serving.contract.probe.probe_token`); empty: none required."""
     tracing: Tracing = OFF
     """Where the queue-proxy sends its spans; off by default."""
+    runtime: ContainerRuntime | None = None
+    """The container runtime that runs the user container from its image; None: it runs as a process."""
+    state_dir: Path | None = None
+    """`serving up`'s state folder: names and labels its containers (required with `runtime`)."""
+    configs: Callable[[str, str, str], ConfigData | None] = field(default=lambda kind, namespace, name: None)
+    """Finds a ConfigMap or Secret (`kind`, namespace, name) as it is now: env is read at each start."""
 
 
 def pod_log_dir(log_dir: Path, namespace: str, service: str, pod: str) -> Path:
@@ -71,14 +83,17 @@ def grace_seconds(ctx: PodContext) -> float:
 
 
 def user_env(ctx: PodContext, port: int) -> dict[str, str]:
-    """The container's variables (expanded in order), then the runtime contract's, as Knative appends them."""
+    """The container's variables as the kubelet builds them now (`envFrom`, then `env` with ConfigMap and
+    Secret values read at this moment and `$(VAR)` expanded in literals), then the runtime contract's, as
+    Knative appends them. Raises `EnvSourceError` for a missing ConfigMap, Secret or key not marked
+    optional."""
     contract = {
         "PORT": str(port),
         "K_REVISION": ctx.revision,
         "K_CONFIGURATION": ctx.configuration,
         "K_SERVICE": ctx.service,
     }
-    env = expand_env(ctx.template.container.env)
+    env = resolve_env(_raw_container(ctx.template), ctx.namespace, ctx.configs).variables(expand)
     env.update(contract)
     return env
 
@@ -117,21 +132,101 @@ def _path_with(path: str, directory: str) -> str:
     return os.pathsep.join([*parts, directory]) if directory not in parts else path
 
 
-def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
+CLIENT_VARIABLES: Final = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "SHELL"})
+CLIENT_PREFIXES: Final = ("XDG_", "CONTAINERS_", "CONTAINER_", "DOCKER_", "PODMAN_", "BUILDAH_", "REGISTRY_")
+"""The host variables a container runtime's client reads (its socket, configuration, storage)."""
+
+
+def _client_env(host: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in host.items() if k in CLIENT_VARIABLES or k.startswith(CLIENT_PREFIXES)}
+
+
+def _raw_container(template: RevisionTemplate) -> Mapping[str, Any]:
+    spec = template.raw.get("spec") if isinstance(template.raw, Mapping) else None
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    first = containers[0] if isinstance(containers, list) and containers else None
+    return first if isinstance(first, Mapping) else {}
+
+
+def _limits(raw: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """`resources.limits` as the runtime's `--cpus` and `--memory` (validated quantities; a zero limit and
+    requests have no local meaning)."""
+    resources = raw.get("resources")
+    limits = resources.get("limits") if isinstance(resources, Mapping) else None
+    if not isinstance(limits, Mapping):
+        return None, None
+    cpu = parse_quantity(limits["cpu"]) if "cpu" in limits else Decimal(0)
+    memory = parse_quantity(limits["memory"]) if "memory" in limits else Decimal(0)
+    cpus = f"{cpu.normalize():f}" if cpu > 0 else None
+    return cpus, int(memory.to_integral_value(rounding="ROUND_CEILING")) if memory > 0 else None
+
+
+def _container_user(ctx: PodContext, pod: str, ports: PodPorts, log_path: Path) -> ProcessSpec:
+    """The user container run from its image by `ctx.runtime`: the runtime's client in the foreground."""
+    assert ctx.runtime is not None
+    assert ctx.state_dir is not None
     container = ctx.template.container
-    logs = pod_log_dir(ctx.log_dir, ctx.namespace, ctx.service, pod)
+    assert container.image is not None
+    raw = _raw_container(ctx.template)
+    env = user_env(ctx, container.port)
+    client = _client_env(ctx.host_env)
+    cpus, memory = _limits(raw)
+    run = ContainerRun(
+        runtime=ctx.runtime,
+        name=container_name(ctx.state_dir, pod),
+        image=container.image,
+        pull_policy=str(raw.get("imagePullPolicy") or "IfNotPresent"),
+        state_dir=ctx.state_dir,
+        host_port=ports.user,
+        container_port=container.port,
+        env_names=tuple(name for name in env if name not in client),
+        explicit_env=tuple((name, value) for name, value in env.items() if name in client),
+        command=tuple(expand(part, env) for part in container.command),
+        args=tuple(expand(part, env) for part in container.args),
+        working_dir=container.working_dir,
+        cpus=cpus,
+        memory=memory,
+        labels=(
+            ("serving.knative.dev/service", ctx.service),
+            ("serving.knative.dev/revision", ctx.revision),
+            ("dev.serving.local.pod", pod),
+        ),
+    )
+    return ProcessSpec(
+        argv=run.argv(),
+        env={**{k: v for k, v in env.items() if k not in client}, **client},
+        cwd=log_path.parent,
+        log_path=log_path,
+        container=run,
+    )
+
+
+def _process_user(ctx: PodContext, ports: PodPorts, log_path: Path, host: Mapping[str, str]) -> ProcessSpec:
+    container = ctx.template.container
     env = user_env(ctx, ports.user)
     argv = tuple(expand(part, env) for part in (*container.command, *container.args))
-    host = dict(ctx.host_env)
-    host["PATH"] = _path_with(host.get("PATH", ""), str(Path(sys.executable).parent))
     cwd = ctx.base_dir / container.working_dir if container.working_dir else ctx.base_dir
-    user = ProcessSpec(
+    return ProcessSpec(
         argv=argv,
         env={**host, **env},
         cwd=cwd,
-        log_path=logs / f"{USER_CONTAINER}.log",
+        log_path=log_path,
         nice=USER_CONTAINER_NICE,
     )
+
+
+def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
+    container = ctx.template.container
+    logs = pod_log_dir(ctx.log_dir, ctx.namespace, ctx.service, pod)
+    host = dict(ctx.host_env)
+    host["PATH"] = _path_with(host.get("PATH", ""), str(Path(sys.executable).parent))
+    log_path = logs / f"{USER_CONTAINER}.log"
+
+    def user() -> ProcessSpec:
+        if ctx.runtime is not None:
+            return _container_user(ctx, pod, ports, log_path)
+        return _process_user(ctx, ports, log_path, host)
+
     template = ctx.template
     # The queue-proxy's whole environment comes from its contract (the dataclasses its own loader reads).
     qp_env = qp_contract.Config(
@@ -169,6 +264,7 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
     return PodProcesses(
         queue_proxy=queue_proxy,
         user=user,
+        user_log=log_path,
         # The controller's own look at an unready app speaks HTTP/1.1: for an h2c app it only checks the port.
         readiness_path=None if container.protocol == H2C else readiness_http_path(container.readiness_probe),
         probe_token=ctx.probe_token,

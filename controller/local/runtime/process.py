@@ -18,7 +18,10 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from controller.local.runtime.container import ContainerRun
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,8 @@ class ProcessSpec:
     """stdout and stderr are appended here."""
     nice: int = 0
     """Added to the child's niceness before it runs (a lower scheduling priority); 0 keeps the parent's."""
+    container: ContainerRun | None = None
+    """Set when `argv` is a container runtime's client running this container (`ContainerLauncher`)."""
 
 
 class Process(Protocol):

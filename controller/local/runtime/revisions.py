@@ -6,14 +6,16 @@ log folder, the drain quiet period and the environment `serving up` passes on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.local.runtime.container import AUTO, ContainerRuntime, runs_as_container
 from controller.local.runtime.podspec import PodContext, grace_seconds, pod_processes
 from controller.local.runtime.supervisor import RevisionSpec, Supervisor
 from controller.local.store import Store
 from controller.reconcile.runtime import RevisionStart
+from serving.configdata import ConfigData
 from serving.contract.probe import probe_token
 from serving.contract.tracing import OFF, Tracing
 from serving.platform import RevisionKey
@@ -31,6 +33,12 @@ class LocalSettings:
     """This run's probe secret; each revision's queue-proxies require the token derived from it."""
     tracing: Tracing = OFF
     """Where the pods' queue-proxies send their spans; off by default."""
+    runtime_choice: str = AUTO
+    """`serving up --runtime`: which user containers run from their image (`runs_as_container`)."""
+    container_runtime: ContainerRuntime | None = None
+    """The runtime that runs them; None when none was needed or none works (validation refused those)."""
+    state_dir: Path | None = None
+    """`serving up`'s state folder, which names and labels its containers."""
 
 
 class LocalRuntime:
@@ -40,9 +48,32 @@ class LocalRuntime:
         self._store = store
         self._supervisor = supervisor
         self._settings = settings
+        self.container_runtime = settings.container_runtime
+        """The runtime for container pods; set later when an edit first needs one."""
+        self._configs: dict[tuple[str, str, str], ConfigData] = {}
+
+    def set_configs(self, configs: Iterable[ConfigData]) -> list[str]:
+        """The ConfigMaps and Secrets now defined: pods read their env from these at each start (as in
+        Knative, a change makes no new revision). Returns what changed, one line each, no values."""
+        new = {c.key: c for c in configs}
+        old, self._configs = self._configs, new
+        lines = [f"{kind} {ns}/{name} deleted" for kind, ns, name in sorted(old.keys() - new.keys())]
+        for key in sorted(new):
+            kind, ns, name = key
+            if key not in old:
+                lines.append(f"{kind} {ns}/{name} created")
+            elif old[key].data != new[key].data:
+                lines.append(f"{kind} {ns}/{name} changed (pods read it when they start)")
+        return lines
+
+    def find_config(self, kind: str, namespace: str, name: str) -> ConfigData | None:
+        return self._configs.get((kind, namespace, name))
 
     def add_revision(self, start: RevisionStart) -> None:
         service, revision = start.service, start.revision
+        settings = self._settings
+        container = start.template.container
+        image = runs_as_container(settings.runtime_choice, container.image, container.command)
         ctx = PodContext(
             namespace=service.namespace,
             service=service.name,
@@ -55,6 +86,9 @@ class LocalRuntime:
             host_env=self._settings.host_env,
             probe_token=probe_token(self._settings.probe_secret, service.namespace, revision.key.name),
             tracing=self._settings.tracing,
+            runtime=self.container_runtime if image else None,
+            state_dir=settings.state_dir,
+            configs=self.find_config,
         )
         self._supervisor.add(
             RevisionSpec(

@@ -11,7 +11,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 JSON = dict[str, Any]
 
@@ -85,6 +85,10 @@ def summary(rev: JSON) -> str:
     return f"{rev['name']}: traffic {rev['traffic_percent']}%, {pods}, {rev['mode']}"
 
 
+HISTORY: Final = 1000
+"""Events kept for `serving describe` (the view shows the last 10)."""
+
+
 class LiveView:
     def __init__(
         self, report: Callable[[], JSON], *, out: TextIO | None = None, tty: bool | None = None
@@ -93,6 +97,7 @@ class LiveView:
         self._out = out or sys.stdout
         self._tty = self._out.isatty() if tty is None else tty
         self._events: deque[str] = deque(maxlen=10)
+        self._history: deque[str] = deque(maxlen=HISTORY)
         self._summaries: dict[str, str] = {}
         self.header: list[str] = []
         self._closed = False
@@ -105,8 +110,14 @@ class LiveView:
     def event(self, line: str) -> None:
         stamped = f"{time.strftime('%H:%M:%S')} {line}"
         self._events.append(stamped)
+        self._history.append(stamped)
         if not self._tty or self._closed:
             print(stamped, file=self._out, flush=True)
+
+    def recent(self, words: tuple[str, ...], limit: int = 20) -> list[str]:
+        """The last `limit` events that mention any of `words` (for `serving describe`), oldest first."""
+        found = [line for line in self._history if any(word in line for word in words)]
+        return found[-limit:]
 
     def close(self) -> None:
         """Stop redrawing: later events (shutdown) are printed as plain lines below the last table."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.ingress.router import Router
+from controller.local.runtime.pod import LocalPod
 from controller.local.runtime.supervisor import Supervisor
 from controller.local.store import Store
 from controller.reconcile.reconciler import Reconciler, ServiceState
@@ -72,6 +73,11 @@ class StatusReport:
             "components": self._components(),
         }
 
+    def service(self, namespace: str, name: str) -> JSON | None:
+        """The status of one Service (as in `build`), None when the reconciler does not know it."""
+        state = next((s for s in self._reconciler.services if s.service.key == (namespace, name)), None)
+        return None if state is None else self._service(state)
+
     def _service(self, state: ServiceState) -> JSON:
         service = state.service
         percents: dict[str, int] = {}
@@ -105,7 +111,7 @@ class StatusReport:
             {
                 "name": p.name,
                 "ready": p.ready,
-                "state": "Terminating" if p.terminating else ("CrashLoopBackOff" if p.waiting else "Running"),
+                "state": _state(p),
                 "restarts": p.restarts,
                 "reason": p.reason(now),
                 "last_exit": p.last_exit,
@@ -137,3 +143,11 @@ class StatusReport:
             "reasons": reasons,
             "pods": pod_rows,
         }
+
+
+def _state(pod: LocalPod) -> str:
+    """`Running`, `Terminating`, or why the user container waits (`CrashLoopBackOff`, `ImagePullBackOff`,
+    `CreateContainerConfigError`)."""
+    if pod.terminating:
+        return "Terminating"
+    return pod.waiting.split(":")[0] if pod.waiting else "Running"

@@ -67,7 +67,7 @@ def context(tmp_path: Path) -> PodContext:
 
 
 def test_user_process_follows_the_runtime_contract(tmp_path: Path) -> None:
-    user = pod_processes(context(tmp_path), "hello-00001-abcde", PORTS).user
+    user = pod_processes(context(tmp_path), "hello-00001-abcde", PORTS).user()
     assert user.argv == ("python3", "app.py", "--port=21001", "--name=hello-hi", "$(PORT)", "$(UNDEFINED)")
     assert user.cwd == tmp_path / "app"
     assert user.env["PORT"] == "21001"

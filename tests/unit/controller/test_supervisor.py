@@ -37,7 +37,8 @@ def spec(tmp_path: Path, initial_scale: int = 1, grace: float = 1.0) -> Revision
         env = {POD_ENV: name, "QUEUE_SERVING_PORT": str(ports.serving)}
         return PodProcesses(
             queue_proxy=ProcessSpec(argv=("queue-proxy",), env=env, cwd=tmp_path, log_path=tmp_path / "qp"),
-            user=ProcessSpec(argv=("user",), env=env, cwd=tmp_path, log_path=tmp_path / "user.log"),
+            user=lambda: ProcessSpec(argv=("user",), env=env, cwd=tmp_path, log_path=tmp_path / "user.log"),
+            user_log=tmp_path / "user.log",
         )
 
     return RevisionSpec(

@@ -144,5 +144,5 @@ def test_valid_flags_and_files_are_prepared(tmp_path: Path) -> None:
 
     assert isinstance(prepared, Prepared)
     assert prepared.options.port == 0
-    assert [s.name for s in prepared.services] == ["hello"]
+    assert [s.name for s in prepared.manifests.services] == ["hello"]
     assert (tmp_path / "state").is_dir()

@@ -136,10 +136,8 @@ def test_env_keeps_order_and_skips_value_from(tmp_path: Path) -> None:
     [service] = parse_documents(dump(doc), tmp_path / "s.yaml")
 
     assert service.template.container.env == (("A", "1"), ("B", "$(A)-2"), ("EMPTY", ""))
-    assert local_problems(service) == [
-        f"{tmp_path / 's.yaml'}: document 1 (Service/hello): "
-        "spec.template.spec.containers[0].env[1].valueFrom: not supported locally: use a literal `value`"
-    ]
+    # `valueFrom` runs locally as on Kubernetes: serving.envsource reads it when the container starts.
+    assert local_problems(service) == []
 
 
 def test_multi_document_file_skips_empty_documents(tmp_path: Path) -> None:
@@ -233,21 +231,23 @@ def test_problems_from_every_file_are_reported_together(tmp_path: Path) -> None:
             "invalid literal for int() with base 10: 'x'",
             id="bad-tagged-scalar",
         ),
-        pytest.param("", "no Service documents in this file", id="empty-file"),
-        pytest.param("---\n---\n", "no Service documents in this file", id="only-empty-documents"),
+        pytest.param("", "no Service, ConfigMap or Secret documents in this file", id="empty-file"),
+        pytest.param(
+            "---\n---\n", "no Service, ConfigMap or Secret documents in this file", id="only-empty-documents"
+        ),
         pytest.param(
             "apiVersion: v1\nmetadata:\n  name: x\n",
-            "document 1 (?/x): kind: required: this file should hold `apiVersion: serving.knative.dev/v1`, "
-            "`kind: Service` documents",
+            "document 1 (?/x): kind: required: this file should hold serving.knative.dev/v1 Service, "
+            "v1 ConfigMap and v1 Secret documents",
             id="no-kind",
         ),
         pytest.param(
             "- a\n- b\n", "document 1: must be a mapping (a Kubernetes object), not ['a', 'b']", id="list"
         ),
         pytest.param(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n",
-            "document 1 (ConfigMap/settings): kind: 'ConfigMap' is not supported: `serving up` runs only "
-            "serving.knative.dev/v1 Service documents",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: settings\n",
+            "document 1 (Deployment/settings): kind: 'Deployment' is not supported: a file may hold "
+            "serving.knative.dev/v1 Service, v1 ConfigMap and v1 Secret documents",
             id="other-kind",
         ),
         pytest.param(

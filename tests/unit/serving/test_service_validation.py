@@ -663,6 +663,22 @@ VALID = [
     pytest.param("metadata.uid", "1234", id="server-metadata-ignored"),
     pytest.param(f"{T}.serviceAccountName", "runner", id="service-account"),
     pytest.param(f"{C}.image!", None, id="no-image-locally"),
+    pytest.param(
+        f"{C}.envFrom",
+        [
+            {"configMapRef": {"name": "settings"}},
+            {"prefix": "DB_", "secretRef": {"name": "db", "optional": True}},
+        ],
+        id="env-from",
+    ),
+    pytest.param(
+        f"{C}.env",
+        [
+            {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "a.b"}}},
+            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw", "optional": False}}},
+        ],
+        id="value-from",
+    ),
 ]
 
 
@@ -673,6 +689,9 @@ def test_accepted_as_knative_accepts(tmp_path: Path, path: str, value: object) -
     [service] = parse_documents(dump(doc), tmp_path / "service.yaml")
 
     assert service.name == "hello"
+    if path in (f"{C}.env", f"{C}.envFrom"):
+        # ConfigMaps and Secrets feed the environment locally too (serving.envsource).
+        assert local_problems(service) == []
 
 
 LOCAL = [
@@ -680,16 +699,9 @@ LOCAL = [
         f"{C}.command!",
         None,
         f"{C}.command",
-        "required locally: the local platform runs `command` (it does not pull images); add one or run on "
-        "Kubernetes",
+        "required locally: `serving up --runtime process` runs every container as a process; add a "
+        "`command`, or run the image with a container runtime (podman or docker)",
         id="no-command",
-    ),
-    pytest.param(
-        f"{C}.envFrom",
-        [{"configMapRef": {"name": "settings"}}],
-        f"{C}.envFrom",
-        "not supported locally: list the variables under `env`",
-        id="env-from",
     ),
     pytest.param(
         f"{C}.readinessProbe",
@@ -697,13 +709,6 @@ LOCAL = [
         f"{C}.readinessProbe.exec",
         "not supported locally: the queue-proxy probes with httpGet, tcpSocket or grpc",
         id="exec-probe",
-    ),
-    pytest.param(
-        f"{C}.env",
-        [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "a"}}}],
-        f"{C}.env[0].valueFrom",
-        "not supported locally: use a literal `value`",
-        id="value-from",
     ),
 ]
 
@@ -716,6 +721,16 @@ def test_local_problems_are_separate_from_knative_validation(
     [service] = parse_documents(dump(changed(path, value)), source)
 
     assert local_problems(service) == [f"{source}: document 1 (Service/hello): {field}: {rule}"]
+
+
+def test_a_container_run_from_its_image_needs_no_command_and_its_working_dir_is_in_the_image(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "service.yaml"
+    doc = with_field(changed(f"{C}.command!", None), f"{C}.workingDir", "/srv/app")
+    [service] = parse_documents(dump(doc), source)
+    assert local_problems(service, container=True) == []
+    assert [p.split(": ")[2] for p in local_problems(service)] == [f"{C}.command", f"{C}.workingDir"]
 
 
 def test_working_dir_is_relative_to_the_yaml_folder(tmp_path: Path) -> None:

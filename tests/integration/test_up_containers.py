@@ -1,0 +1,172 @@
+"""`serving up` with pods run from images by a real container runtime (podman): an image-only Service answers
+through the ingress, scales to zero and back, and leaves no container behind; a missing image or runtime says
+so clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from controller.local.runtime.container import owner_label
+from tests.containers.images import busybox_image
+from tests.integration.conftest import ROOT, SERVING, ServingUp, eventually
+
+pytestmark = pytest.mark.containers
+
+Start = Callable[..., Awaitable[ServingUp]]
+FAST = ["--autoscaler-config", "scale-to-zero-grace-period=2s"]
+
+SERVICE = """\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/window: 6s
+    spec:
+      containers:
+        - image: {image}
+          env:
+            - name: GREETING
+              value: hello from env
+            - name: PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: credentials
+                  key: password
+          envFrom:
+            - configMapRef:
+                name: settings
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  COLOR: blue
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: credentials
+stringData:
+  password: {secret}
+"""
+SECRET = "container-secret-never-on-a-command-line"
+
+
+def containers(state_dir: Path) -> list[str]:
+    """Names of the containers (running or not) that a `serving up` of `state_dir` started."""
+    out = subprocess.run(
+        [
+            "podman",
+            "ps",
+            "--all",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label={owner_label(state_dir)}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return out.split()
+
+
+def command_lines() -> list[tuple[int, str]]:
+    """(pid, command line) of every process."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                found.append((int(proc.name), (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+            except OSError:
+                continue
+    return found
+
+
+def write_service(folder: Path, name: str, image: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(SERVICE.format(name=name, image=image, secret=SECRET))
+    return path
+
+
+async def test_image_only_service_runs_in_a_container_and_scales_to_zero_and_back(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    image = await asyncio.to_thread(busybox_image)
+    up = await serving_up([write_service(tmp_path, "boxed", image)], FAST)
+    await up.wait_revision(
+        "boxed-00001", lambda r: r["ready_pods"] == 1, 60, "the container pod never got ready"
+    )
+    assert await up.get("boxed") == (200, "hello from busybox\n")
+    status, env = await up.get("boxed", "/cgi-bin/env")
+    assert status == 200
+    # Knative's runtime contract inside the container: PORT is the container port, not the host's.
+    expected = (
+        "GREETING=hello from env",
+        "PORT=8080",
+        "K_SERVICE=boxed",
+        "K_REVISION=boxed-00001",
+        "COLOR=blue",
+    )
+    for line in (*expected, f"PASSWORD={SECRET}"):
+        assert line in env.splitlines(), env
+    # Values reach the container through the runtime client's environment, never its command line.
+    assert [cmd for _, cmd in command_lines() if SECRET in cmd] == []
+    assert len(containers(up.state_dir)) == 1
+
+    await up.wait_revision("boxed-00001", lambda r: r["actual_pods"] == 0, 60, "did not scale to zero")
+    await eventually(
+        lambda: asyncio.to_thread(lambda: containers(up.state_dir) == []), 15, "container left after scale-in"
+    )
+    # The first request at zero waits in the activator while a new container starts.
+    assert await up.get("boxed", timeout=None) == (200, "hello from busybox\n")
+
+    assert await up.stop() == 0
+    assert containers(up.state_dir) == []
+
+
+async def test_missing_image_is_named_in_the_pod_status_and_log(serving_up: Start, tmp_path: Path) -> None:
+    await asyncio.to_thread(busybox_image)  # the runtime works; only this image is missing
+    missing = "localhost/serving-test-missing:1"
+    up = await serving_up([write_service(tmp_path, "ghost", missing)])
+
+    async def explained() -> bool:
+        rev = await up.revision("ghost-00001")
+        return rev is not None and any(missing in str(pod.get("reason")) for pod in rev.get("pods", []))
+
+    await eventually(
+        explained, 60, f"no pod reason names the missing image: {await up.revision('ghost-00001')}"
+    )
+    logs = list(up.state_dir.glob("logs/default/ghost/*/user-container.log"))
+    assert logs
+    assert f"image {missing} is not present and cannot be pulled" in logs[0].read_text()
+    assert await up.stop() == 0
+
+
+def test_an_unworking_runtime_stops_serving_up_with_the_file_and_what_to_install(tmp_path: Path) -> None:
+    path = write_service(tmp_path, "boxed", "localhost/anything:1")
+    result = subprocess.run(
+        [*SERVING, "up", str(path), "--runtime", "docker", "--port", "0", "--no-live"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+        executable=sys.executable,
+    )
+    assert result.returncode == 2
+    assert f"{path}: document 1 (Service/boxed): spec.template.spec.containers[0].image" in result.stderr
+    assert "docker" in result.stderr
+    assert "install podman" in result.stderr
