@@ -215,7 +215,6 @@ def local_template_problems(
     spec = template.raw.get("spec") or {}
     path = "spec.template.spec"
     container_path = f"{path}.containers[0]"
-    raw_container: Mapping[str, Any] = (spec.get("containers") or [{}])[0]
     if not container and not template.container.command:
         why = (
             "`serving up --runtime process` runs every container as a process"
@@ -229,12 +228,23 @@ def local_template_problems(
                 "(podman or docker)",
             )
         )
-    if spec.get("volumes"):
-        out.append((f"{path}.volumes", "not supported locally: the local platform has no volumes"))
-    if raw_container.get("volumeMounts"):
+    if not container and spec.get("volumes"):
         out.append(
-            (f"{container_path}.volumeMounts", "not supported locally: the local platform has no volumes")
+            (
+                f"{path}.volumes",
+                "volumes need a container runtime: a container that runs as a process has none; remove its "
+                "`command` to run its image with podman or docker",
+            )
         )
+    for i, volume in enumerate(spec.get("volumes") or ()):
+        for j, source in enumerate(((volume or {}).get("projected") or {}).get("sources") or ()):
+            for kind in set(source or {}) - {"configMap", "secret"}:
+                out.append(
+                    (
+                        f"{path}.volumes[{i}].projected.sources[{j}].{kind}",
+                        "not supported locally: projected volumes take configMap and secret sources here",
+                    )
+                )
     probe = template.container.readiness_probe or {}
     if "exec" in probe:
         out.append(

@@ -1,7 +1,7 @@
-"""Volumes of a revision template, checked as Knative checks them.
+"""Volumes of a revision template, checked as Knative and the API server check them: which sources, each
+source's fields (`items` paths, modes), and the mounts.
 
-The local platform has no volumes (see `serving.template.local_template_problems`), but a file that declares
-them must still be valid for Knative on Kubernetes.
+Locally a container pod gets its volumes (`controller.local.runtime.volume`); a process pod cannot have any.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def check_volumes(r: FieldReader, spec: Mapping[str, Any], path: str) -> None:
         sources = [k for k in (*VOLUME_SOURCES, *_VOLUME_DISALLOWED) if k in entry]
         if len(sources) != 1:
             r.add(where, f"expected exactly one of {', '.join(VOLUME_SOURCES)}")
+        for source in sources:
+            _check_source(r, entry.get(source), join(where, source), source)
         if name is not None:
             if name in volumes:
                 r.add(join(where, "name"), f"duplicate volume name {name!r}")
@@ -76,3 +78,72 @@ def check_volumes(r: FieldReader, spec: Mapping[str, Any], path: str) -> None:
             paths.add(clean)
     for name in volumes.keys() - mounted:
         r.add(f"{path}.volumes", f"volume {name!r} is not mounted")
+
+
+_MAX_MODE: Final = 0o777
+_SOURCE_FIELDS: Final = {
+    "configMap": ({"name", "items", "defaultMode", "optional"}, "name"),
+    "secret": ({"secretName", "items", "defaultMode", "optional"}, "secretName"),
+    "emptyDir": ({"medium", "sizeLimit"}, None),
+    "projected": ({"sources", "defaultMode"}, None),
+}
+_PROJECTION_FIELDS: Final = {
+    "configMap": ({"name", "items", "optional"}, "name"),
+    "secret": ({"name", "items", "optional"}, "name"),
+    "downwardAPI": ({"items"}, None),
+    "serviceAccountToken": ({"audience", "expirationSeconds", "path"}, None),
+}
+
+
+def _check_source(r: FieldReader, raw: object, path: str, kind: str) -> None:
+    """A volume source's own fields (the API server's rules for the ones Knative accepts)."""
+    if kind not in _SOURCE_FIELDS:
+        return
+    source = r.mapping(raw, path) if raw is not None else {}
+    if source is None:
+        return
+    fields, name_field = _SOURCE_FIELDS[kind]
+    r.fields(source, path, fields)
+    _check_named(r, source, path, name_field)
+    r.integer(source, "defaultMode", path, 0, _MAX_MODE, why="a file mode, 0 to 0777")
+    if kind == "emptyDir":
+        medium = r.string(source, "medium", path)
+        if medium not in (None, "", "Memory"):
+            r.add(join(path, "medium"), f'{medium!r} is not supported: use "" (disk) or Memory')
+    if kind == "projected":
+        for i, item in enumerate(r.sequence(source.get("sources"), join(path, "sources")) or ()):
+            where = f"{path}.sources[{i}]"
+            projection = r.mapping(item, where)
+            if projection is None:
+                continue
+            r.fields(projection, where, set(_PROJECTION_FIELDS))
+            if len(projection) != 1:
+                r.add(where, f"expected exactly one of {', '.join(_PROJECTION_FIELDS)}")
+            for key, value in projection.items():
+                if key in _PROJECTION_FIELDS:
+                    inner = r.mapping(value, join(where, key))
+                    if inner is not None:
+                        inner_fields, inner_name = _PROJECTION_FIELDS[key]
+                        r.fields(inner, join(where, key), inner_fields)
+                        _check_named(r, inner, join(where, key), inner_name)
+
+
+def _check_named(r: FieldReader, source: Mapping[str, Any], path: str, name_field: str | None) -> None:
+    """The object a configMap or secret source names, whether it is optional, and its `items`."""
+    if name_field is None:
+        return
+    r.string(source, name_field, path, required=True)
+    r.boolean(source, "optional", path)
+    for i, item in enumerate(r.sequence(source.get("items"), join(path, "items")) or ()):
+        where = f"{path}.items[{i}]"
+        entry = r.mapping(item, where)
+        if entry is None:
+            continue
+        r.fields(entry, where, {"key", "path", "mode"})
+        r.string(entry, "key", where, required=True)
+        item_path = r.string(entry, "path", where, required=True)
+        if item_path is not None and (
+            item_path.startswith("/") or ".." in item_path.split("/") or not item_path.strip()
+        ):
+            r.add(join(where, "path"), f"{item_path!r} must be a relative path without '..'")
+        r.integer(entry, "mode", where, 0, _MAX_MODE, why="a file mode, 0 to 0777")

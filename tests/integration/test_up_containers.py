@@ -170,3 +170,73 @@ def test_an_unworking_runtime_stops_serving_up_with_the_file_and_what_to_install
     assert f"{path}: document 1 (Service/boxed): spec.template.spec.containers[0].image" in result.stderr
     assert "docker" in result.stderr
     assert "install podman" in result.stderr
+
+
+VOLUMES = """\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: mounted
+spec:
+  template:
+    spec:
+      containers:
+        - image: {image}
+          volumeMounts:
+            - name: settings
+              mountPath: /etc/config
+              readOnly: true
+            - name: credentials
+              mountPath: /etc/secret
+              readOnly: true
+      volumes:
+        - name: settings
+          configMap:
+            name: settings
+        - name: credentials
+          secret:
+            secretName: credentials
+            items:
+              - key: password
+                path: db/password
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  greeting: {greeting}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: credentials
+stringData:
+  password: mounted-secret
+"""
+
+
+async def test_mounted_config_map_is_updated_in_place(serving_up: Start, tmp_path: Path) -> None:
+    image = await asyncio.to_thread(busybox_image)
+    path = tmp_path / "mounted.yaml"
+    path.write_text(VOLUMES.format(image=image, greeting="hello"))
+    up = await serving_up([path])
+    await up.wait_revision(
+        "mounted-00001", lambda r: r["ready_pods"] == 1, 60, "the container pod never got ready"
+    )
+    assert await up.get("mounted", "/cgi-bin/file?/etc/config/greeting") == (200, "hello")
+    assert await up.get("mounted", "/cgi-bin/file?/etc/secret/db/password") == (200, "mounted-secret")
+    [pod] = (await up.revision("mounted-00001") or {})["pods"]
+
+    path.write_text(VOLUMES.format(image=image, greeting="changed"))
+
+    async def updated() -> bool:
+        return await up.get("mounted", "/cgi-bin/file?/etc/config/greeting") == (200, "changed")
+
+    await eventually(updated, 20, "the mounted ConfigMap was not updated in the running container")
+    rev = await up.revision("mounted-00001")
+    assert rev is not None
+    assert [p["name"] for p in rev["pods"]] == [pod["name"]]  # the same pod: no restart, no new revision
+    assert "volume " in up.output()
+    assert await up.stop() == 0
+    assert not (up.state_dir / "volumes" / pod["name"]).exists()

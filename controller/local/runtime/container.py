@@ -238,6 +238,8 @@ class ContainerRun:
     cpus: str | None = None
     memory: int | None = None
     labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    mounts: tuple[str, ...] = ()
+    """`--volume`/`--mount` flags of the pod's volumes (`controller.local.runtime.volume`)."""
 
     def argv(self) -> tuple[str, ...]:
         """The client's command line: `podman run --rm --init ... IMAGE [ARGS]` (Kubernetes' command and
@@ -268,6 +270,7 @@ class ContainerRun:
             out += ["--cpus", self.cpus]
         if self.memory is not None:
             out += ["--memory", str(self.memory)]
+        out += self.mounts
         rest = list(self.args)
         if self.command:
             out += ["--entrypoint", self.command[0]]

@@ -52,6 +52,8 @@ class PodProcesses:
     as the kubelet reads them; raises `EnvSourceError` when one cannot be."""
     user_log: Path
     """The user container's log file."""
+    cleanup: Callable[[], None] | None = None
+    """Runs once the pod's processes are gone (its volumes are removed)."""
     readiness_path: str | None = None
     """Path of the app's `httpGet` readiness probe on its port (None: a TCP probe); probed directly to say
     why a pod is not ready."""
@@ -231,6 +233,8 @@ class LocalPod:
             for pending in tasks:
                 pending.cancel()
             await self._kill_all()
+            if self._processes.cleanup is not None:
+                self._processes.cleanup()
 
     async def _after_queue_proxy_exit(self, code: int) -> None:
         if not self.terminating:

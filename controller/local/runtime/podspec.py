@@ -22,6 +22,7 @@ from controller.local.runtime.container import ContainerRun, ContainerRuntime, c
 from controller.local.runtime.expansion import expand
 from controller.local.runtime.pod import PodPorts, PodProcesses
 from controller.local.runtime.process import ProcessSpec
+from controller.local.runtime.volume import VolumeSet
 from serving.configdata import ConfigData
 from serving.container import H2C
 from serving.contract import queueproxy as qp_contract
@@ -67,6 +68,8 @@ class PodContext:
     """`serving up`'s state folder: names and labels its containers (required with `runtime`)."""
     configs: Callable[[str, str, str], ConfigData | None] = field(default=lambda kind, namespace, name: None)
     """Finds a ConfigMap or Secret (`kind`, namespace, name) as it is now: env is read at each start."""
+    volumes: VolumeSet | None = None
+    """Where container pods' volumes are written and tracked (required for a template with volumes)."""
 
 
 def pod_log_dir(log_dir: Path, namespace: str, service: str, pod: str) -> Path:
@@ -148,6 +151,18 @@ def _raw_container(template: RevisionTemplate) -> Mapping[str, Any]:
     return first if isinstance(first, Mapping) else {}
 
 
+def _releaser(volumes: VolumeSet | None, pod: str) -> Callable[[], None] | None:
+    if volumes is None:
+        return None
+    return lambda: volumes.release(pod)
+
+
+def _template_volumes(template: RevisionTemplate) -> list[Mapping[str, Any]]:
+    spec = template.raw.get("spec") if isinstance(template.raw, Mapping) else None
+    volumes = spec.get("volumes") if isinstance(spec, Mapping) else None
+    return [v for v in volumes if isinstance(v, Mapping)] if isinstance(volumes, list) else []
+
+
 def _limits(raw: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """`resources.limits` as the runtime's `--cpus` and `--memory` (validated quantities; a zero limit and
     requests have no local meaning)."""
@@ -171,6 +186,12 @@ def _container_user(ctx: PodContext, pod: str, ports: PodPorts, log_path: Path) 
     env = user_env(ctx, container.port)
     client = _client_env(ctx.host_env)
     cpus, memory = _limits(raw)
+    mounts: tuple[str, ...] = ()
+    volumes = _template_volumes(ctx.template)
+    if volumes:
+        assert ctx.volumes is not None
+        pod_volumes = ctx.volumes.for_pod(pod, volumes, raw.get("volumeMounts") or (), ctx.namespace)
+        mounts = pod_volumes.prepare(ctx.configs)
     run = ContainerRun(
         runtime=ctx.runtime,
         name=container_name(ctx.state_dir, pod),
@@ -186,6 +207,7 @@ def _container_user(ctx: PodContext, pod: str, ports: PodPorts, log_path: Path) 
         working_dir=container.working_dir,
         cpus=cpus,
         memory=memory,
+        mounts=mounts,
         labels=(
             ("serving.knative.dev/service", ctx.service),
             ("serving.knative.dev/revision", ctx.revision),
@@ -265,6 +287,7 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         queue_proxy=queue_proxy,
         user=user,
         user_log=log_path,
+        cleanup=_releaser(ctx.volumes, pod),
         # The controller's own look at an unready app speaks HTTP/1.1: for an h2c app it only checks the port.
         readiness_path=None if container.protocol == H2C else readiness_http_path(container.readiness_probe),
         probe_token=ctx.probe_token,

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from controller.local.runtime.container import AUTO, ContainerRuntime, runs_as_container
 from controller.local.runtime.podspec import PodContext, grace_seconds, pod_processes
 from controller.local.runtime.supervisor import RevisionSpec, Supervisor
+from controller.local.runtime.volume import VolumeSet
 from controller.local.store import Store
 from controller.reconcile.runtime import RevisionStart
 from serving.configdata import ConfigData
@@ -41,6 +43,10 @@ class LocalSettings:
     """`serving up`'s state folder, which names and labels its containers."""
 
 
+VOLUME_DIR: Final = "volumes"
+"""Under the state folder: each container pod's ConfigMap, Secret, projected and emptyDir volumes."""
+
+
 class LocalRuntime:
     """Implements `controller.reconcile.runtime.Runtime` with the supervisor and the store."""
 
@@ -51,6 +57,7 @@ class LocalRuntime:
         self.container_runtime = settings.container_runtime
         """The runtime for container pods; set later when an edit first needs one."""
         self._configs: dict[tuple[str, str, str], ConfigData] = {}
+        self._volumes = VolumeSet(settings.state_dir / VOLUME_DIR) if settings.state_dir is not None else None
 
     def set_configs(self, configs: Iterable[ConfigData]) -> list[str]:
         """The ConfigMaps and Secrets now defined: pods read their env from these at each start (as in
@@ -64,6 +71,8 @@ class LocalRuntime:
                 lines.append(f"{kind} {ns}/{name} created")
             elif old[key].data != new[key].data:
                 lines.append(f"{kind} {ns}/{name} changed (pods read it when they start)")
+        if self._volumes is not None and lines:
+            lines += [f"volume {where} updated in place" for where in self._volumes.refresh(self.find_config)]
         return lines
 
     def find_config(self, kind: str, namespace: str, name: str) -> ConfigData | None:
@@ -89,6 +98,7 @@ class LocalRuntime:
             runtime=self.container_runtime if image else None,
             state_dir=settings.state_dir,
             configs=self.find_config,
+            volumes=self._volumes,
         )
         self._supervisor.add(
             RevisionSpec(

@@ -786,7 +786,7 @@ def test_valid_autoscaling_annotations_pass(tmp_path: Path) -> None:
     assert service.template.annotations == annotations
 
 
-def test_volumes_are_not_supported_locally(tmp_path: Path) -> None:
+def test_volumes_need_a_container_runtime_locally(tmp_path: Path) -> None:
     source = tmp_path / "service.yaml"
     doc = changed(
         "*",
@@ -799,9 +799,58 @@ def test_volumes_are_not_supported_locally(tmp_path: Path) -> None:
 
     prefix = f"{source}: document 1 (Service/hello)"
     assert local_problems(service) == [
-        f"{prefix}: {T}.volumes: not supported locally: the local platform has no volumes",
-        f"{prefix}: {C}.volumeMounts: not supported locally: the local platform has no volumes",
+        f"{prefix}: {T}.volumes: volumes need a container runtime: a container that runs as a process has "
+        "none; remove its `command` to run its image with podman or docker",
     ]
+    assert local_problems(service, container=True) == []
+
+
+@pytest.mark.parametrize(
+    ("volume", "field", "rule"),
+    [
+        pytest.param(
+            {"name": "v", "configMap": {"items": [{"key": "a", "path": "a"}]}},
+            "volumes[0].configMap.name",
+            "required",
+            id="configmap-without-name",
+        ),
+        pytest.param(
+            {"name": "v", "secret": {"secretName": "s", "items": [{"key": "a", "path": "../a"}]}},
+            "volumes[0].secret.items[0].path",
+            "'../a' must be a relative path without '..'",
+            id="escaping-path",
+        ),
+        pytest.param(
+            {"name": "v", "configMap": {"name": "c", "defaultMode": 4096}},
+            "volumes[0].configMap.defaultMode",
+            "4096 is out of range",
+            id="mode-out-of-range",
+        ),
+        pytest.param(
+            {"name": "v", "emptyDir": {"medium": "HugePages"}},
+            "volumes[0].emptyDir.medium",
+            "'HugePages' is not supported",
+            id="medium",
+        ),
+        pytest.param(
+            {"name": "v", "projected": {"sources": [{"configMap": {"name": "c"}, "secret": {"name": "s"}}]}},
+            "volumes[0].projected.sources[0]",
+            "expected exactly one of",
+            id="projection-with-two-sources",
+        ),
+    ],
+)
+def test_volume_sources_are_checked(tmp_path: Path, volume: dict[str, object], field: str, rule: str) -> None:
+    doc = changed(
+        "*",
+        [
+            (f"{T}.volumes", [volume]),
+            (f"{C}.volumeMounts", [{"name": "v", "mountPath": "/v", "readOnly": True}]),
+        ],
+    )
+    with pytest.raises(ServiceFileError) as caught:
+        parse_documents(dump(doc), tmp_path / "service.yaml")
+    assert any(f"{T}.{field}: {rule}" in p for p in caught.value.problems), caught.value.problems
 
 
 @settings(max_examples=60, deadline=None)
