@@ -119,6 +119,10 @@ class Container:
     working_dir: str | None
     port_name: str = ""
     """`ports[0].name`: '', 'http1' or 'h2c' (HTTP/2 cleartext all the way to the app, as for gRPC)."""
+    name: str | None = None
+    """`name` as written (Knative names a single unnamed container `user-container`)."""
+    index: int = 0
+    """Its place in `spec.template.spec.containers` (the serving container need not be the first)."""
 
     @property
     def protocol(self) -> str:
@@ -136,8 +140,12 @@ def image_problem(image: str) -> str | None:
     return None
 
 
-def parse_container(r: FieldReader, raw: object, path: str) -> Container | None:
-    """Read and check one user container; None when any problem was recorded."""
+def parse_container(
+    r: FieldReader, raw: object, path: str, *, index: int = 0, sidecar: bool = False
+) -> Container | None:
+    """Read and check one container (the serving one, or with `sidecar` one beside it: Knative refuses ports
+    and probes there, the latter behind its multi-container-probing flag); None when any problem was
+    recorded."""
     before = len(r.problems)
     obj = r.mapping(raw, path)
     if obj is None:
@@ -155,6 +163,19 @@ def parse_container(r: FieldReader, raw: object, path: str) -> Container | None:
     env = _parse_env(r, obj.get("env"), join(path, "env"))
     _parse_env_from(r, obj.get("envFrom"), join(path, "envFrom"))
     port, port_name = _parse_ports(r, obj.get("ports"), join(path, "ports"))
+    if sidecar:
+        if obj.get("ports"):
+            r.add(
+                join(path, "ports"),
+                "not allowed: only the serving container (the one with ports) may have ports",
+            )
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if probe in obj:
+                r.add(
+                    join(path, probe),
+                    "not allowed on a sidecar: needs Knative's feature flag multi-container-probing "
+                    "(off by default)",
+                )
     readiness = _parse_probe(
         r, obj.get("readinessProbe"), join(path, "readinessProbe"), port_name, readiness=True
     )
@@ -172,6 +193,8 @@ def parse_container(r: FieldReader, raw: object, path: str) -> Container | None:
         readiness_probe=readiness,
         working_dir=working_dir,
         port_name=port_name,
+        name=name,
+        index=index,
     )
 
 

@@ -345,9 +345,12 @@ def local_problems(service: Service, *, container: bool = False) -> list[str]:
 
 def kubernetes_problems(service: Service) -> list[str]:
     """What Knative on Kubernetes needs beyond what the local platform does: an image to pull."""
-    if service.template.container.image is None:
-        return [f"{service.where}: spec.template.spec.containers[0].image: required on Kubernetes"]
-    return []
+    containers = (service.template.container, *service.template.sidecars)
+    return [
+        f"{service.where}: spec.template.spec.containers[{c.index}].image: required on Kubernetes"
+        for c in sorted(containers, key=lambda c: c.index)
+        if c.image is None
+    ]
 
 
 __all__ = [

@@ -98,6 +98,9 @@ class RevisionTemplate:
     response_start_timeout_seconds: int | None
     idle_timeout_seconds: int | None
     container: Container
+    """The serving container: the only one, or the one with `ports` among several."""
+    sidecars: tuple[Container, ...] = ()
+    """The other containers of a multi-container revision, in their order."""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """The template as written (JSON-able): the digest covers fields the local platform ignores too."""
 
@@ -154,11 +157,12 @@ def parse_template(
     start = _bounded_timeout(r, spec, "responseStartTimeoutSeconds", spec_path, timeout)
     idle = _bounded_timeout(r, spec, "idleTimeoutSeconds", spec_path, timeout)
     check_volumes(r, spec, spec_path)
-    container = _parse_containers(r, spec, spec_path)
+    containers = _parse_containers(r, spec, spec_path)
     for problem in validate_annotations(annotations, concurrency or 0, config):
         r.add(join(meta_path, "annotations"), problem)
-    if len(r.problems) > before or container is None:
+    if len(r.problems) > before or containers is None:
         return None
+    container, sidecars = containers
     return RevisionTemplate(
         name=name,
         annotations=annotations,
@@ -168,24 +172,54 @@ def parse_template(
         response_start_timeout_seconds=start,
         idle_timeout_seconds=idle,
         container=container,
+        sidecars=sidecars,
         raw=dict(obj),
     )
 
 
-def _parse_containers(r: FieldReader, spec: Mapping[str, Any], path: str) -> Container | None:
+def _parse_containers(
+    r: FieldReader, spec: Mapping[str, Any], path: str
+) -> tuple[Container, tuple[Container, ...]] | None:
+    """The serving container and the sidecars. With several containers (Knative's multi-container
+    revisions), exactly one names `ports`: it serves; names must be unique."""
     containers = r.sequence(spec.get("containers"), join(path, "containers"))
     if containers is None:
         return None
     if not containers:
-        r.add(join(path, "containers"), "required: exactly one container")
+        r.add(join(path, "containers"), "required: at least one container")
         return None
+    serving = 0
     if len(containers) > 1:
-        count = len(containers)
-        r.add(
-            join(path, "containers"),
-            f"{count} containers: exactly one is supported (sidecar containers are not)",
-        )
-    return parse_container(r, containers[0], f"{path}.containers[0]")
+        with_ports = [i for i, c in enumerate(containers) if isinstance(c, Mapping) and c.get("ports")]
+        if len(with_ports) != 1:
+            r.add(
+                join(path, "containers"),
+                f"{len(containers)} containers: exactly one must name its `ports` (the one that serves); "
+                f"{len(with_ports)} do",
+            )
+            return None
+        serving = with_ports[0]
+        names: dict[str, int] = {}
+        for i, c in enumerate(containers):
+            name = c.get("name") if isinstance(c, Mapping) else None
+            if not isinstance(name, str):
+                r.add(f"{path}.containers[{i}].name", "required when a revision has several containers")
+            elif name in names:
+                r.add(
+                    f"{path}.containers[{i}].name",
+                    f"{name!r} is already the name of containers[{names[name]}]",
+                )
+            else:
+                names[name] = i
+    parsed = [
+        parse_container(r, raw, f"{path}.containers[{i}]", index=i, sidecar=i != serving)
+        for i, raw in enumerate(containers)
+    ]
+    main = parsed[serving]
+    sidecars = [c for i, c in enumerate(parsed) if i != serving]
+    if main is None or any(c is None for c in sidecars):
+        return None
+    return main, tuple(c for c in sidecars if c is not None)
 
 
 def _check_revision_name(r: FieldReader, path: str, name: str, service_name: str | None) -> None:
@@ -214,7 +248,23 @@ def local_template_problems(
     out: list[tuple[str, str]] = []
     spec = template.raw.get("spec") or {}
     path = "spec.template.spec"
-    container_path = f"{path}.containers[0]"
+    container_path = f"{path}.containers[{template.container.index}]"
+    if not container and template.sidecars:
+        out.append(
+            (
+                f"{path}.containers",
+                "several containers need a container runtime: they share one network namespace (a podman "
+                "pod); remove the serving container's `command` to run every container from its image",
+            )
+        )
+    for sidecar in template.sidecars:
+        if sidecar.image is None:
+            out.append(
+                (
+                    f"{path}.containers[{sidecar.index}].image",
+                    "required locally: a sidecar runs from its image",
+                )
+            )
     if not container and not template.container.command:
         why = (
             "`serving up --runtime process` runs every container as a process"

@@ -48,11 +48,21 @@ def check_volumes(r: FieldReader, spec: Mapping[str, Any], path: str) -> None:
                 r.add(join(where, "name"), f"duplicate volume name {name!r}")
             volumes[name] = sources == ["emptyDir"]
     mounted: set[str] = set()
-    paths: set[str] = set()
     containers = spec.get("containers")
-    first = containers[0] if isinstance(containers, list) and containers else None
-    raw_mounts = first.get("volumeMounts") if isinstance(first, Mapping) else None
-    mounts_path = f"{path}.containers[0].volumeMounts"
+    for index, container in enumerate(containers if isinstance(containers, list) else ()):
+        if isinstance(container, Mapping):
+            mounts_path = f"{path}.containers[{index}].volumeMounts"
+            mounted |= _check_mounts(r, container.get("volumeMounts"), mounts_path, volumes, path)
+    for name in volumes.keys() - mounted:
+        r.add(f"{path}.volumes", f"volume {name!r} is not mounted")
+
+
+def _check_mounts(
+    r: FieldReader, raw_mounts: object, mounts_path: str, volumes: Mapping[str, bool], path: str
+) -> set[str]:
+    """One container's mounts; the names of the volumes it mounts."""
+    mounted: set[str] = set()
+    paths: set[str] = set()
     for i, item in enumerate(r.sequence(raw_mounts, mounts_path) or ()):
         where = f"{mounts_path}[{i}]"
         mount = r.mapping(item, where)
@@ -76,8 +86,7 @@ def check_volumes(r: FieldReader, spec: Mapping[str, Any], path: str) -> None:
             elif clean in paths:
                 r.add(join(where, "mountPath"), f"{mount_path!r} is mounted twice")
             paths.add(clean)
-    for name in volumes.keys() - mounted:
-        r.add(f"{path}.volumes", f"volume {name!r} is not mounted")
+    return mounted
 
 
 _MAX_MODE: Final = 0o777

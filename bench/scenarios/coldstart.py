@@ -1,6 +1,6 @@
 """scale-from-zero: N Services at zero woken by one request each at the same instant (N = 1, 5, 25 by
 default), each group in its own `serving up`; per Service, the time to the first 200 split into its parts
-(`bench.scenarios.wake`)."""
+(`bench.scenarios.wake`). With app=image the Services name only a local image, and run as containers."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from bench.system import service
 from bench.system.podwatch import PodLifecycle, PodPoint, StatusPoller, running
 from bench.system.stack import LocalSystem, at_zero
 from bench.system.stack import services as status_services
+from controller.local.runtime import container
+from controller.local.runtime.container import ContainerRuntime
 
 _GROUP_GAP: Final = 5.0
 """Seconds between groups on the plots' shared time axis."""
@@ -38,11 +40,19 @@ def _names(count: int) -> list[str]:
 
 
 def _app(ctx: Context) -> service.App:
-    app = ctx.text("app")
+    app, image = ctx.text("app"), ctx.text("image")
+    if app == "image":
+        if not image:
+            raise ParamError(
+                ["parameter 'image' is required with app=image: the local image to run (set image=REF)"]
+            )
+        return service.image_app(image)
+    if image:
+        raise ParamError([f"parameter 'image' ({image}) is only used with app=image: set app=image too"])
     if app == "benchapp":
         return service.benchapp(sleep_ms=0)
     if app != "helloworld":
-        raise ParamError([f"parameter 'app' must be helloworld or benchapp, not {app!r}"])
+        raise ParamError([f"parameter 'app' must be helloworld, benchapp or image, not {app!r}"])
     # The example is not part of the package: it is found in a checkout of serving (relative paths from the
     # working directory), and written into the Service files as an absolute folder.
     folder = Path(ctx.text("helloworld_dir")).absolute()
@@ -54,6 +64,27 @@ def _app(ctx: Context) -> service.App:
             ]
         )
     return service.helloworld(folder)
+
+
+def _label(app: service.App, ctx: Context) -> str:
+    return f"image {app.image}" if app.from_image else ctx.text("app")
+
+
+async def _runtime(app: service.App) -> ContainerRuntime:
+    """The container runtime `serving up --runtime auto` picks (the floor starts the image with it), once
+    `app.image` is known to be in its local storage: a pull would be timed as part of the first wake."""
+    try:
+        runtime = await container.detect(container.AUTO)
+    except container.RuntimeUnavailable as exc:
+        raise ParamError([f"parameter 'app': app=image runs containers, but {exc}"]) from None
+    if not await container.image_present(runtime, app.image):
+        raise ParamError(
+            [
+                f"parameter 'image': {app.image} is not in {runtime.name}'s local storage; build or load it "
+                f"first ({runtime.name} build -t {app.image} FOLDER)"
+            ]
+        )
+    return runtime
 
 
 def _shots(targets: list[Target], rate: float, duration: float) -> Iterator[Shot]:
@@ -133,18 +164,22 @@ async def _settle(life: PodLifecycle, revisions: list[str]) -> None:
 
 async def run(ctx: Context) -> RunResult:
     """With `floor` on, each group size is first run without the platform (`bench.scenarios.floor`: the same
-    commands started at once): on a small machine most of a wide wake is the apps competing for CPU, and the
-    floor shows how much of the wake is theirs and how much the platform's."""
-    result = ctx.new_result(f"scale-from-zero ({ctx.text('app')})")
+    commands, or containers of the same image, started at once): on a small machine most of a wide wake is the
+    apps competing for CPU, and the floor shows how much of the wake is theirs and how much the platform's."""
+    app = _app(ctx)
+    runtime = await _runtime(app) if app.from_image else None
+    label = _label(app, ctx)
+    result = ctx.new_result(f"scale-from-zero ({label})")
     wakes: list[Wake] = []
     stats: list[RunStats] = []
     floors: list[FloorRun] = []
     if ctx.flag("floor"):
         # One unmeasured start first: the wakes find the app's files in the page cache, and so must the floor.
         logs = ctx.out / "floor"
-        await floor.run(_app(ctx), 1, ctx.session, ctx.num("request_timeout"), logs / "warm-up")
+        within = ctx.num("request_timeout")
+        await floor.run(app, 1, ctx.session, within, logs / "warm-up", runtime)
         for count in ctx.ints("counts"):
-            floors.append(await floor.run(_app(ctx), count, ctx.session, ctx.num("request_timeout"), logs))
+            floors.append(await floor.run(app, count, ctx.session, within, logs, runtime))
     for count in ctx.ints("counts"):
         group = await _group(ctx, count)
         # Groups run one after the other; each is shifted onto one time axis for the plots.
@@ -159,8 +194,11 @@ async def run(ctx: Context) -> RunResult:
     result.group_of = lambda s: group_of.get(s.target, s.target)
     result.breakdown = {w.service: w.parts() for w in wakes}
     result.extra["wakes"] = [asdict(w) for w in wakes]
-    judge(ctx.text("app"), result, wakes)
+    judge(label, result, wakes)
     if floors:
+        copies = "the same commands"
+        if runtime is not None:
+            copies = f"containers of {app.image} (`{runtime.describe()} run` with the platform's flags)"
         result.extra["floor"] = [asdict(f) for f in floors]
-        result.sections.append(("The same apps without the platform", floor_table(floors, wakes)))
+        result.sections.append(("The same apps without the platform", floor_table(floors, wakes, copies)))
     return result

@@ -145,10 +145,11 @@ def _wakes_table(wakes: list[Wake]) -> str:
     return "\n".join(lines)
 
 
-def floor_table(floors: list[FloorRun], wakes: list[Wake]) -> str:
-    """The report's comparison of each group's wake with the same apps started without the platform."""
+def floor_table(floors: list[FloorRun], wakes: list[Wake], copies: str = "the same commands") -> str:
+    """The report's comparison of each group's wake with the same apps (`copies`) started without the
+    platform."""
     lines = [
-        "Milliseconds to the first 200 when the same commands are started at the same instant with no "
+        f"Milliseconds to the first 200 when {copies} are started at the same instant with no "
         "platform (no queue-proxy, activator, autoscaler or controller; asked every 50 ms until they "
         "answer), measured in this run before the wakes above. *Added by the platform*: the slowest wake "
         "minus the slowest start without the platform.",

@@ -1,6 +1,7 @@
 """Knative Service documents for the benchmark apps, written as YAML files for `serving up` to run; they name
 no path of the machine that wrote them (`python`, the app as a module), and would run on a cluster once
-`image` points at a built image."""
+`image` points at a built image. An app with no command runs from its image (`serving up` runs it as a
+container)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,18 @@ WINDOW: Final = AUTOSCALING + "window"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class App:
-    """What a container runs: a command, its folder, and an image name for clusters."""
+    """What a container runs: a command, its folder, and an image name for clusters; with no command, the
+    image itself (its own entrypoint and CMD)."""
 
     command: tuple[str, ...]
     working_dir: Path | None = None
     image: str = "docker.io/example/benchapp"
     env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def from_image(self) -> bool:
+        """Whether the app runs from its image: `serving up --runtime auto` runs it as a container."""
+        return not self.command
 
 
 def interpreter() -> str:
@@ -87,6 +94,12 @@ def helloworld(folder: Path) -> App:
     )
 
 
+def image_app(image: str) -> App:
+    """The image `image` (present in the container runtime's local storage) as it is: no command, so its
+    own entrypoint and CMD serve HTTP on $PORT."""
+    return App(command=(), image=image)
+
+
 def document(
     name: str,
     app: App,
@@ -96,11 +109,11 @@ def document(
     container_concurrency: int = 0,
 ) -> dict[str, Any]:
     """One `serving.knative.dev/v1` Service document."""
-    container: dict[str, Any] = {
-        "image": app.image,
-        "command": list(app.command),
-        "env": [{"name": k, "value": v} for k, v in app.env.items()],
-    }
+    container: dict[str, Any] = {"image": app.image}
+    if app.command:
+        container["command"] = list(app.command)
+    if app.env:
+        container["env"] = [{"name": k, "value": v} for k, v in app.env.items()]
     if app.working_dir is not None:
         container["workingDir"] = str(app.working_dir)
     template: dict[str, Any] = {

@@ -146,7 +146,7 @@ def _queue_proxy_env(
 
 def _user_container(service: Service, revision_name: str, template: RevisionTemplate) -> JSON:
     spec = template.raw.get("spec") or {}
-    written = copy.deepcopy(dict(spec["containers"][0]))
+    written = copy.deepcopy(dict(spec["containers"][template.container.index]))
     port = template.container.port
     written.setdefault("name", USER_CONTAINER)
     written.pop("readinessProbe", None)  # the queue-proxy probes the app; the kubelet probes the queue-proxy
@@ -172,6 +172,23 @@ def _user_container(service: Service, revision_name: str, template: RevisionTemp
         "preStop": {"httpGet": {"port": QUEUE_ADMIN_PORT, "path": "/wait-for-drain"}},
     }
     written.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
+    return written
+
+
+def _sidecar_container(service: Service, revision_name: str, template: RevisionTemplate, index: int) -> JSON:
+    """A sidecar as written, with the revision's `K_*` variables as Knative gives every container."""
+    written = copy.deepcopy(dict((template.raw.get("spec") or {})["containers"][index]))
+    env = [
+        e
+        for e in written.get("env") or []
+        if e.get("name") not in ("K_REVISION", "K_CONFIGURATION", "K_SERVICE")
+    ]
+    env += [
+        {"name": "K_REVISION", "value": revision_name},
+        {"name": "K_CONFIGURATION", "value": service.name},
+        {"name": "K_SERVICE", "value": service.name},
+    ]
+    written["env"] = env
     return written
 
 
@@ -248,6 +265,7 @@ def deployment(
     }
     spec["containers"] = [
         _user_container(service, name, template),
+        *(_sidecar_container(service, name, template, each.index) for each in template.sidecars),
         _queue_proxy_container(service, name, template, config),
     ]
     spec["terminationGracePeriodSeconds"] = int(template.timeout_seconds + config.drain_seconds)

@@ -240,3 +240,69 @@ async def test_mounted_config_map_is_updated_in_place(serving_up: Start, tmp_pat
     assert "volume " in up.output()
     assert await up.stop() == 0
     assert not (up.state_dir / "volumes" / pod["name"]).exists()
+
+
+SIDECAR = """\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: paired
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: {image}
+          ports:
+            - containerPort: 8080
+        - name: helper
+          image: {image}
+          command: ["httpd", "-f", "-p", "127.0.0.1:9000", "-h", "/www"]
+          env:
+            - name: ROLE
+              value: sidecar
+"""
+
+
+async def test_a_sidecar_shares_the_serving_containers_localhost(serving_up: Start, tmp_path: Path) -> None:
+    image = await asyncio.to_thread(busybox_image)
+    path = tmp_path / "paired.yaml"
+    path.write_text(SIDECAR.format(image=image))
+    up = await serving_up([path])
+    await up.wait_revision(
+        "paired-00001", lambda r: r["ready_pods"] == 1, 60, "the two-container pod never got ready"
+    )
+    assert await up.get("paired") == (200, "hello from busybox\n")
+    names = [
+        n for n in containers(up.state_dir) if not n.endswith("-infra")
+    ]  # the pod's own holds its network
+    assert len(names) == 2
+    [serving] = [n for n in names if not n.endswith("-helper")]
+
+    def from_the_serving_container() -> str:
+        return subprocess.run(
+            ["podman", "exec", serving, "wget", "-qO-", "http://127.0.0.1:9000/cgi-bin/env"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+
+    env = (await asyncio.to_thread(from_the_serving_container)).splitlines()
+    assert "ROLE=sidecar" in env
+    assert "K_SERVICE=paired" in env
+    assert not any(line.startswith("PORT=") for line in env)  # PORT is the serving container's only
+    assert await up.stop() == 0
+    assert containers(up.state_dir) == []
+    pods = await asyncio.to_thread(
+        lambda: (
+            subprocess.run(
+                ["podman", "pod", "ps", "--quiet", "--filter", f"label={owner_label(up.state_dir)}"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
+    )
+    assert pods.strip() == ""

@@ -18,9 +18,13 @@ import contextlib
 import hashlib
 import io
 import logging
+import math
+import os
 import shutil
 import signal
 import tarfile
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +50,9 @@ STATE_LABEL: Final = "dev.serving.local.state"
 """Label naming the state folder of the `serving up` that started a container (for the sweep)."""
 COMMAND_TIMEOUT: Final = 60.0
 """Seconds a runtime command other than a pull may take (a cold runtime's first command takes seconds)."""
+IMAGE_SEEN_FOR: Final = 30.0
+"""Seconds an image found present is taken to still be there (one removed meanwhile fails its `run`, whose
+restart checks again)."""
 PULL_TIMEOUT: Final = 600.0
 """Seconds an image pull may take."""
 INSTALL_HINT: Final = "install podman (Debian/Ubuntu: apt-get install podman) or docker"
@@ -90,26 +97,40 @@ class _Result:
         return lines[-1] if lines else f"exit code {self.code}"
 
 
-async def _run(argv: Sequence[str], limit: float, stdin: bytes | None = None) -> _Result:
-    """Run a runtime command to completion; a timeout or a missing binary is a failed result, not an error."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as exc:
-        return _Result(-1, "", str(exc))
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return _Result(-1, "", f"{argv[0]} did not answer within {limit:g}s")
-    assert proc.returncode is not None
-    return _Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+async def _run(
+    argv: Sequence[str], limit: float, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> _Result:
+    """Run a runtime command to completion; a timeout or a missing binary is a failed result, not an error.
+
+    Output goes to temporary files, and the command is done when it exits: a container's monitor (conmon)
+    that the command leaves running inherits its output descriptors, so waiting for pipes to close would
+    wait for the container."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+        except OSError as exc:
+            return _Result(-1, "", str(exc))
+        try:
+            if stdin is not None:
+                assert proc.stdin is not None
+                proc.stdin.write(stdin)
+                await proc.stdin.drain()
+                proc.stdin.close()
+            code = await asyncio.wait_for(proc.wait(), limit)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return _Result(-1, "", f"{argv[0]} did not answer within {limit:g}s")
+        out.seek(0)
+        err.seek(0)
+        return _Result(code, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 def _empty_tar() -> bytes:
@@ -194,10 +215,8 @@ def local_service_problems(service: Service, runtime_choice: str) -> list[str]:
 
 
 def runtime_problem(service: Service, why: RuntimeUnavailable) -> str:
-    return (
-        f"{service.where}: spec.template.spec.containers[0].image: runs as a container (no `command` to run "
-        f"as a process), but {why}"
-    )
+    where = f"spec.template.spec.containers[{service.template.container.index}].image"
+    return f"{service.where}: {where}: runs as a container (no `command` to run as a process), but {why}"
 
 
 def owner_label(state_dir: Path) -> str:
@@ -240,6 +259,8 @@ class ContainerRun:
     labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     mounts: tuple[str, ...] = ()
     """`--volume`/`--mount` flags of the pod's volumes (`controller.local.runtime.volume`)."""
+    pod: str | None = None
+    """The podman pod whose network namespace it joins (a multi-container pod); its ports are the pod's."""
 
     def argv(self) -> tuple[str, ...]:
         """The client's command line: `podman run --rm --init ... IMAGE [ARGS]` (Kubernetes' command and
@@ -254,8 +275,11 @@ class ContainerRun:
             owner_label(self.state_dir),
             "--pull",
             "never",
-            "--publish",
-            f"127.0.0.1:{self.host_port}:{self.container_port}",
+            *(
+                ("--pod", self.pod)
+                if self.pod
+                else ("--publish", f"127.0.0.1:{self.host_port}:{self.container_port}")
+            ),
             *self.runtime.ulimits,
         ]
         for key, value in self.labels:
@@ -283,12 +307,19 @@ class _Images:
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
+        self._seen: dict[str, float] = {}
+        """Image -> monotonic time it was last found present: a wake-up of many pods of one image checks
+        once, not once per pod in turn behind the lock."""
 
     async def ensure(self, run: ContainerRun, note: ProcessSpec) -> None:
+        seen = self._seen.get(run.image, -math.inf)
+        if run.pull_policy != "Always" and time.monotonic() - seen < IMAGE_SEEN_FOR:
+            return
         lock = self._locks.setdefault(run.image, asyncio.Lock())
         async with lock:
             present = await image_present(run.runtime, run.image)
             if present and run.pull_policy != "Always":
+                self._seen[run.image] = time.monotonic()
                 return
             if not present and run.pull_policy == "Never":
                 raise ImageUnavailable(
@@ -314,10 +345,15 @@ class _Images:
 class ContainerProcess:
     """The runtime client of a running container; waiting for it also removes the container."""
 
-    def __init__(self, client: Process, run: ContainerRun) -> None:
+    def __init__(self, client: Process, run: ContainerRun, leftovers: set[str]) -> None:
         self._client = client
         self._run = run
+        self._leftovers = leftovers
         self._removed: asyncio.Task[None] | None = None
+
+    async def _remove(self) -> None:
+        if not await remove(self._run.runtime, self._run.name):
+            self._leftovers.add(self._run.name)
 
     @property
     def pid(self) -> int:
@@ -330,7 +366,7 @@ class ContainerProcess:
     async def wait(self) -> int:
         code = await self._client.wait()
         if self._removed is None:
-            self._removed = asyncio.ensure_future(remove(self._run.runtime, self._run.name))
+            self._removed = asyncio.ensure_future(self._remove())
         await asyncio.shield(self._removed)
         return code
 
@@ -339,26 +375,87 @@ class ContainerProcess:
         `wait` removes (kills) the container."""
         self._client.signal(sig)
         if sig == signal.SIGKILL and self._removed is None:
-            self._removed = asyncio.ensure_future(remove(self._run.runtime, self._run.name))
+            self._removed = asyncio.ensure_future(self._remove())
 
 
-async def remove(runtime: ContainerRuntime, name: str) -> None:
-    """Kill and remove a container by name; a container that is not there is not an error."""
+async def remove(runtime: ContainerRuntime, name: str) -> bool:
+    """Kill and remove a container by name; False when it may still be there (a container that is not there
+    is not an error)."""
     result = await _run(runtime.cli("rm", "--force", "--time", "0", name), COMMAND_TIMEOUT)
     if result.code != 0 and "no such container" not in result.err.lower():
         log.warning("could not remove container %s: %s", name, result.reason())
+        return False
+    return True
 
 
 async def sweep(runtime: ContainerRuntime, state_dir: Path) -> int:
-    """Remove every container a `serving up` of `state_dir` left behind; returns how many there were."""
-    listed = await _run(
-        runtime.cli("ps", "--all", "--quiet", "--filter", f"label={owner_label(state_dir)}"),
-        COMMAND_TIMEOUT,
-    )
+    """Remove every container (and podman pod) a `serving up` of `state_dir` left behind; returns how many
+    containers there were."""
+    owner = f"label={owner_label(state_dir)}"
+    listed = await _run(runtime.cli("ps", "--all", "--quiet", "--filter", owner), COMMAND_TIMEOUT)
     ids = listed.out.split() if listed.code == 0 else []
     if ids:
         await _run(runtime.cli("rm", "--force", "--time", "0", *ids), COMMAND_TIMEOUT)
+    if runtime.name == PODMAN:
+        pods = await _run(runtime.cli("pod", "ps", "--quiet", "--filter", owner), COMMAND_TIMEOUT)
+        if pods.code == 0 and pods.out.split():
+            await _run(runtime.cli("pod", "rm", "--force", *pods.out.split()), COMMAND_TIMEOUT)
     return len(ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodSandbox:
+    """The podman pod of a multi-container pod: one network namespace (its infra container holds it) that
+    every container joins with `--pod`, the serving port published on loopback."""
+
+    runtime: ContainerRuntime
+    name: str
+    state_dir: Path
+    host_port: int
+    container_port: int
+
+    def _env(self) -> dict[str, str]:
+        """The client's environment, with a containers.conf giving the infra container the ulimits every
+        container gets (`pod create` has no --ulimit flag)."""
+        conf = self.state_dir / "containers.conf"
+        limits = [
+            v
+            for flag, v in zip(self.runtime.ulimits[::2], self.runtime.ulimits[1::2], strict=True)
+            if flag == "--ulimit"
+        ]
+        conf.write_text("[containers]\ndefault_ulimits = [" + ", ".join(f'"{v}"' for v in limits) + "]\n")
+        return {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+    async def create(self) -> None:
+        """Make (or remake) the pod and start its infra container; raises OSError saying why not."""
+        if self.runtime.name != PODMAN:
+            raise OSError(f"a pod of several containers needs podman (pods), not {self.runtime.name}")
+        await self.remove()
+        env = self._env()
+        created = await _run(
+            self.runtime.cli(
+                "pod",
+                "create",
+                "--name",
+                self.name,
+                "--label",
+                owner_label(self.state_dir),
+                "--publish",
+                f"127.0.0.1:{self.host_port}:{self.container_port}",
+            ),
+            COMMAND_TIMEOUT,
+            env=env,
+        )
+        started = (
+            created
+            if created.code != 0
+            else await _run(self.runtime.cli("pod", "start", self.name), COMMAND_TIMEOUT, env=env)
+        )
+        if started.code != 0:
+            raise OSError(f"podman pod {self.name} could not start: {started.reason()}")
+
+    async def remove(self) -> None:
+        await _run(self.runtime.cli("pod", "rm", "--force", self.name), COMMAND_TIMEOUT)
 
 
 class ContainerLauncher:
@@ -368,14 +465,17 @@ class ContainerLauncher:
     def __init__(self, inner: Launcher) -> None:
         self._inner = inner
         self._images = _Images()
+        self._leftovers: set[str] = set()
+        """Containers whose removal failed: removed again before a restart reuses the name."""
 
     async def start(self, spec: ProcessSpec) -> Process:
         run = spec.container
         if run is None:
             return await self._inner.start(spec)
         await self._images.ensure(run, spec)
-        await remove(run.runtime, run.name)  # a restart reuses the name of the container it replaces
-        return ContainerProcess(await self._inner.start(spec), run)
+        if run.name in self._leftovers and await remove(run.runtime, run.name):
+            self._leftovers.discard(run.name)
+        return ContainerProcess(await self._inner.start(spec), run, self._leftovers)
 
 
 def _append(spec: ProcessSpec, text: str) -> None:

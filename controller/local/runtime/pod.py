@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
-from controller.local.runtime.container import ImageUnavailable
+from controller.local.runtime.container import ImageUnavailable, PodSandbox
 from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
 from controller.local.runtime.rotation import RotationPolicy
 from serving.envsource import EnvSourceError
@@ -54,6 +54,11 @@ class PodProcesses:
     """The user container's log file."""
     cleanup: Callable[[], None] | None = None
     """Runs once the pod's processes are gone (its volumes are removed)."""
+    sidecars: tuple[Callable[[], ProcessSpec], ...] = ()
+    """The other containers of a multi-container pod, each restarted with back-off like the user one."""
+    sidecar_logs: tuple[Path, ...] = ()
+    sandbox: PodSandbox | None = None
+    """The podman pod whose network namespace the containers share (made before them, removed after)."""
     readiness_path: str | None = None
     """Path of the app's `httpGet` readiness probe on its port (None: a TCP probe); probed directly to say
     why a pod is not ready."""
@@ -154,6 +159,7 @@ class LocalPod:
         self._stop = asyncio.Event()
         self._qp: Process | None = None
         self._user: Process | None = None
+        self._sidecar_processes: dict[int, Process] = {}
         self._user_running = False
         self._user_started = self.created_monotonic
         self._qp_started = self.created_monotonic
@@ -162,9 +168,9 @@ class LocalPod:
         self._diagnosed_at = -math.inf
 
     @property
-    def log_paths(self) -> tuple[Path, Path]:
-        """The user container's and the queue-proxy's log files."""
-        return (self._processes.user_log, self._processes.queue_proxy.log_path)
+    def log_paths(self) -> tuple[Path, ...]:
+        """The user container's, the queue-proxy's and the sidecars' log files."""
+        return (self._processes.user_log, self._processes.queue_proxy.log_path, *self._processes.sidecar_logs)
 
     def reason(self, now: float) -> str | None:
         """Why the pod is not ready, for status; None while it is ready or terminating. `now` is monotonic."""
@@ -215,16 +221,29 @@ class LocalPod:
                 self.last_exit = f"queue-proxy failed to start: {exc}"
                 log.error("pod %s: %s", self.name, self.last_exit)
                 return
+            sandbox = self._processes.sandbox
+            if sandbox is not None:
+                try:
+                    await sandbox.create()
+                except OSError as exc:
+                    self.failed = True
+                    self.last_exit = f"pod network failed: {exc}"
+                    log.error("pod %s: %s", self.name, self.last_exit)
+                    return
+            keepers = [
+                asyncio.create_task(self._keep_sidecar(i, build))
+                for i, build in enumerate(self._processes.sidecars)
+            ]
             keeper = asyncio.create_task(self._keep_user())
             prober = asyncio.create_task(self._probe())
             qp_exit = asyncio.create_task(self._qp.wait())
             stopping = asyncio.create_task(self._stop.wait())
-            tasks = [keeper, prober, qp_exit, stopping]
+            tasks = [*keepers, keeper, prober, qp_exit, stopping]
             await asyncio.wait((qp_exit, stopping), return_when=asyncio.FIRST_COMPLETED)
             self._set_ready(False)
-            for task in (keeper, prober, stopping):
+            for task in (*keepers, keeper, prober, stopping):
                 task.cancel()
-            await asyncio.gather(keeper, prober, stopping, return_exceptions=True)
+            await asyncio.gather(*keepers, keeper, prober, stopping, return_exceptions=True)
             if qp_exit.done():
                 await self._after_queue_proxy_exit(qp_exit.result())
             else:
@@ -233,6 +252,8 @@ class LocalPod:
             for pending in tasks:
                 pending.cancel()
             await self._kill_all()
+            if self._processes.sandbox is not None:
+                await self._processes.sandbox.remove()
             if self._processes.cleanup is not None:
                 self._processes.cleanup()
 
@@ -241,8 +262,7 @@ class LocalPod:
             self.failed = True
             self.last_exit = f"queue-proxy {describe_exit(code)}"
             log.warning("pod %s: %s; replacing the pod", self.name, self.last_exit)
-        if self._user is not None and self._user.returncode is None:
-            await stop(self._user, self._settings.orphan_grace)
+        await asyncio.gather(*(stop(p, self._settings.orphan_grace) for p in self._containers()))
 
     async def _graceful_stop(self, qp_exit: asyncio.Task[int]) -> None:
         assert self._qp is not None
@@ -254,16 +274,38 @@ class LocalPod:
             log.warning("pod %s: queue-proxy still draining after %.1fs; killing it", self.name, self._grace)
         self._qp.signal(signal.SIGKILL)
         await qp_exit
-        if self._user is not None and self._user.returncode is None:
-            remaining = max(deadline - time.monotonic(), self._settings.min_user_grace)
-            await stop(self._user, remaining)
+        remaining = max(deadline - time.monotonic(), self._settings.min_user_grace)
+        await asyncio.gather(*(stop(p, remaining) for p in self._containers()))
+
+    def _containers(self) -> list[Process]:
+        """The user container and the sidecars that still run."""
+        running = [self._user, *self._sidecar_processes.values()]
+        return [p for p in running if p is not None and p.returncode is None]
 
     async def _kill_all(self) -> None:
-        for process in (self._qp, self._user):
+        for process in (self._qp, self._user, *self._sidecar_processes.values()):
             if process is not None and process.returncode is None:
                 process.signal(signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     await process.wait()
+
+    async def _keep_sidecar(self, index: int, build: Callable[[], ProcessSpec]) -> None:
+        """Run one sidecar container, restarting it with back-off whenever it exits (a sidecar has no
+        readiness of its own here: Knative probes only the serving container by default)."""
+        crashes = CrashCounter(self._settings.backoff)
+        log_path = self._processes.sidecar_logs[index]
+        while True:
+            started = time.monotonic()
+            try:
+                process = self._sidecar_processes[index] = await self._launcher.start(build())
+            except (EnvSourceError, OSError) as exc:
+                description = f"not started: {exc}"
+            else:
+                description = describe_exit(await process.wait())
+            delay = crashes.crashed(time.monotonic() - started)
+            _append(log_path, f"serving: sidecar {description}; restarting in {delay:g}s\n")
+            log.warning("pod %s: sidecar %d %s; restart in %gs", self.name, index, description, delay)
+            await asyncio.sleep(delay)
 
     async def _keep_user(self) -> None:
         """Run the user process, restarting it with back-off whenever it exits."""

@@ -18,13 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from controller.local.runtime.container import ContainerRun, ContainerRuntime, container_name
+from controller.local.runtime.container import ContainerRun, ContainerRuntime, PodSandbox, container_name
 from controller.local.runtime.expansion import expand
 from controller.local.runtime.pod import PodPorts, PodProcesses
 from controller.local.runtime.process import ProcessSpec
 from controller.local.runtime.volume import VolumeSet
 from serving.configdata import ConfigData
-from serving.container import H2C
+from serving.container import H2C, Container
 from serving.contract import queueproxy as qp_contract
 from serving.contract.tracing import OFF, Tracing
 from serving.envsource import resolve_env
@@ -85,18 +85,20 @@ def grace_seconds(ctx: PodContext) -> float:
     return float(ctx.template.timeout_seconds) + ctx.drain_quiet_period + 1.0
 
 
-def user_env(ctx: PodContext, port: int) -> dict[str, str]:
+def user_env(ctx: PodContext, port: int | None, container: Container | None = None) -> dict[str, str]:
     """The container's variables as the kubelet builds them now (`envFrom`, then `env` with ConfigMap and
     Secret values read at this moment and `$(VAR)` expanded in literals), then the runtime contract's, as
-    Knative appends them. Raises `EnvSourceError` for a missing ConfigMap, Secret or key not marked
-    optional."""
+    Knative appends them (`PORT` to the serving container only: `port` None for a sidecar). Raises
+    `EnvSourceError` for a missing ConfigMap, Secret or key not marked optional."""
     contract = {
-        "PORT": str(port),
         "K_REVISION": ctx.revision,
         "K_CONFIGURATION": ctx.configuration,
         "K_SERVICE": ctx.service,
     }
-    env = resolve_env(_raw_container(ctx.template), ctx.namespace, ctx.configs).variables(expand)
+    if port is not None:
+        contract = {"PORT": str(port), **contract}
+    raw = _raw_container(ctx.template, container or ctx.template.container)
+    env = resolve_env(raw, ctx.namespace, ctx.configs).variables(expand)
     env.update(contract)
     return env
 
@@ -144,11 +146,16 @@ def _client_env(host: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in host.items() if k in CLIENT_VARIABLES or k.startswith(CLIENT_PREFIXES)}
 
 
-def _raw_container(template: RevisionTemplate) -> Mapping[str, Any]:
+def _raw_container(template: RevisionTemplate, container: Container) -> Mapping[str, Any]:
+    """`container` as written in the template."""
     spec = template.raw.get("spec") if isinstance(template.raw, Mapping) else None
     containers = spec.get("containers") if isinstance(spec, Mapping) else None
-    first = containers[0] if isinstance(containers, list) and containers else None
-    return first if isinstance(first, Mapping) else {}
+    found = (
+        containers[container.index]
+        if isinstance(containers, list) and len(containers) > container.index
+        else None
+    )
+    return found if isinstance(found, Mapping) else {}
 
 
 def _releaser(volumes: VolumeSet | None, pod: str) -> Callable[[], None] | None:
@@ -176,25 +183,34 @@ def _limits(raw: Mapping[str, Any]) -> tuple[str | None, int | None]:
     return cpus, int(memory.to_integral_value(rounding="ROUND_CEILING")) if memory > 0 else None
 
 
-def _container_user(ctx: PodContext, pod: str, ports: PodPorts, log_path: Path) -> ProcessSpec:
-    """The user container run from its image by `ctx.runtime`: the runtime's client in the foreground."""
+def container_log_name(container: Container, serving: bool) -> str:
+    """The log file of a container of the pod: the serving one's is always `user-container.log`."""
+    return USER_CONTAINER if serving else str(container.name)
+
+
+def _container_spec(
+    ctx: PodContext, pod: str, ports: PodPorts, container: Container, log_path: Path, sandbox: str | None
+) -> ProcessSpec:
+    """A container run from its image by `ctx.runtime`: the runtime's client in the foreground. The serving
+    container gets `PORT`; in a multi-container pod every container joins the pod's `sandbox`."""
     assert ctx.runtime is not None
     assert ctx.state_dir is not None
-    container = ctx.template.container
     assert container.image is not None
-    raw = _raw_container(ctx.template)
-    env = user_env(ctx, container.port)
+    serving = container is ctx.template.container
+    raw = _raw_container(ctx.template, container)
+    env = user_env(ctx, container.port if serving else None, container)
     client = _client_env(ctx.host_env)
     cpus, memory = _limits(raw)
     mounts: tuple[str, ...] = ()
     volumes = _template_volumes(ctx.template)
     if volumes:
         assert ctx.volumes is not None
-        pod_volumes = ctx.volumes.for_pod(pod, volumes, raw.get("volumeMounts") or (), ctx.namespace)
-        mounts = pod_volumes.prepare(ctx.configs)
+        pod_volumes = ctx.volumes.for_pod(pod, volumes, ctx.namespace)
+        mounts = pod_volumes.prepare(ctx.configs, raw.get("volumeMounts") or ())
+    name = container_name(ctx.state_dir, pod)
     run = ContainerRun(
         runtime=ctx.runtime,
-        name=container_name(ctx.state_dir, pod),
+        name=f"{name}-{container.name}" if sandbox and not serving else name,
         image=container.image,
         pull_policy=str(raw.get("imagePullPolicy") or "IfNotPresent"),
         state_dir=ctx.state_dir,
@@ -208,6 +224,7 @@ def _container_user(ctx: PodContext, pod: str, ports: PodPorts, log_path: Path) 
         cpus=cpus,
         memory=memory,
         mounts=mounts,
+        pod=sandbox,
         labels=(
             ("serving.knative.dev/service", ctx.service),
             ("serving.knative.dev/revision", ctx.revision),
@@ -244,9 +261,25 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
     host["PATH"] = _path_with(host.get("PATH", ""), str(Path(sys.executable).parent))
     log_path = logs / f"{USER_CONTAINER}.log"
 
+    sandbox: PodSandbox | None = None
+    if ctx.runtime is not None and ctx.template.sidecars:
+        assert ctx.state_dir is not None
+        sandbox = PodSandbox(
+            runtime=ctx.runtime,
+            name=f"{container_name(ctx.state_dir, pod)}-pod",  # pods and containers share one namespace
+            state_dir=ctx.state_dir,
+            host_port=ports.user,
+            container_port=container.port,
+        )
+    pod_name = sandbox.name if sandbox is not None else None
+
+    def sidecar(each: Container) -> Callable[[], ProcessSpec]:
+        log = logs / f"{container_log_name(each, False)}.log"
+        return lambda: _container_spec(ctx, pod, ports, each, log, pod_name)
+
     def user() -> ProcessSpec:
         if ctx.runtime is not None:
-            return _container_user(ctx, pod, ports, log_path)
+            return _container_spec(ctx, pod, ports, container, log_path, pod_name)
         return _process_user(ctx, ports, log_path, host)
 
     template = ctx.template
@@ -287,6 +320,11 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         queue_proxy=queue_proxy,
         user=user,
         user_log=log_path,
+        sidecars=tuple(sidecar(each) for each in ctx.template.sidecars) if sandbox is not None else (),
+        sidecar_logs=tuple(logs / f"{container_log_name(each, False)}.log" for each in ctx.template.sidecars)
+        if sandbox is not None
+        else (),
+        sandbox=sandbox,
         cleanup=_releaser(ctx.volumes, pod),
         # The controller's own look at an unready app speaks HTTP/1.1: for an h2c app it only checks the port.
         readiness_path=None if container.protocol == H2C else readiness_http_path(container.readiness_probe),

@@ -151,21 +151,14 @@ def write_atomically(root: Path, files: Sequence[_File]) -> bool:
 class PodVolumes:
     """One pod's volumes under `root`, and the runtime flags that mount them into its container."""
 
-    def __init__(
-        self,
-        root: Path,
-        volumes: Sequence[Raw],
-        mounts: Sequence[Raw],
-        namespace: str,
-    ) -> None:
+    def __init__(self, root: Path, volumes: Sequence[Raw], namespace: str) -> None:
         self.root = root
         self._volumes = {str(v.get("name")): v for v in volumes}
-        self._mounts = mounts
         self._namespace = namespace
 
-    def prepare(self, lookup: Lookup) -> tuple[str, ...]:
-        """Write every volume as its sources are now; the `--volume`/`--mount` flags. Raises
-        `EnvSourceError` for a missing ConfigMap, Secret or key not marked optional."""
+    def prepare(self, lookup: Lookup, mounts: Sequence[Raw]) -> tuple[str, ...]:
+        """Write every volume as its sources are now; the `--volume`/`--mount` flags of a container's
+        `mounts`. Raises `EnvSourceError` for a missing ConfigMap, Secret or key not marked optional."""
         for name, volume in self._volumes.items():
             files = projected_files(volume, self._namespace, lookup)
             if files is None:
@@ -173,7 +166,7 @@ class PodVolumes:
                     (self.root / name).mkdir(parents=True, exist_ok=True)
             else:
                 write_atomically(self.root / name, files)
-        return self._flags()
+        return self._flags(mounts)
 
     def refresh(self, lookup: Lookup) -> list[str]:
         """Rewrite the volumes whose sources changed (a running app sees the new files); the names of those
@@ -192,9 +185,9 @@ class PodVolumes:
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def _flags(self) -> tuple[str, ...]:
+    def _flags(self, mounts: Sequence[Raw]) -> tuple[str, ...]:
         flags: list[str] = []
-        for mount in self._mounts:
+        for mount in mounts:
             volume = self._volumes[str(mount.get("name"))]
             target = str(mount.get("mountPath"))
             read_only = mount.get("readOnly") is True
@@ -223,17 +216,11 @@ class VolumeSet:
         self.root = root
         self._pods: dict[str, PodVolumes] = {}
 
-    def for_pod(
-        self,
-        pod: str,
-        volumes: Sequence[Raw],
-        mounts: Sequence[Raw],
-        namespace: str,
-    ) -> PodVolumes:
+    def for_pod(self, pod: str, volumes: Sequence[Raw], namespace: str) -> PodVolumes:
         """The pod's volumes, made at its first container start and kept across restarts."""
         found = self._pods.get(pod)
         if found is None:
-            found = self._pods[pod] = PodVolumes(self.root / pod, volumes, mounts, namespace)
+            found = self._pods[pod] = PodVolumes(self.root / pod, volumes, namespace)
         return found
 
     def release(self, pod: str) -> None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bench.scenarios import floor
 from bench.system import service
@@ -51,4 +52,12 @@ async def test_a_copy_that_never_answers_counts_as_none_and_is_stopped(tmp_path:
         run = await floor.run(app, 1, session, within=0.3, log_dir=tmp_path)
     assert run.times_ms == [None]
     assert run.slowest is None
+    assert _children() == before
+
+
+async def test_an_app_run_from_its_image_needs_a_container_runtime(tmp_path: Path) -> None:
+    before = _children()
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ValueError, match="needs a container runtime"):
+            await floor.run(service.image_app("localhost/example:1"), 1, session, 1, tmp_path)
     assert _children() == before

@@ -18,10 +18,13 @@ from bench.scenarios.wake import PARTS, Wake
 from bench.system import service
 from bench.system.podwatch import pod_points
 from bench.system.stack import all_ready, at_zero
+from controller.local.runtime import container
+from controller.local.runtime.container import ContainerRuntime
 from controller.local.system import load_services
 
 NAMES = ["dataplane-probe", "scale-from-zero", "load-test", "rollout-probe", "real-traffic"]
 HELLOWORLD = Path(__file__).resolve().parents[3] / "examples" / "helloworld-python"
+IMAGE = "localhost/example:1"
 
 
 @pytest.fixture
@@ -82,6 +85,7 @@ async def test_every_scenario_writes_services_that_serving_up_accepts(
     for app in ("helloworld", "benchapp"):
         sfz = _ctx("scale-from-zero", session, tmp_path, app=app, helloworld_dir=str(HELLOWORLD))
         docs += coldstart.documents(sfz, 3)
+    docs += coldstart.documents(_ctx("scale-from-zero", session, tmp_path, app="image", image=IMAGE), 2)
     docs.append(loadtest.document(_ctx("load-test", session, tmp_path)))
     docs.append(rollout.document(_ctx("rollout-probe", session, tmp_path), "v2"))
     rt = _ctx("real-traffic", session, tmp_path)
@@ -116,6 +120,75 @@ async def test_scale_from_zero_needs_the_hello_world_example_folder(
     ctx = _ctx("scale-from-zero", session, tmp_path, helloworld_dir=str(tmp_path / "nowhere"))
     with pytest.raises(ParamError, match="set app=benchapp"):
         coldstart.documents(ctx, 1)
+
+
+async def test_scale_from_zero_image_services_name_only_the_image(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    ctx = _ctx("scale-from-zero", session, tmp_path, app="image", image=IMAGE)
+    docs = coldstart.documents(ctx, 2)
+    assert [d["metadata"]["name"] for d in docs] == ["sfz-2-01", "sfz-2-02"]
+    assert [d["spec"]["template"]["spec"]["containers"] for d in docs] == [[{"image": IMAGE}]] * 2
+    # `serving up --runtime auto` runs a container with no command from its image.
+    [loaded, _] = load_services([service.write(tmp_path / "services.yaml", docs)])
+    assert container.runs_as_container(container.AUTO, IMAGE, loaded.template.container.command)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        pytest.param({"app": "image"}, "parameter 'image' is required with app=image", id="image-missing"),
+        pytest.param({"image": IMAGE}, "only used with app=image", id="image-without-app-image"),
+        pytest.param({"app": "php"}, "must be helloworld, benchapp or image, not 'php'", id="unknown-app"),
+    ],
+)
+async def test_scale_from_zero_image_parameters_are_checked(
+    tmp_path: Path, session: aiohttp.ClientSession, overrides: dict[str, Any], problem: str
+) -> None:
+    ctx = _ctx("scale-from-zero", session, tmp_path, helloworld_dir=str(HELLOWORLD), **overrides)
+    with pytest.raises(ParamError, match=problem):
+        coldstart.documents(ctx, 1)
+
+
+RUNTIME = ContainerRuntime("podman", "/usr/bin/podman")
+
+
+def _empty(folder: Path) -> bool:
+    return not any(folder.iterdir())
+
+
+async def _no_runtime(choice: str) -> ContainerRuntime:
+    raise container.RuntimeUnavailable("no container runtime works here (podman: not installed)")
+
+
+async def _a_runtime(choice: str) -> ContainerRuntime:
+    return RUNTIME
+
+
+async def _absent(runtime: ContainerRuntime, image: str) -> bool:
+    return False
+
+
+@pytest.mark.parametrize(
+    ("detect", "problem"),
+    [
+        pytest.param(_no_runtime, "app=image runs containers, but no container runtime", id="no-runtime"),
+        pytest.param(_a_runtime, "not in podman's local storage", id="image-absent"),
+    ],
+)
+async def test_scale_from_zero_image_needs_a_runtime_and_the_image_before_it_starts(
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    detect: Any,
+    problem: str,
+) -> None:
+    monkeypatch.setattr(container, "detect", detect)
+    monkeypatch.setattr(container, "image_present", _absent)
+    ctx = _ctx("scale-from-zero", session, tmp_path, app="image", image=IMAGE)
+    with pytest.raises(ParamError, match=problem):
+        await coldstart.run(ctx)
+    assert _empty(tmp_path)  # nothing was started, not even the floor
 
 
 def test_load_test_steps_scale_to_the_top_rate() -> None:

@@ -265,3 +265,31 @@ def test_problems_of_an_api_object_name_the_object_not_a_file() -> None:
         "Service team/hello: spec.template.spec.containerConcurrency: -3 is out of range: must be 0-1000 "
         "(Knative's default limit)"
     ]
+
+
+def test_a_multi_container_revision_keeps_its_sidecars_beside_the_serving_container() -> None:
+    doc = copy.deepcopy(SERVICE_DOC)
+    serving = doc["spec"]["template"]["spec"]["containers"][0]
+    serving["name"] = "app"
+    sidecar = {
+        "name": "proxy",
+        "image": "docker.io/example/proxy",
+        "env": [{"name": "MODE", "value": "x"}],
+    }
+    doc["spec"]["template"]["spec"]["containers"] = [sidecar, serving]  # the serving one need not be first
+    multi = parse_object(doc)
+    assert multi.template.container.index == 1
+    assert [s.name for s in multi.template.sidecars] == ["proxy"]
+    config = ControllerConfig(queue_sidecar_image="registry.example/serving:1")
+    deployment = resources.deployment(multi, revision_obj(multi), multi.template, 1, config)
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["app", "proxy", "queue-proxy"]
+    assert containers[0]["ports"][0]["containerPort"] == 9000
+    proxy_env = {e["name"]: e["value"] for e in containers[1]["env"]}
+    assert proxy_env == {
+        "MODE": "x",
+        "K_REVISION": "hello-00002",
+        "K_CONFIGURATION": "hello",
+        "K_SERVICE": "hello",
+    }
+    kubernetes_validate.validate(deployment, "1.37", strict=True)

@@ -125,6 +125,12 @@ def test_projected_volumes_merge_their_sources(tmp_path: Path) -> None:
 def test_pod_volumes_mount_flags_refresh_and_release(tmp_path: Path) -> None:
     objects = Objects(config(CONFIG_MAP, "app", greeting=b"hello"))
     volumes = VolumeSet(tmp_path / "volumes")
+    mounts: list[dict[str, object]] = [
+        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True},
+        {"name": "scratch", "mountPath": "/tmp/work"},
+        {"name": "mem", "mountPath": "/dev/shm/x"},
+        {"name": "cfg", "mountPath": "/etc/greeting", "subPath": "greeting", "readOnly": True},
+    ]
     pod = volumes.for_pod(
         "hello-00001-abcde",
         [
@@ -132,15 +138,9 @@ def test_pod_volumes_mount_flags_refresh_and_release(tmp_path: Path) -> None:
             {"name": "scratch", "emptyDir": {}},
             {"name": "mem", "emptyDir": {"medium": "Memory"}},
         ],
-        [
-            {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True},
-            {"name": "scratch", "mountPath": "/tmp/work"},
-            {"name": "mem", "mountPath": "/dev/shm/x"},
-            {"name": "cfg", "mountPath": "/etc/greeting", "subPath": "greeting", "readOnly": True},
-        ],
         "default",
     )
-    flags = pod.prepare(objects)
+    flags = pod.prepare(objects, mounts)
     root = tmp_path / "volumes" / "hello-00001-abcde"
     assert flags == (
         "--volume",
@@ -153,7 +153,7 @@ def test_pod_volumes_mount_flags_refresh_and_release(tmp_path: Path) -> None:
         f"{root / 'cfg' / 'greeting'}:/etc/greeting:ro",
     )
     assert (root / "scratch").is_dir()
-    assert volumes.for_pod("hello-00001-abcde", [], [], "default") is pod  # kept across container restarts
+    assert volumes.for_pod("hello-00001-abcde", [], "default") is pod  # kept across container restarts
 
     objects.objects[(CONFIG_MAP, "default", "app")] = config(CONFIG_MAP, "app", greeting=b"changed")
     assert volumes.refresh(objects) == ["hello-00001-abcde/cfg"]

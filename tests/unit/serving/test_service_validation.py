@@ -235,14 +235,34 @@ INVALID = [
     ),
     pytest.param(f"{T}.containres", [], f"{T}.containres", "unknown field", id="pod-unknown-field"),
     pytest.param(
-        f"{T}.containers", [], f"{T}.containers", "required: exactly one container", id="no-container"
+        f"{T}.containers", [], f"{T}.containers", "required: at least one container", id="no-container"
     ),
     pytest.param(
         f"{T}.containers[1]",
         {"image": "docker.io/example/sidecar"},
         f"{T}.containers",
-        "2 containers: exactly one is supported (sidecar containers are not)",
-        id="two-containers",
+        "2 containers: exactly one must name its `ports` (the one that serves); 0 do",
+        id="two-containers-no-ports",
+    ),
+    pytest.param(
+        f"{T}.containers",
+        [
+            {"name": "app", "image": "docker.io/example/app", "ports": [{"containerPort": 8080}]},
+            {"name": "app", "image": "docker.io/example/sidecar"},
+        ],
+        f"{T}.containers[1].name",
+        "'app' is already the name of containers[0]",
+        id="sidecar-same-name",
+    ),
+    pytest.param(
+        f"{T}.containers",
+        [
+            {"name": "app", "image": "docker.io/example/app", "ports": [{"containerPort": 8080}]},
+            {"name": "helper", "image": "docker.io/example/sidecar", "readinessProbe": {"tcpSocket": {}}},
+        ],
+        f"{T}.containers[1].readinessProbe",
+        "not allowed on a sidecar: needs Knative's feature flag multi-container-probing (off by default)",
+        id="sidecar-probe",
     ),
     # container
     pytest.param(f"{C}.imagee", "x", f"{C}.imagee", "unknown field", id="container-unknown-field"),
@@ -870,3 +890,23 @@ def test_traffic_is_valid_exactly_when_percents_are_in_range_and_sum_to_100(perc
     out_of_range = [p for p in percents if not 0 <= p <= 100]
     assert len([p for p in found if "is out of range: must be 0-100" in p]) == len(out_of_range)
     assert any(f"sum to {sum(percents)}, want 100" in p for p in found) == (sum(percents) != 100)
+
+
+def test_several_containers_need_a_container_runtime_locally(tmp_path: Path) -> None:
+    source = tmp_path / "service.yaml"
+    containers = [
+        {"name": "app", "image": "docker.io/example/app", "ports": [{"containerPort": 8080}]},
+        {"name": "helper", "image": "docker.io/example/helper"},
+        {"name": "nameless-image", "command": ["sleep", "1"]},
+    ]
+    [service] = parse_documents(dump(changed(f"{T}.containers", containers)), source)
+    assert service.template.container.name == "app"
+    assert [s.index for s in service.template.sidecars] == [1, 2]
+    prefix = f"{source}: document 1 (Service/hello)"
+    assert local_problems(service, container=True) == [
+        f"{prefix}: {T}.containers[2].image: required locally: a sidecar runs from its image"
+    ]
+    assert (
+        f"{prefix}: {T}.containers: several containers need a container runtime: they share one network "
+        in (local_problems(service)[0])
+    )
