@@ -69,6 +69,9 @@ def _check_mounts(
         if mount is None:
             continue
         r.fields(mount, where, {"name", "mountPath", "readOnly", "subPath"})
+        sub_path = r.string(mount, "subPath", where)
+        if sub_path and (sub_path.startswith("/") or ".." in sub_path.split("/")):
+            r.add(join(where, "subPath"), f"{sub_path!r} must be a relative path without '..'")
         name = r.string(mount, "name", where, required=True)
         if name is not None:
             mounted.add(name)

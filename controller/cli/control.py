@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Final
 
+from controller.local.controlserver import TOKEN_HEADER
 from controller.local.view import statefile
 
 TIMEOUT: Final = 120.0
@@ -46,6 +47,7 @@ def request(state_dir: str | None, method: str, path: str, body: object = None) 
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(f"{state.control_url}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
+    req.add_header(TOKEN_HEADER, state.control_token)
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             return json.load(resp)

@@ -28,6 +28,7 @@ from controller.local.runtime.container import (
     RuntimeUnavailable,
     detect,
     needing_runtime,
+    pod_problems,
     runtime_problem,
 )
 from controller.local.system import LocalSystem, Options, bind_ingress, load_local, reset_logs
@@ -230,11 +231,13 @@ def _container_runtime(services: list[Service], choice: str) -> tuple[ContainerR
     if choice == PROCESS or (choice == AUTO and not needing):
         return None, []
     try:
-        return asyncio.run(detect(choice)), []
+        found = asyncio.run(detect(choice))
     except RuntimeUnavailable as exc:
         if not needing:
             return None, [f"--runtime {choice}: {exc}"]
         return None, [runtime_problem(s, exc) for s in needing]
+    problems = pod_problems(needing, found)
+    return (None, problems) if problems else (found, [])
 
 
 def _tracing(print_traces: bool) -> Tracing | None:

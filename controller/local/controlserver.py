@@ -11,6 +11,7 @@ object that a `serving up` file defines.
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -64,7 +65,27 @@ def _key(request: web.Request) -> ObjectKey:
     return (kind, request.match_info["namespace"], request.match_info["name"])
 
 
-def control_app(control: Control) -> web.Application:
+TOKEN_HEADER: Final = "Serving-Control-Token"
+
+
+def _guard(token: str) -> Any:
+    """Every route but `GET /status` needs the state file's token (a local user or a web page that can reach
+    the port cannot change anything), and a body must be JSON (no form posts from a browser)."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/status":
+            if not secrets.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
+                return _problems(403, [f"missing or wrong {TOKEN_HEADER}: it is in the state file, up.json"])
+            if request.method == "POST" and request.content_type != "application/json":
+                return _problems(415, ["the body must be application/json"])
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
+
+
+def control_app(control: Control, token: str) -> web.Application:
     async def status(_: web.Request) -> web.Response:
         return web.json_response(control.status())
 
@@ -93,7 +114,7 @@ def control_app(control: Control) -> web.Application:
         except NotFound as exc:
             return _problems(404, [str(exc)])
 
-    app = web.Application(client_max_size=MAX_APPLY_BYTES)
+    app = web.Application(client_max_size=MAX_APPLY_BYTES, middlewares=[_guard(token)])
     app.router.add_get("/status", status)
     app.router.add_post("/v1/apply", apply)
     app.router.add_delete("/v1/{kind}/{namespace}/{name}", delete)

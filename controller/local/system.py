@@ -46,8 +46,10 @@ from controller.local.runtime.container import (
     detect,
     local_service_problems,
     needing_runtime,
+    pod_problems,
     runtime_problem,
     sweep,
+    sweep_installed,
 )
 from controller.local.runtime.forkserver import ForkServer
 from controller.local.runtime.port import PortAllocator
@@ -189,6 +191,7 @@ class LocalSystem:
         self.log_dir = options.state_dir / statefile.LOG_DIR
         self._container_runtime = options.container_runtime
         self._desired = Desired()
+        self._control_token = secrets.token_hex(16)
         self._changing = asyncio.Lock()
         """Held while a change (an edit of the files, an apply, a delete) is checked and applied."""
         self._parts: _Parts | None = None
@@ -243,8 +246,10 @@ class LocalSystem:
         await forkserver.open()  # imports while the components start, ready before the first pod
         if opts.container_runtime is not None:
             gone = await sweep(opts.container_runtime, opts.state_dir)
-            if gone:
-                log.warning("removed %d container(s) a previous run in %s left behind", gone, opts.state_dir)
+        else:
+            gone = await sweep_installed(opts.state_dir)
+        if gone:
+            log.warning("removed %d container(s) a previous run in %s left behind", gone, opts.state_dir)
         supervisor = Supervisor(store, ContainerLauncher(forkserver), QueueProxyProbe(session), ports)
         platform = web.AppRunner(
             PlatformServer(store, supervisor).app(), access_log=None, shutdown_timeout=0.5
@@ -304,7 +309,7 @@ class LocalSystem:
         if traces is not None:
             traces.emit = view.event
         logging.getLogger("controller").addHandler(_ViewHandler(view))
-        control = web.AppRunner(control_app(self), access_log=None, shutdown_timeout=0.5)
+        control = web.AppRunner(control_app(self, self._control_token), access_log=None, shutdown_timeout=0.5)
         await control.setup()
         await web.TCPSite(control, "127.0.0.1", 0).start()
         return _Parts(
@@ -349,7 +354,7 @@ class LocalSystem:
             print(f"serving up: {exc}", file=sys.stderr, flush=True)
             return False
         try:
-            parts.view.events(await self._converge(parts, self._desired.with_files(manifests)))
+            parts.view.events(await self._converge(parts, lambda d: d.with_files(manifests)))
         except (ServiceFileError, ApplyError) as exc:  # `serving up` checked this before starting
             for problem in exc.problems:
                 print(f"serving up: {problem}", file=sys.stderr, flush=True)
@@ -365,6 +370,7 @@ class LocalSystem:
                 platform_url=parts.platform_url,
                 files=[str(f) for f in opts.files],
                 started_at=time.time(),
+                control_token=self._control_token,
             ),
         )
         parts.view.header = self._header(ingress_port)
@@ -494,22 +500,31 @@ class LocalSystem:
         """Find a container runtime when a change first brings a Service that needs one; raises
         `ServiceFileError` naming those Services when none works."""
         needing = needing_runtime(services, self.options.runtime_choice)
+        if runtime.container_runtime is not None:
+            problems = pod_problems(needing, runtime.container_runtime)
+            if problems:
+                raise ServiceFileError(problems)
         if not needing or runtime.container_runtime is not None:
             return
         try:
             found = await detect(self.options.runtime_choice)
         except RuntimeUnavailable as exc:
             raise ServiceFileError([runtime_problem(s, exc) for s in needing]) from None
+        problems = pod_problems(needing, found)
+        if problems:
+            raise ServiceFileError(problems)
         gone = await sweep(found, self.options.state_dir)
         if gone:
             log.warning("removed %d container(s) a previous run left behind", gone)
         runtime.container_runtime = self._container_runtime = found
 
-    async def _converge(self, parts: _Parts, desired: Desired) -> list[str]:
-        """Make `desired` what runs; returns what changed, one line each. Raises `ServiceFileError` or
-        `ApplyError` (changing nothing) when it cannot run: an object defined twice, a rule of the
-        reconciler, no container runtime for a Service that needs one."""
+    async def _converge(self, parts: _Parts, change: Callable[[Desired], Desired]) -> list[str]:
+        """Make `change(current desired state)` what runs; returns what changed, one line each. The change is
+        computed under the lock, so that concurrent edits and applies each see the others' result. Raises
+        `ServiceFileError`, `ApplyError`, `NotFound` or `Conflict` (changing nothing) when it cannot run: an
+        object defined twice, a rule of the reconciler, no container runtime for a Service that needs one."""
         async with self._changing:
+            desired = change(self._desired)
             problems = desired.problems()
             if problems:
                 raise ServiceFileError(problems)
@@ -537,30 +552,38 @@ class LocalSystem:
         incoming = await _in_thread(
             lambda: parse_manifests(texts, config=opts.autoscaler_config, checks=checks)
         )
-        for obj in objects(incoming):
-            defined = self._desired.file_defining(key_of(obj))
-            if defined is not None:
-                where = f"{obj.where}: metadata.name"
-                raise ServiceFileError(
-                    [f"{where}: defined in {defined.source}, which `serving up` runs: edit that file"]
-                )
-        changes = await self._converge(parts, self._desired.with_applied(incoming))
+
+        def change(desired: Desired) -> Desired:
+            for obj in objects(incoming):
+                defined = desired.file_defining(key_of(obj))
+                if defined is not None:
+                    where = f"{obj.where}: metadata.name"
+                    raise ServiceFileError(
+                        [f"{where}: defined in {defined.source}, which `serving up` runs: edit that file"]
+                    )
+            return desired.with_applied(incoming)
+
+        changes = await self._converge(parts, change)
         parts.view.events(changes or ["apply: nothing changed"])
         return changes
 
     async def delete(self, key: ObjectKey) -> list[str]:
         parts = self._running()
         kind, namespace, name = key
-        defined = self._desired.file_defining(key)
-        if defined is not None:
-            raise Conflict(
-                f"{kind} {namespace}/{name} is defined in {defined.source}, which `serving up` runs: "
-                "remove it from that file"
-            )
-        remaining = self._desired.without(key)
-        if remaining is None:
-            raise NotFound(f"{kind} {namespace}/{name} not found")
-        changes = await self._converge(parts, remaining)
+
+        def change(desired: Desired) -> Desired:
+            defined = desired.file_defining(key)
+            if defined is not None:
+                raise Conflict(
+                    f"{kind} {namespace}/{name} is defined in {defined.source}, which `serving up` runs: "
+                    "remove it from that file"
+                )
+            remaining = desired.without(key)
+            if remaining is None:
+                raise NotFound(f"{kind} {namespace}/{name} not found")
+            return remaining
+
+        changes = await self._converge(parts, change)
         parts.view.events(changes)
         return changes
 
@@ -591,7 +614,7 @@ class LocalSystem:
                 manifests = await _in_thread(
                     lambda: load_local(opts.files, opts.autoscaler_config, opts.runtime_choice)
                 )
-                changes = await self._converge(parts, self._desired.with_files(manifests))
+                changes = await self._converge(parts, partial(Desired.with_files, files=manifests))
             except (ServiceFileError, ApplyError) as exc:
                 view.event("edit rejected, still running the previous version:")
                 for problem in exc.problems:

@@ -6,10 +6,13 @@ their files."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import aiohttp
 
 from tests.integration.conftest import SERVING, ServingUp, write_app_service
 
@@ -145,3 +148,24 @@ async def test_verbs_without_a_running_serving_up_say_so(tmp_path: Path) -> None
     result = await serving(tmp_path, "list")
     assert result.returncode == 1
     assert "no `serving up` is running with state dir" in result.stderr
+
+
+async def test_the_control_api_changes_nothing_without_the_state_files_token(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    up = await serving_up([])
+    state = json.loads((up.state_dir / "up.json").read_text())
+    assert (up.state_dir / "up.json").stat().st_mode & 0o777 == 0o600
+    body = json.dumps({"documents": [{"source": "x.yaml", "text": SERVICE}]})
+    async with aiohttp.ClientSession() as session:
+        url = f"{state['control_url']}/v1/apply"
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 403
+        # A browser's form post (no preflight) carries text/plain: refused even with the token.
+        headers = {"Content-Type": "text/plain", "Serving-Control-Token": state["control_token"]}
+        async with session.post(url, data=body, headers=headers) as resp:
+            assert resp.status == 415
+        async with session.delete(f"{state['control_url']}/v1/service/default/anything") as resp:
+            assert resp.status == 403
+    assert (await up.status())["services"] == []
+    assert await up.stop() == 0

@@ -84,6 +84,10 @@ class ContainerRuntime:
     def describe(self) -> str:
         return " ".join((self.name, *self.global_args))
 
+    def force_remove(self) -> tuple[str, ...]:
+        """`rm` that kills at once: podman's needs `--time 0` (else it waits 10 s), docker has no `--time`."""
+        return ("rm", "--force", "--time", "0") if self.name == PODMAN else ("rm", "--force")
+
 
 @dataclass(frozen=True, slots=True)
 class _Result:
@@ -128,6 +132,11 @@ async def _run(
                 proc.kill()
             await proc.wait()
             return _Result(-1, "", f"{argv[0]} did not answer within {limit:g}s")
+        except asyncio.CancelledError:  # a pod stopped while it pulled: the pull stops too
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
         out.seek(0)
         err.seek(0)
         return _Result(code, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
@@ -214,6 +223,17 @@ def local_service_problems(service: Service, runtime_choice: str) -> list[str]:
     )
 
 
+def pod_problems(services: Sequence[Service], runtime: ContainerRuntime) -> list[str]:
+    """Services `runtime` cannot run: several containers need pods, which docker does not have."""
+    if runtime.name == PODMAN:
+        return []
+    return [
+        f"{s.where}: spec.template.spec.containers: several containers need podman (pods), not {runtime.name}"
+        for s in services
+        if s.template.sidecars
+    ]
+
+
 def runtime_problem(service: Service, why: RuntimeUnavailable) -> str:
     where = f"spec.template.spec.containers[{service.template.container.index}].image"
     return f"{service.where}: {where}: runs as a container (no `command` to run as a process), but {why}"
@@ -250,6 +270,10 @@ class ContainerRun:
     env_names: tuple[str, ...] = ()
     """Variables passed by name: their values travel in the client's environment, never on a command line."""
     explicit_env: tuple[tuple[str, str], ...] = ()
+    """Variables passed with their values on the command line (only for values that are no secret)."""
+    env_file: Path | None = None
+    """A 0600 file of `NAME=VALUE` lines: variables whose names the client itself reads (PATH, HOME,
+    proxies...), which therefore cannot travel in its environment."""
     """Variables whose names the client itself needs (PATH, HOME...), passed with their values."""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
@@ -288,6 +312,8 @@ class ContainerRun:
             out += ["--env", name]
         for name, value in self.explicit_env:
             out += ["--env", f"{name}={value}"]
+        if self.env_file is not None:
+            out += ["--env-file", str(self.env_file)]
         if self.working_dir:
             out += ["--workdir", self.working_dir]
         if self.cpus is not None:
@@ -381,7 +407,7 @@ class ContainerProcess:
 async def remove(runtime: ContainerRuntime, name: str) -> bool:
     """Kill and remove a container by name; False when it may still be there (a container that is not there
     is not an error)."""
-    result = await _run(runtime.cli("rm", "--force", "--time", "0", name), COMMAND_TIMEOUT)
+    result = await _run(runtime.cli(*runtime.force_remove(), name), COMMAND_TIMEOUT)
     if result.code != 0 and "no such container" not in result.err.lower():
         log.warning("could not remove container %s: %s", name, result.reason())
         return False
@@ -395,12 +421,26 @@ async def sweep(runtime: ContainerRuntime, state_dir: Path) -> int:
     listed = await _run(runtime.cli("ps", "--all", "--quiet", "--filter", owner), COMMAND_TIMEOUT)
     ids = listed.out.split() if listed.code == 0 else []
     if ids:
-        await _run(runtime.cli("rm", "--force", "--time", "0", *ids), COMMAND_TIMEOUT)
+        removed = await _run(runtime.cli(*runtime.force_remove(), *ids), COMMAND_TIMEOUT)
+        if removed.code != 0:
+            log.warning("could not remove containers left behind: %s", removed.reason())
+            return 0
     if runtime.name == PODMAN:
         pods = await _run(runtime.cli("pod", "ps", "--quiet", "--filter", owner), COMMAND_TIMEOUT)
         if pods.code == 0 and pods.out.split():
             await _run(runtime.cli("pod", "rm", "--force", *pods.out.split()), COMMAND_TIMEOUT)
     return len(ids)
+
+
+async def sweep_installed(state_dir: Path) -> int:
+    """`sweep` with every runtime installed here (no check that it can start containers: listing and removing
+    need none), for a `serving up` that needs no runtime itself but may follow one that did."""
+    gone = 0
+    for name in (PODMAN, DOCKER):
+        binary = shutil.which(name)
+        if binary is not None:
+            gone += await sweep(ContainerRuntime(name, binary), state_dir)
+    return gone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -418,12 +458,16 @@ class PodSandbox:
         """The client's environment, with a containers.conf giving the infra container the ulimits every
         container gets (`pod create` has no --ulimit flag)."""
         conf = self.state_dir / "containers.conf"
+        temporary = conf.with_name(f".{conf.name}.{os.getpid()}.{id(self)}")
         limits = [
             v
             for flag, v in zip(self.runtime.ulimits[::2], self.runtime.ulimits[1::2], strict=True)
             if flag == "--ulimit"
         ]
-        conf.write_text("[containers]\ndefault_ulimits = [" + ", ".join(f'"{v}"' for v in limits) + "]\n")
+        temporary.write_text(
+            "[containers]\ndefault_ulimits = [" + ", ".join(f'"{v}"' for v in limits) + "]\n"
+        )
+        temporary.replace(conf)  # atomic: a concurrent `pod create` never reads half a file
         return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
     async def create(self) -> None:

@@ -27,7 +27,7 @@ from serving.configdata import ConfigData
 from serving.container import H2C, Container
 from serving.contract import queueproxy as qp_contract
 from serving.contract.tracing import OFF, Tracing
-from serving.envsource import resolve_env
+from serving.envsource import EnvSourceError, resolve_env
 from serving.quantity import parse_quantity
 from serving.template import RevisionTemplate
 
@@ -140,6 +140,42 @@ def _path_with(path: str, directory: str) -> str:
 CLIENT_VARIABLES: Final = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "SHELL"})
 CLIENT_PREFIXES: Final = ("XDG_", "CONTAINERS_", "CONTAINER_", "DOCKER_", "PODMAN_", "BUILDAH_", "REGISTRY_")
 """The host variables a container runtime's client reads (its socket, configuration, storage)."""
+CLIENT_READS: Final = (
+    "LD_",
+    "GO",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_",
+    "TMP",
+    "TZ",
+    "LC_",
+    "LANG",
+)
+"""More names whose value changes how the client itself runs (the loader, Go's runtime, proxies...)."""
+
+
+def _client_reads(name: str) -> bool:
+    return name in CLIENT_VARIABLES or name.upper().startswith((*CLIENT_PREFIXES, *CLIENT_READS))
+
+
+def _env_file(path: Path, env: Mapping[str, str]) -> Path | None:
+    """`env` as `NAME=VALUE` lines in a new 0600 file at `path` (None when `env` is empty). Raises
+    `EnvSourceError` for a value with a line break, which such a file cannot hold."""
+    if not env:
+        return None
+    for name, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise EnvSourceError(
+                f"variable {name}: a value with a line break cannot reach a container under a name its "
+                "runtime reads itself; rename the variable"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{name}={value}\n" for name, value in env.items())
+    return path
 
 
 def _client_env(host: Mapping[str, str]) -> dict[str, str]:
@@ -216,8 +252,13 @@ def _container_spec(
         state_dir=ctx.state_dir,
         host_port=ports.user,
         container_port=container.port,
-        env_names=tuple(name for name in env if name not in client),
-        explicit_env=tuple((name, value) for name, value in env.items() if name in client),
+        env_names=tuple(name for name in env if not _client_reads(name)),
+        env_file=_env_file(
+            (ctx.volumes.root if ctx.volumes is not None else ctx.state_dir)
+            / pod
+            / f"..env-{container.index}",
+            {k: v for k, v in env.items() if _client_reads(k)},
+        ),
         command=tuple(expand(part, env) for part in container.command),
         args=tuple(expand(part, env) for part in container.args),
         working_dir=container.working_dir,
@@ -233,7 +274,7 @@ def _container_spec(
     )
     return ProcessSpec(
         argv=run.argv(),
-        env={**{k: v for k, v in env.items() if k not in client}, **client},
+        env={**{k: v for k, v in env.items() if not _client_reads(k)}, **client},
         cwd=log_path.parent,
         log_path=log_path,
         container=run,

@@ -1,5 +1,5 @@
 """Volumes of local container pods: ConfigMap, Secret and projected volumes written as files under the state
-folder and bind-mounted, and emptyDirs (a folder, or a tmpfs for `medium: Memory`).
+folder and bind-mounted, and emptyDirs (a folder; for `medium: Memory` one on /dev/shm, a tmpfs).
 
 Files are laid out as the kubelet lays them out (`..<timestamp>/` holding the files, `..data` pointing at it,
 each top-level name a link through `..data`), so that a changed ConfigMap or Secret is swapped in with one
@@ -10,6 +10,7 @@ its pod: container restarts keep it (an emptyDir's files survive a crash), the p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import posixpath
@@ -151,10 +152,16 @@ def write_atomically(root: Path, files: Sequence[_File]) -> bool:
 class PodVolumes:
     """One pod's volumes under `root`, and the runtime flags that mount them into its container."""
 
-    def __init__(self, root: Path, volumes: Sequence[Raw], namespace: str) -> None:
+    def __init__(self, root: Path, volumes: Sequence[Raw], namespace: str, memory_root: Path) -> None:
         self.root = root
+        self.memory_root = memory_root
+        """Where `medium: Memory` emptyDirs live: a folder on a tmpfs, shared by the pod's containers and
+        kept across their restarts, as the kubelet's memory-backed emptyDir is."""
         self._volumes = {str(v.get("name")): v for v in volumes}
         self._namespace = namespace
+
+    def _dir(self, name: str) -> Path:
+        return (self.memory_root if _memory(self._volumes[name]) else self.root) / name
 
     def prepare(self, lookup: Lookup, mounts: Sequence[Raw]) -> tuple[str, ...]:
         """Write every volume as its sources are now; the `--volume`/`--mount` flags of a container's
@@ -162,8 +169,10 @@ class PodVolumes:
         for name, volume in self._volumes.items():
             files = projected_files(volume, self._namespace, lookup)
             if files is None:
-                if not _memory(volume):
-                    (self.root / name).mkdir(parents=True, exist_ok=True)
+                folder = self._dir(name)
+                if not folder.is_dir():
+                    folder.mkdir(parents=True)
+                    folder.chmod(0o777)  # as the kubelet's emptyDir: any user of the container writes
             else:
                 write_atomically(self.root / name, files)
         return self._flags(mounts)
@@ -175,15 +184,18 @@ class PodVolumes:
         for name, volume in self._volumes.items():
             try:
                 files = projected_files(volume, self._namespace, lookup)
-            except EnvSourceError as exc:
+                if files is not None and write_atomically(self.root / name, files):
+                    changed.append(name)
+            except (
+                EnvSourceError,
+                OSError,
+            ) as exc:  # the files stay as they were, as the kubelet leaves them
                 log.warning("pod volume %s not updated: %s", self.root / name, exc)
-                continue
-            if files is not None and write_atomically(self.root / name, files):
-                changed.append(name)
         return changed
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.memory_root, ignore_errors=True)
 
     def _flags(self, mounts: Sequence[Raw]) -> tuple[str, ...]:
         flags: list[str] = []
@@ -191,10 +203,7 @@ class PodVolumes:
             volume = self._volumes[str(mount.get("name"))]
             target = str(mount.get("mountPath"))
             read_only = mount.get("readOnly") is True
-            if _memory(volume):
-                flags += ["--mount", f"type=tmpfs,destination={target}" + (",ro" if read_only else "")]
-                continue
-            source = self.root / str(mount.get("name"))
+            source = self._dir(str(mount.get("name")))
             sub_path = mount.get("subPath")
             if sub_path:
                 source = source / str(sub_path)
@@ -202,6 +211,17 @@ class PodVolumes:
                     source.mkdir(parents=True, exist_ok=True)  # the kubelet creates a missing subPath folder
             flags += ["--volume", f"{source}:{target}" + (":ro" if read_only else "")]
         return tuple(flags)
+
+
+SHM: Final = Path("/dev/shm")
+
+
+def _memory_root(root: Path) -> Path:
+    """A folder on /dev/shm (a tmpfs on Linux) named for `root`, else beside `root`."""
+    if not SHM.is_dir():
+        return root.with_name(f"{root.name}-memory")
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return SHM / f"serving-{digest}"
 
 
 def _memory(volume: Mapping[str, Any]) -> bool:
@@ -212,22 +232,29 @@ def _memory(volume: Mapping[str, Any]) -> bool:
 class VolumeSet:
     """The volumes of every running container pod, so that a changed ConfigMap or Secret reaches them."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, memory_root: Path | None = None) -> None:
+        """`root` (made 0700: Secret files go there) and `memory_root` (default: a folder on /dev/shm, where
+        there is one) are emptied first: volumes of pods a killed `serving up` left behind are removed."""
         self.root = root
+        self.memory_root = memory_root or _memory_root(root)
+        for folder in (self.root, self.memory_root):
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # made when a pod needs it, if this fails
+                folder.mkdir(parents=True, mode=0o700)
         self._pods: dict[str, PodVolumes] = {}
 
     def for_pod(self, pod: str, volumes: Sequence[Raw], namespace: str) -> PodVolumes:
         """The pod's volumes, made at its first container start and kept across restarts."""
         found = self._pods.get(pod)
         if found is None:
-            found = self._pods[pod] = PodVolumes(self.root / pod, volumes, namespace)
+            found = self._pods[pod] = PodVolumes(self.root / pod, volumes, namespace, self.memory_root / pod)
         return found
 
     def release(self, pod: str) -> None:
-        """The pod ended: its volumes go."""
-        found = self._pods.pop(pod, None)
-        if found is not None:
-            found.remove()
+        """The pod ended: its volumes (and its containers' env files, kept beside them) go."""
+        self._pods.pop(pod, None)
+        shutil.rmtree(self.root / pod, ignore_errors=True)
+        shutil.rmtree(self.memory_root / pod, ignore_errors=True)
 
     def refresh(self, lookup: Lookup) -> list[str]:
         """Bring every pod's ConfigMap, Secret and projected volumes up to date; `pod/volume` of each

@@ -45,12 +45,17 @@ class UpState:
     platform_url: str
     files: list[str]
     started_at: float
+    control_token: str = ""
+    """What the control API requires (header `Serving-Control-Token`) to change or describe anything: only
+    whoever can read this file (mode 0600) can."""
 
 
 def write(directory: Path, state: UpState) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{STATE_FILE}.{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(asdict(state), indent=2) + "\n")
     tmp.replace(directory / STATE_FILE)
 
 
@@ -65,6 +70,7 @@ def read(directory: Path) -> UpState | None:
             platform_url=str(data["platform_url"]),
             files=[str(f) for f in data["files"]],
             started_at=float(data["started_at"]),
+            control_token=str(data.get("control_token", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

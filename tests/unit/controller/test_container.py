@@ -112,9 +112,13 @@ def test_container_pod_runs_the_runtime_client(tmp_path: Path) -> None:
     # Values travel in the client's environment, by name: none on the command line...
     assert {"GREETING", "PORT", "K_SERVICE"} <= set(argv)
     assert (user.env["GREETING"], user.env["PORT"], user.env["K_REVISION"]) == ("hi", "5000", "hello-00001")
-    # ...except those the client needs itself (HOME), and the host's own variables are not passed in.
-    assert "HOME=/srv/home" in argv
+    # ...except those the client reads itself (HOME), which go in a 0600 file, and the host's own
+    # variables are not passed in.
     assert user.env["HOME"] == "/home/me"
+    env_file = Path(argv[argv.index("--env-file") + 1])
+    assert env_file.read_text() == "HOME=/srv/home\n"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert not any("/srv/home" in part for part in argv)
     assert user.env["XDG_RUNTIME_DIR"] == "/run/user/0"
     assert "SECRET" not in user.env
 

@@ -124,7 +124,7 @@ def test_projected_volumes_merge_their_sources(tmp_path: Path) -> None:
 
 def test_pod_volumes_mount_flags_refresh_and_release(tmp_path: Path) -> None:
     objects = Objects(config(CONFIG_MAP, "app", greeting=b"hello"))
-    volumes = VolumeSet(tmp_path / "volumes")
+    volumes = VolumeSet(tmp_path / "volumes", tmp_path / "memory")
     mounts: list[dict[str, object]] = [
         {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True},
         {"name": "scratch", "mountPath": "/tmp/work"},
@@ -147,8 +147,8 @@ def test_pod_volumes_mount_flags_refresh_and_release(tmp_path: Path) -> None:
         f"{root / 'cfg'}:/etc/cfg:ro",
         "--volume",
         f"{root / 'scratch'}:/tmp/work",
-        "--mount",
-        "type=tmpfs,destination=/dev/shm/x",
+        "--volume",
+        f"{tmp_path / 'memory' / 'hello-00001-abcde' / 'mem'}:/dev/shm/x",
         "--volume",
         f"{root / 'cfg' / 'greeting'}:/etc/greeting:ro",
     )
