@@ -306,3 +306,38 @@ async def test_a_sidecar_shares_the_serving_containers_localhost(serving_up: Sta
         )
     )
     assert pods.strip() == ""
+
+
+def docker_containers(state_dir: Path) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "--all", "--format", "{{.Names}}", "--filter", f"label={owner_label(state_dir)}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return out.split()
+
+
+async def test_docker_runs_an_image_only_service_and_removes_its_containers(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    image = await asyncio.to_thread(busybox_image, "docker")
+    up = await serving_up([write_service(tmp_path, "docked", image)], [*FAST, "--runtime", "docker"])
+    await up.wait_revision(
+        "docked-00001", lambda r: r["ready_pods"] == 1, 60, "the docker pod never got ready"
+    )
+    assert await up.get("docked") == (200, "hello from busybox\n")
+    env = (await up.get("docked", "/cgi-bin/env"))[1].splitlines()
+    for line in ("GREETING=hello from env", "PORT=8080", "COLOR=blue", f"PASSWORD={SECRET}"):
+        assert line in env
+    assert len(await asyncio.to_thread(docker_containers, up.state_dir)) == 1
+    await up.wait_revision("docked-00001", lambda r: r["actual_pods"] == 0, 60, "did not scale to zero")
+    await eventually(
+        lambda: asyncio.to_thread(lambda: docker_containers(up.state_dir) == []),
+        15,
+        "container left after scale-in",
+    )
+    assert await up.get("docked", timeout=None) == (200, "hello from busybox\n")
+    assert await up.stop() == 0
+    assert await asyncio.to_thread(docker_containers, up.state_dir) == []
