@@ -157,6 +157,8 @@ class LocalPod:
         self._on_change = on_change
         self._crashes = CrashCounter(settings.backoff)
         self._stop = asyncio.Event()
+        self._configs_changed = asyncio.Event()
+        """Set when ConfigMaps or Secrets change: a user container waiting for one retries at once."""
         self._qp: Process | None = None
         self._user: Process | None = None
         self._sidecar_processes: dict[int, Process] = {}
@@ -200,6 +202,11 @@ class LocalPod:
             ready=self.ready,
             started_at=self.created,
         )
+
+    def configs_changed(self) -> None:
+        """ConfigMaps or Secrets changed: a user container that waits for one is retried now, not after its
+        back-off (the kubelet retries on its own schedule; locally the change is known at once)."""
+        self._configs_changed.set()
 
     def terminate(self, grace: float | None = None) -> None:
         """Ask the pod to stop gracefully within `grace` seconds (default: the revision's)."""
@@ -343,7 +350,12 @@ class LocalPod:
                 self.waiting = f"{waiting}: restarting in {delay:g}s ({self.last_exit})"
             log.warning("pod %s: %s; restart %d in %gs", self.name, self.last_exit, self.restarts, delay)
             self._on_change()
-            await asyncio.sleep(delay)
+            if waiting == "CreateContainerConfigError":
+                self._configs_changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._configs_changed.wait(), delay)
+            else:
+                await asyncio.sleep(delay)
 
     async def _probe(self) -> None:
         failures = 0

@@ -71,6 +71,8 @@ class LocalRuntime:
                 lines.append(f"{kind} {ns}/{name} created")
             elif old[key].data != new[key].data:
                 lines.append(f"{kind} {ns}/{name} changed (pods read it when they start)")
+        if lines:
+            self._supervisor.configs_changed()
         if self._volumes is not None and lines:
             lines += [f"volume {where} updated in place" for where in self._volumes.refresh(self.find_config)]
         return lines

@@ -112,6 +112,12 @@ class Supervisor:
         self._store.remove_revision(key)
         self._wake.set()
 
+    def configs_changed(self) -> None:
+        """ConfigMaps or Secrets changed: pods waiting for one retry now."""
+        for state in self._revisions.values():
+            for pod in state.pods.values():
+                pod.configs_changed()
+
     def scale(self, key: RevisionKey, replicas: int, remove: list[str]) -> bool:
         state = self._revisions.get(key)
         if state is None or state.deleted:
