@@ -155,20 +155,44 @@ async def test_missing_image_is_named_in_the_pod_status_and_log(serving_up: Star
     assert await up.stop() == 0
 
 
-def test_an_unworking_runtime_stops_serving_up_with_the_file_and_what_to_install(tmp_path: Path) -> None:
+DAEMONLESS_DOCKER = """#!/bin/sh
+echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2
+exit 1
+"""
+
+
+@pytest.mark.parametrize(
+    "installed", [pytest.param(False, id="not-installed"), pytest.param(True, id="no-daemon")]
+)
+def test_an_unworking_runtime_stops_serving_up_with_the_file_and_what_to_install(
+    tmp_path: Path, installed: bool
+) -> None:
+    """Only what is on PATH counts: none of podman and docker, or a docker client whose daemon is not running
+    (a script that answers as that client does)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    if installed:
+        (tools / "docker").write_text(DAEMONLESS_DOCKER)
+        (tools / "docker").chmod(0o755)
     path = write_service(tmp_path, "boxed", "localhost/anything:1")
     result = subprocess.run(
-        [*SERVING, "up", str(path), "--runtime", "docker", "--port", "0", "--no-live"],
+        [*SERVING, "up", str(path), "--port", "0", "--no-live"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+        env={"PATH": str(tools), "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
         executable=sys.executable,
     )
     assert result.returncode == 2
     assert f"{path}: document 1 (Service/boxed): spec.template.spec.containers[0].image" in result.stderr
-    assert "docker" in result.stderr
+    assert "podman: not installed" in result.stderr
+    expected = (
+        "docker: cannot start a container: Cannot connect to the Docker daemon"
+        if installed
+        else "docker: not installed"
+    )
+    assert expected in result.stderr
     assert "install podman" in result.stderr
 
 
