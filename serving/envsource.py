@@ -51,24 +51,6 @@ class ResolvedEnv:
         return f"ResolvedEnv(names={[name for name, _ in self.env]!r}, skipped={self.skipped!r})"
 
 
-def referenced(raw_container: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """The (kind, name) of every ConfigMap and Secret the container's `env` and `envFrom` refer to, optional
-    ones included (their appearing changes the environment)."""
-    out: set[tuple[str, str]] = set()
-    for entry in _mappings(raw_container.get("envFrom")):
-        for field, kind in _ENV_FROM_REFS:
-            name = _ref(entry.get(field))[0]
-            if name is not None:
-                out.add((kind, name))
-    for entry in _mappings(raw_container.get("env")):
-        source = entry.get("valueFrom")
-        for field, kind in _KEY_REFS:
-            name = _ref(source.get(field))[0] if isinstance(source, Mapping) else None
-            if name is not None:
-                out.add((kind, name))
-    return out
-
-
 def resolve_env(raw_container: Mapping[str, Any], namespace: str, lookup: Lookup) -> ResolvedEnv:
     """The container's variables (a container validated by `serving.container`), reading the objects it
     refers to in `namespace` through `lookup`, by the kubelet's rules (makeEnvironmentVariables):

@@ -85,11 +85,6 @@ class Manifests:
     services: list[Service]
     configs: list[ConfigData]
 
-    def find_config(self, kind: str, namespace: str, name: str) -> ConfigData | None:
-        """The ConfigMap or Secret (`kind`) named `namespace/name`, if a file defines it: a lookup for
-        `serving.envsource.resolve_env`."""
-        return next((c for c in self.configs if c.key == (kind, namespace, name)), None)
-
 
 def _yaml_documents(text: str, source: Path, problems: list[str]) -> list[object] | None:
     try:

@@ -189,7 +189,6 @@ class LocalSystem:
         self._stop = asyncio.Event()
         self._signals = 0
         self.log_dir = options.state_dir / statefile.LOG_DIR
-        self._container_runtime = options.container_runtime
         self._desired = Desired()
         self._control_token = secrets.token_hex(16)
         self._changing = asyncio.Lock()
@@ -244,10 +243,7 @@ class LocalSystem:
         launcher = OsLauncher()
         forkserver = ForkServer(self.log_dir / "forkserver.log", launcher)
         await forkserver.open()  # imports while the components start, ready before the first pod
-        if opts.container_runtime is not None:
-            gone = await sweep(opts.container_runtime, opts.state_dir)
-        else:
-            gone = await sweep_installed(opts.state_dir)
+        gone = await sweep_installed(opts.state_dir)  # whichever runtime the last run in this folder used
         if gone:
             log.warning("removed %d container(s) a previous run in %s left behind", gone, opts.state_dir)
         supervisor = Supervisor(store, ContainerLauncher(forkserver), QueueProxyProbe(session), ports)
@@ -418,8 +414,8 @@ class LocalSystem:
             return_exceptions=True,
         )
         await parts.forkserver.close()
-        if self._container_runtime is not None:  # a client killed at the deadline left its container
-            await sweep(self._container_runtime, self.options.state_dir)
+        if parts.runtime.container_runtime is not None:  # a client killed at the deadline left its container
+            await sweep(parts.runtime.container_runtime, self.options.state_dir)
         if parts.server is not None:
             with contextlib.suppress(Exception):
                 await parts.server.drain(0.5)
@@ -513,10 +509,7 @@ class LocalSystem:
         problems = pod_problems(needing, found)
         if problems:
             raise ServiceFileError(problems)
-        gone = await sweep(found, self.options.state_dir)
-        if gone:
-            log.warning("removed %d container(s) a previous run left behind", gone)
-        runtime.container_runtime = self._container_runtime = found
+        runtime.container_runtime = found  # leftovers of earlier runs were swept at start (`sweep_installed`)
 
     async def _converge(self, parts: _Parts, change: Callable[[Desired], Desired]) -> list[str]:
         """Make `change(current desired state)` what runs; returns what changed, one line each. The change is

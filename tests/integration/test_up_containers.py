@@ -63,18 +63,10 @@ stringData:
 SECRET = "container-secret-never-on-a-command-line"
 
 
-def containers(state_dir: Path) -> list[str]:
+def containers(state_dir: Path, runtime: str = "podman") -> list[str]:
     """Names of the containers (running or not) that a `serving up` of `state_dir` started."""
     out = subprocess.run(
-        [
-            "podman",
-            "ps",
-            "--all",
-            "--format",
-            "{{.Names}}",
-            "--filter",
-            f"label={owner_label(state_dir)}",
-        ],
+        [runtime, "ps", "--all", "--format", "{{.Names}}", "--filter", f"label={owner_label(state_dir)}"],
         capture_output=True,
         text=True,
         check=True,
@@ -332,17 +324,6 @@ async def test_a_sidecar_shares_the_serving_containers_localhost(serving_up: Sta
     assert pods.strip() == ""
 
 
-def docker_containers(state_dir: Path) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "--all", "--format", "{{.Names}}", "--filter", f"label={owner_label(state_dir)}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return out.split()
-
-
 async def test_docker_runs_an_image_only_service_and_removes_its_containers(
     serving_up: Start, tmp_path: Path
 ) -> None:
@@ -355,13 +336,13 @@ async def test_docker_runs_an_image_only_service_and_removes_its_containers(
     env = (await up.get("docked", "/cgi-bin/env"))[1].splitlines()
     for line in ("GREETING=hello from env", "PORT=8080", "COLOR=blue", f"PASSWORD={SECRET}"):
         assert line in env
-    assert len(await asyncio.to_thread(docker_containers, up.state_dir)) == 1
+    assert len(await asyncio.to_thread(containers, up.state_dir, "docker")) == 1
     await up.wait_revision("docked-00001", lambda r: r["actual_pods"] == 0, 60, "did not scale to zero")
     await eventually(
-        lambda: asyncio.to_thread(lambda: docker_containers(up.state_dir) == []),
+        lambda: asyncio.to_thread(lambda: containers(up.state_dir, "docker") == []),
         15,
         "container left after scale-in",
     )
     assert await up.get("docked", timeout=None) == (200, "hello from busybox\n")
     assert await up.stop() == 0
-    assert await asyncio.to_thread(docker_containers, up.state_dir) == []
+    assert await asyncio.to_thread(containers, up.state_dir, "docker") == []

@@ -274,7 +274,6 @@ class ContainerRun:
     env_file: Path | None = None
     """A 0600 file of `NAME=VALUE` lines: variables whose names the client itself reads (PATH, HOME,
     proxies...), which therefore cannot travel in its environment."""
-    """Variables whose names the client itself needs (PATH, HOME...), passed with their values."""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     working_dir: str | None = None

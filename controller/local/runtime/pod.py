@@ -44,6 +44,13 @@ class PodPorts:
         return (self.user, self.serving, self.admin, self.stats, self.metrics)
 
 
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    build: Callable[[], ProcessSpec]
+    """Builds its spec at each (re)start, as `PodProcesses.user`."""
+    log: Path
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodProcesses:
     queue_proxy: ProcessSpec
@@ -54,9 +61,8 @@ class PodProcesses:
     """The user container's log file."""
     cleanup: Callable[[], None] | None = None
     """Runs once the pod's processes are gone (its volumes are removed)."""
-    sidecars: tuple[Callable[[], ProcessSpec], ...] = ()
+    sidecars: tuple[Sidecar, ...] = ()
     """The other containers of a multi-container pod, each restarted with back-off like the user one."""
-    sidecar_logs: tuple[Path, ...] = ()
     sandbox: PodSandbox | None = None
     """The podman pod whose network namespace the containers share (made before them, removed after)."""
     readiness_path: str | None = None
@@ -172,7 +178,8 @@ class LocalPod:
     @property
     def log_paths(self) -> tuple[Path, ...]:
         """The user container's, the queue-proxy's and the sidecars' log files."""
-        return (self._processes.user_log, self._processes.queue_proxy.log_path, *self._processes.sidecar_logs)
+        sidecars = (s.log for s in self._processes.sidecars)
+        return (self._processes.user_log, self._processes.queue_proxy.log_path, *sidecars)
 
     def reason(self, now: float) -> str | None:
         """Why the pod is not ready, for status; None while it is ready or terminating. `now` is monotonic."""
@@ -238,8 +245,8 @@ class LocalPod:
                     log.error("pod %s: %s", self.name, self.last_exit)
                     return
             keepers = [
-                asyncio.create_task(self._keep_sidecar(i, build))
-                for i, build in enumerate(self._processes.sidecars)
+                asyncio.create_task(self._keep_sidecar(i, sidecar))
+                for i, sidecar in enumerate(self._processes.sidecars)
             ]
             keeper = asyncio.create_task(self._keep_user())
             prober = asyncio.create_task(self._probe())
@@ -296,21 +303,20 @@ class LocalPod:
                 with contextlib.suppress(ProcessLookupError):
                     await process.wait()
 
-    async def _keep_sidecar(self, index: int, build: Callable[[], ProcessSpec]) -> None:
+    async def _keep_sidecar(self, index: int, sidecar: Sidecar) -> None:
         """Run one sidecar container, restarting it with back-off whenever it exits (a sidecar has no
         readiness of its own here: Knative probes only the serving container by default)."""
         crashes = CrashCounter(self._settings.backoff)
-        log_path = self._processes.sidecar_logs[index]
         while True:
             started = time.monotonic()
             try:
-                process = self._sidecar_processes[index] = await self._launcher.start(build())
+                process = self._sidecar_processes[index] = await self._launcher.start(sidecar.build())
             except (EnvSourceError, OSError) as exc:
                 description = f"not started: {exc}"
             else:
                 description = describe_exit(await process.wait())
             delay = crashes.crashed(time.monotonic() - started)
-            _append(log_path, f"serving: sidecar {description}; restarting in {delay:g}s\n")
+            _append(sidecar.log, f"serving: sidecar {description}; restarting in {delay:g}s\n")
             log.warning("pod %s: sidecar %d %s; restart in %gs", self.name, index, description, delay)
             await asyncio.sleep(delay)
 
@@ -321,16 +327,13 @@ class LocalPod:
             waiting = "CrashLoopBackOff"  # the kubelet's names for why a container waits to (re)start
             try:
                 self._user = await self._launcher.start(self._processes.user())
-            except EnvSourceError as exc:
-                waiting = "CreateContainerConfigError"
-                description = f"not started: {exc}"
-                _append(self._processes.user_log, f"serving: user container {description}\n")
-            except ImageUnavailable as exc:
-                waiting = "ImagePullBackOff"
-                description = f"not started: {exc}"
-                _append(self._processes.user_log, f"serving: user container {description}\n")
-            except OSError as exc:
-                description = f"failed to start: {exc}"
+            except (EnvSourceError, OSError) as exc:
+                if isinstance(exc, EnvSourceError):
+                    waiting = "CreateContainerConfigError"
+                elif isinstance(exc, ImageUnavailable):
+                    waiting = "ImagePullBackOff"
+                verb = "failed to start" if waiting == "CrashLoopBackOff" else "not started"
+                description = f"{verb}: {exc}"
                 _append(self._processes.user_log, f"serving: user container {description}\n")
             else:
                 self._user_running = True

@@ -10,6 +10,7 @@ environment with every port moved to a free loopback port and a short drain quie
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ from typing import Any, Final
 
 from controller.local.runtime.container import ContainerRun, ContainerRuntime, PodSandbox, container_name
 from controller.local.runtime.expansion import expand
-from controller.local.runtime.pod import PodPorts, PodProcesses
+from controller.local.runtime.pod import PodPorts, PodProcesses, Sidecar
 from controller.local.runtime.process import ProcessSpec
 from controller.local.runtime.volume import VolumeSet
 from serving.configdata import ConfigData
@@ -30,6 +31,8 @@ from serving.contract.tracing import OFF, Tracing
 from serving.envsource import EnvSourceError, resolve_env
 from serving.quantity import parse_quantity
 from serving.template import RevisionTemplate
+
+log = logging.getLogger(__name__)
 
 USER_CONTAINER: Final = "user-container"
 USER_CONTAINER_NICE: Final = 5
@@ -98,7 +101,14 @@ def user_env(ctx: PodContext, port: int | None, container: Container | None = No
     if port is not None:
         contract = {"PORT": str(port), **contract}
     raw = _raw_container(ctx.template, container or ctx.template.container)
-    env = resolve_env(raw, ctx.namespace, ctx.configs).variables(expand)
+    resolved = resolve_env(raw, ctx.namespace, ctx.configs)
+    if resolved.skipped:  # the kubelet's InvalidEnvironmentVariableNames event
+        log.warning(
+            "revision %s: envFrom keys skipped, not valid variable names: %s",
+            ctx.revision,
+            ", ".join(resolved.skipped),
+        )
+    env = resolved.variables(expand)
     env.update(contract)
     return env
 
@@ -219,11 +229,6 @@ def _limits(raw: Mapping[str, Any]) -> tuple[str | None, int | None]:
     return cpus, int(memory.to_integral_value(rounding="ROUND_CEILING")) if memory > 0 else None
 
 
-def container_log_name(container: Container, serving: bool) -> str:
-    """The log file of a container of the pod: the serving one's is always `user-container.log`."""
-    return USER_CONTAINER if serving else str(container.name)
-
-
 def _container_spec(
     ctx: PodContext, pod: str, ports: PodPorts, container: Container, log_path: Path, sandbox: str | None
 ) -> ProcessSpec:
@@ -314,9 +319,9 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         )
     pod_name = sandbox.name if sandbox is not None else None
 
-    def sidecar(each: Container) -> Callable[[], ProcessSpec]:
-        log = logs / f"{container_log_name(each, False)}.log"
-        return lambda: _container_spec(ctx, pod, ports, each, log, pod_name)
+    def sidecar(each: Container) -> Sidecar:
+        log = logs / f"{each.name}.log"  # the serving container's is always user-container.log
+        return Sidecar(lambda: _container_spec(ctx, pod, ports, each, log, pod_name), log)
 
     def user() -> ProcessSpec:
         if ctx.runtime is not None:
@@ -362,9 +367,6 @@ def pod_processes(ctx: PodContext, pod: str, ports: PodPorts) -> PodProcesses:
         user=user,
         user_log=log_path,
         sidecars=tuple(sidecar(each) for each in ctx.template.sidecars) if sandbox is not None else (),
-        sidecar_logs=tuple(logs / f"{container_log_name(each, False)}.log" for each in ctx.template.sidecars)
-        if sandbox is not None
-        else (),
         sandbox=sandbox,
         cleanup=_releaser(ctx.volumes, pod),
         # The controller's own look at an unready app speaks HTTP/1.1: for an h2c app it only checks the port.

@@ -116,8 +116,7 @@ def test_defaults_and_metadata(tmp_path: Path) -> None:
     assert data.secret_type == "Opaque"
     assert (data.source, data.document) == (path, 2)
     assert data.where == f"{path}: document 2 (Secret/db.primary)"
-    assert manifests.find_config("Secret", "team-a", "db.primary") is data
-    assert manifests.find_config("ConfigMap", "team-a", "db.primary") is None
+    assert [c.key for c in manifests.configs] == [("Secret", "team-a", "db.primary")]
 
     cm = only_config(tmp_path, config_map(data={"a": "1"}))
     assert (cm.namespace, cm.immutable, cm.secret_type, cm.secret) == ("default", False, None, False)

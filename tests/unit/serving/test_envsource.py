@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from serving.configdata import ConfigData
-from serving.envsource import EnvSourceError, ResolvedEnv, referenced, resolve_env
+from serving.envsource import EnvSourceError, ResolvedEnv, resolve_env
 from serving.service import ServiceFileError, parse_documents
 from tests.unit.serving.servicedoc import base_service, dump, with_field
 
@@ -260,20 +260,6 @@ def test_a_resolved_environment_shows_no_values() -> None:
     assert SECRET_VALUE not in str(resolved)
     assert repr(resolved) == "ResolvedEnv(names=['password', 'raw', 'user'], skipped=[])"
     assert isinstance(resolved, ResolvedEnv)
-
-
-def test_referenced_objects() -> None:
-    container = {
-        "envFrom": [cm_ref("a"), secret_ref("b", optional=True), {"prefix": "X_", **cm_ref("a")}],
-        "env": [
-            {"name": "L", "value": "1"},
-            value_from("C", "configMapKeyRef", "c", "k"),
-            value_from("D", "secretKeyRef", "a", "k", optional=True),
-        ],
-    }
-
-    assert referenced(container) == {("ConfigMap", "a"), ("Secret", "b"), ("ConfigMap", "c"), ("Secret", "a")}
-    assert referenced({}) == set()
 
 
 INVALID_REFS = [
