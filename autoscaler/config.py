@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serving.config import ConfigError, collect
+from serving.config import load
 from serving.contract.autoscaler import (
     Settings,
     format_autoscaler_config,
@@ -29,10 +29,4 @@ __all__ = [
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    problems: list[str] = []
-    settings = collect(Settings, environ, problems)
-    if settings is not None:
-        problems += settings.problems()
-    if settings is None or problems:
-        raise ConfigError(problems)
-    return settings
+    return load(Settings, environ)

@@ -253,9 +253,14 @@ def collect(cls: type[C], environ: Mapping[str, str], problems: list[str]) -> C 
 
 
 def load(cls: type[C], environ: Mapping[str, str]) -> C:
-    """Read one config class from `environ`, raising `ConfigError` naming every bad variable."""
+    """Read one config class from `environ`, raising `ConfigError` naming every bad variable, and then every
+    problem of its cross-field checks (a `problems()` method, when the class has one)."""
     problems: list[str] = []
     result = collect(cls, environ, problems)
-    if result is None:
+    if result is not None:
+        check = getattr(result, "problems", None)
+        if callable(check):
+            problems += check()
+    if result is None or problems:
         raise ConfigError(problems)
     return result

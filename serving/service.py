@@ -3,22 +3,23 @@
 Validation follows Knative's admission webhook (and the Kubernetes schema behind it), so a file accepted
 here is accepted by a cluster; every problem in every file is reported at once, and nothing runs while any
 remains. Core `v1` ConfigMap and Secret documents may sit next to the Services (`serving.configdata`), for
-their containers' environment. Checks that only the local platform needs live in `local_problems`, so the
-Kubernetes path can skip them.
+their containers' environment, and so may Knative Eventing's Brokers, Triggers and sources (`serving.events`).
+Checks that only the local platform needs live in `local_problems`, so the Kubernetes path can skip them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from serving import configdata, document
+from serving import configdata, document, events
 from serving.autoscaling import DEFAULT, AutoscalerConfig
 from serving.configdata import META_FIELDS, ConfigData, parse_config_data
 from serving.container import Container
 from serving.duration import DurationError, parse_duration_nanos
+from serving.events import EventObject, event_object
 from serving.template import RevisionTemplate, local_template_problems, parse_template
 from serving.traffic import TrafficTarget, parse_traffic
 from serving.validation import (
@@ -39,7 +40,7 @@ NAME_MAX: Final = DNS_LABEL_MAX - REVISION_SUFFIX_LEN
 """A Service name leaves room for `-00001` so every revision name is a DNS label."""
 AUTOSCALING_PREFIX: Final = "autoscaling.knative.dev/"
 ROLLOUT_DURATION: Final = "serving.knative.dev/rollout-duration"
-SUPPORTED_KINDS: Final = f"{API_VERSION} Service, v1 ConfigMap and v1 Secret"
+SUPPORTED_KINDS: Final = f"{API_VERSION} Service, v1 ConfigMap and Secret, {events.SUPPORTED_KINDS}"
 """What a file may hold, for messages."""
 
 
@@ -80,10 +81,13 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Manifests:
-    """Everything a set of files defines: Services, and the ConfigMaps and Secrets their containers read."""
+    """Everything a set of files defines: Services, the ConfigMaps and Secrets their containers read, and
+    Eventing objects (Brokers, Triggers, sources)."""
 
     services: list[Service]
     configs: list[ConfigData]
+    events: list[EventObject] = field(default_factory=list)
+    """In file order; `serving.events.brokers(manifests)` and the like pick one kind."""
 
 
 def _yaml_documents(text: str, source: Path, problems: list[str]) -> list[object] | None:
@@ -109,11 +113,16 @@ def _parse_text(text: str, source: Path, problems: list[str], config: Autoscaler
             if data is not None:
                 manifests.configs.append(data)
             continue
+        if isinstance(doc, Mapping) and doc.get("kind") in events.KINDS:
+            obj = event_object(doc, source, index, problems)
+            if obj is not None:
+                manifests.events.append(obj)
+            continue
         service = _parse_document(doc, source, index, problems, config)
         if service is not None:
             manifests.services.append(service)
     if not found:
-        problems.append(f"{source}: no Service, ConfigMap or Secret documents in this file")
+        problems.append(f"{source}: no Service, ConfigMap, Secret or Eventing documents in this file")
     return manifests
 
 
@@ -213,11 +222,15 @@ def _rollout_duration_problem(value: str) -> str | None:
 
 def duplicate_problems(manifests: Manifests) -> list[str]:
     """An object (kind, namespace and name) defined twice, in one file or in two."""
-    first: dict[tuple[str, str, str], Service | ConfigData] = {}
+    first: dict[tuple[str, str, str], Service | ConfigData | EventObject] = {}
     problems: list[str] = []
-    objects: list[Service | ConfigData] = [*manifests.services, *manifests.configs]
+    objects: list[Service | ConfigData | EventObject] = [
+        *manifests.services,
+        *manifests.configs,
+        *manifests.events,
+    ]
     for obj in objects:
-        kind = obj.kind if isinstance(obj, ConfigData) else KIND
+        kind = KIND if isinstance(obj, Service) else obj.kind
         key = (kind, obj.namespace, obj.name)
         seen = first.get(key)
         if seen is None:
@@ -270,12 +283,14 @@ def load_manifests(
     *,
     config: AutoscalerConfig = DEFAULT,
     checks: Sequence[Callable[[Service], list[str]]] = (),
+    event_checks: Sequence[Callable[[EventObject], list[str]]] = (),
 ) -> Manifests:
-    """Parse every file: its Services, ConfigMaps and Secrets. An object defined twice (same kind, namespace
-    and name) in any files is an error.
+    """Parse every file: its Services, ConfigMaps, Secrets and Eventing objects. An object defined twice
+    (same kind, namespace and name) in any files is an error.
 
     Annotations are validated against the cluster-wide autoscaler `config`; `checks` (e.g. `local_problems`)
-    run on every Service that parsed, so one error lists every problem of every file at once.
+    run on every Service that parsed (`event_checks` on every Eventing object), so one error lists every
+    problem of every file at once.
     """
     texts: list[tuple[Path, str | document.DocumentError]] = []
     for path in paths:
@@ -283,7 +298,7 @@ def load_manifests(
             texts.append((path, document.read_text(path)))
         except document.DocumentError as exc:
             texts.append((path, exc))
-    return _parse_all(texts, config, checks)
+    return _parse_all(texts, config, checks, event_checks)
 
 
 def parse_manifests(
@@ -291,16 +306,18 @@ def parse_manifests(
     *,
     config: AutoscalerConfig = DEFAULT,
     checks: Sequence[Callable[[Service], list[str]]] = (),
+    event_checks: Sequence[Callable[[EventObject], list[str]]] = (),
 ) -> Manifests:
     """`load_manifests` of texts already read (`serving apply` sends its files' text): each is named by the
     path it was read from, and every problem of every text is in one `ServiceFileError`."""
-    return _parse_all(texts, config, checks)
+    return _parse_all(texts, config, checks, event_checks)
 
 
 def _parse_all(
     texts: Sequence[tuple[Path, str | document.DocumentError]],
     config: AutoscalerConfig,
     checks: Sequence[Callable[[Service], list[str]]],
+    event_checks: Sequence[Callable[[EventObject], list[str]]] = (),
 ) -> Manifests:
     """Every problem in the order of the files: one that could not be read, then the next one's..."""
     problems: list[str] = []
@@ -312,8 +329,10 @@ def _parse_all(
         found = _parse_text(text, path, problems, config)
         manifests.services.extend(found.services)
         manifests.configs.extend(found.configs)
+        manifests.events.extend(found.events)
     problems += duplicate_problems(manifests)
     problems += [p for check in checks for s in manifests.services for p in check(s)]
+    problems += [p for check in event_checks for e in manifests.events for p in check(e)]
     if problems:
         raise ServiceFileError(problems)
     return manifests
@@ -354,6 +373,7 @@ __all__ = [
     "KIND",
     "ConfigData",
     "Container",
+    "EventObject",
     "Manifests",
     "RevisionTemplate",
     "Service",

@@ -29,6 +29,7 @@ COMMANDS: Final = {
     ),
     "activator": ("activator.main", "run the activator"),
     "autoscaler": ("autoscaler.main", "run the autoscaler"),
+    "eventing": ("eventing.main", "run the Broker ingress, Trigger delivery and event sources"),
     "simulate": ("autoscaler.simulate", "replay a traffic trace through the KPA decider"),
     "bench": ("bench.command", "run a data-plane benchmark scenario"),
 }

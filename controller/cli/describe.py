@@ -68,9 +68,26 @@ def _config_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _event_lines(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Name:       {doc['name']}",
+        f"Namespace:  {doc['namespace']}",
+        f"Kind:       {doc['kind']}",
+        f"Source:     {doc['source']} ({doc['origin']})",
+        "",
+        "Status:",
+    ]
+    lines += [f"  {key}: {value}" for key, value in doc["status"].items() if value not in (None, "")]
+    lines += ["", "Conditions:"]
+    rows = [["TYPE", "STATUS", "REASON"]]
+    rows += [[c["type"], c["status"], c["reason"] or ""] for c in doc["conditions"]]
+    lines += ["  " + row for row in table(rows)]
+    return lines
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog=PROG, description="Show one object of a running `serving up` in detail.")
-    p.add_argument("kind", help="service (ksvc), configmap (cm) or secret")
+    p.add_argument("kind", help="service (ksvc), configmap (cm), secret, broker, trigger or a source kind")
     p.add_argument("name")
     p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
     p.add_argument("--json", action="store_true", help="print the document as JSON")
@@ -78,7 +95,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     kind = kind_named(args.kind)
     if kind is None:
-        p.error(f"unknown kind {args.kind!r}: use service, configmap or secret")
+        p.error(
+            f"unknown kind {args.kind!r}: use service, configmap, secret, broker, trigger or a source kind"
+        )
     try:
         doc = request(args.state_dir, "GET", f"/v1/{kind.lower()}/{args.namespace}/{args.name}")
     except ControlError as exc:
@@ -86,7 +105,12 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    lines = _service_lines(doc) if doc["kind"] == "Service" else _config_lines(doc)
+    if doc["kind"] == "Service":
+        lines = _service_lines(doc)
+    elif doc["kind"] in ("ConfigMap", "Secret"):
+        lines = _config_lines(doc)
+    else:
+        lines = _event_lines(doc)
     lines += ["", "Events:", *("  " + e for e in doc["events"])] if doc["events"] else ["", "Events: none"]
     print("\n".join(lines))
     return 0

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from controller.reconcile.routetable import RouteTable, url
+from controller.reconcile.routetable import RouteTable, normalize_host, url
 from serving import header
 from serving.http import (
     Exchange,
@@ -97,9 +97,15 @@ class Router:
         self._ingress_port = ingress_port
         self.table = RouteTable()
         self.traffic: dict[RevisionKey, RevisionTraffic] = {}
+        self._platform_hosts: dict[str, UpstreamPool] = {}
 
     def set_table(self, table: RouteTable) -> None:
         self.table = table
+
+    def set_platform_hosts(self, hosts: dict[str, tuple[str, int]]) -> None:
+        """Hosts the platform's own services answer (the Broker ingress, webhook sources): each Host is sent
+        to its address as it is, with no revision, activator or autoscaling in between."""
+        self._platform_hosts = {normalize_host(h): UpstreamPool(*address) for h, address in hosts.items()}
 
     def traffic_of(self, key: RevisionKey) -> RevisionTraffic:
         found = self.traffic.get(key)
@@ -110,6 +116,11 @@ class Router:
     async def handle(self, ex: Exchange) -> None:
         request = ex.request
         route = self.table.lookup(request.host)
+        if route is None and self._platform_hosts and request.host:
+            platform = self._platform_hosts.get(normalize_host(request.host))
+            if platform is not None:
+                await self._to_platform(ex, platform)
+                return
         if route is None:
             await self._unknown_host(ex, request.host)
             return
@@ -267,6 +278,17 @@ class Router:
                 raise
             return again
 
+    async def _to_platform(self, ex: Exchange, upstream: UpstreamPool) -> None:
+        headers = ex.request.headers.copy()
+        sanitize(headers, ex.request.client[0], self._trusted)
+        try:
+            await ex.forward(upstream, headers, retry_refused=True)
+        except UpstreamError as exc:
+            if exc.response_started or ex.response_started:
+                raise
+            body = f"{ex.request.host} at {upstream.address} is not reachable ({exc}); retry in a moment\n"
+            await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
+
     async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
         known = self.table.hosts()
         lines = [f"no Service answers to Host {host!r} on {self._where}.", ""]
@@ -291,6 +313,8 @@ class Router:
             await self.forget_pods(p.address for r in self._store.revisions() for p in r.pods)
 
     async def close(self) -> None:
+        for pool in self._platform_hosts.values():
+            await pool.close()
         await self.forget_pods(())
         await self._activator.close()
         await self._activator_h2.close()

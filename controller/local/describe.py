@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.configdata import ConfigData
+from serving.events import EventObject
 from serving.service import Service
 
 JSON = dict[str, Any]
@@ -87,5 +88,21 @@ def describe_config(config: ConfigData, origin: str, events: list[str]) -> JSON:
         "type": config.secret_type if config.secret else None,
         "immutable": config.immutable,
         "keys": {key: len(value) for key, value in sorted(config.data.items())},
+        "events": events,
+    }
+
+
+def describe_event(obj: EventObject, origin: str, status: JSON | None, events: list[str]) -> JSON:
+    """An Eventing object: where it is defined, Knative's `Ready` condition (with why not), and what
+    `serving status` shows of it (its address, subscriber or sink, and its delivery counts)."""
+    reason = (status or {}).get("reason") or None
+    return {
+        "kind": obj.kind,
+        "namespace": obj.namespace,
+        "name": obj.name,
+        "origin": origin,
+        "source": str(obj.source),
+        "conditions": [_condition("Ready", status is not None and not reason, reason)],
+        "status": {k: v for k, v in (status or {}).items() if k not in ("namespace", "name", "reason")},
         "events": events,
     }

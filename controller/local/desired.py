@@ -12,12 +12,25 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from serving.configdata import ConfigData
+from serving.events import EventObject
 from serving.service import KIND, Manifests, Service, duplicate_problems
 
 ObjectKey = tuple[str, str, str]
-"""(kind, namespace, name): `Service`, `ConfigMap` or `Secret`."""
-KIND_NAMES: Final = {"service": KIND, "configmap": "ConfigMap", "secret": "Secret"}
+"""(kind, namespace, name): `Service`, `ConfigMap`, `Secret` or an Eventing kind (`Broker`, `Trigger`...)."""
+KIND_NAMES: Final = {
+    "service": KIND,
+    "configmap": "ConfigMap",
+    "secret": "Secret",
+    "broker": "Broker",
+    "trigger": "Trigger",
+    "pingsource": "PingSource",
+    "sinkbinding": "SinkBinding",
+    "containersource": "ContainerSource",
+    "githubsource": "GitHubSource",
+}
 """What `serving delete KIND NAME` accepts (also plural, any case), and the kind it means."""
+
+Object = Service | ConfigData | EventObject
 
 
 def kind_named(text: str) -> str | None:
@@ -28,26 +41,29 @@ def kind_named(text: str) -> str | None:
     return KIND_NAMES.get(lowered) or KIND_NAMES.get(lowered.removesuffix("s"))
 
 
-def key_of(obj: Service | ConfigData) -> ObjectKey:
-    return (obj.kind if isinstance(obj, ConfigData) else KIND, obj.namespace, obj.name)
+def key_of(obj: Object) -> ObjectKey:
+    if isinstance(obj, Service):
+        return (KIND, obj.namespace, obj.name)
+    return (obj.kind, obj.namespace, obj.name)
 
 
-def objects(manifests: Manifests) -> list[Service | ConfigData]:
-    """Every object of `manifests`: its Services, then its ConfigMaps and Secrets."""
-    return [*manifests.services, *manifests.configs]
+def objects(manifests: Manifests) -> list[Object]:
+    """Every object of `manifests`: its Services, then its ConfigMaps and Secrets, then Eventing objects."""
+    return [*manifests.services, *manifests.configs, *manifests.events]
 
 
 @dataclass(frozen=True, slots=True)
 class Desired:
     files: Manifests = field(default_factory=lambda: Manifests([], []))
-    applied: tuple[Service | ConfigData, ...] = ()
+    applied: tuple[Object, ...] = ()
     """Applied objects, in the order they were first applied."""
 
     def merged(self) -> Manifests:
         """Every object to run: the files' then the applied ones."""
         services = [*self.files.services, *(o for o in self.applied if isinstance(o, Service))]
         configs = [*self.files.configs, *(o for o in self.applied if isinstance(o, ConfigData))]
-        return Manifests(services, configs)
+        events = [*self.files.events, *(o for o in self.applied if isinstance(o, EventObject))]
+        return Manifests(services, configs, events)
 
     def problems(self) -> list[str]:
         """Objects defined both in a file and by `serving apply` (or twice by either)."""
@@ -67,8 +83,8 @@ class Desired:
         kept = tuple(o for o in self.applied if key_of(o) != key)
         return None if len(kept) == len(self.applied) else replace(self, applied=kept)
 
-    def file_defining(self, key: ObjectKey) -> Service | ConfigData | None:
+    def file_defining(self, key: ObjectKey) -> Object | None:
         return next((o for o in objects(self.files) if key_of(o) == key), None)
 
-    def find(self, key: ObjectKey) -> Service | ConfigData | None:
+    def find(self, key: ObjectKey) -> Object | None:
         return next((o for o in objects(self.merged()) if key_of(o) == key), None)

@@ -11,13 +11,16 @@ otherwise be encoded once per watcher, and the lines grow with every revision.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from controller.local.eventing import EventingFeed
 from controller.local.store import Store
+from serving.contract.eventing import TOKEN_HEADER
 from serving.platform import RevisionKey, snapshot_to_json, status_from_json
 
 log = logging.getLogger(__name__)
@@ -32,9 +35,14 @@ class Scaler(Protocol):
 
 
 class PlatformServer:
-    def __init__(self, store: Store, scaler: Scaler) -> None:
+    def __init__(
+        self, store: Store, scaler: Scaler, eventing: EventingFeed | None = None, token: str = ""
+    ) -> None:
+        """`eventing`: the Eventing objects, watched with `token` (they hold webhook secrets)."""
         self._store = store
         self._scaler = scaler
+        self._eventing = eventing
+        self._token = token
         self.scale_calls = 0
         self._line: tuple[int, bytes] = (0, b"")
         """The last encoded snapshot line and the store's `revisions_version` it shows."""
@@ -44,7 +52,24 @@ class PlatformServer:
         app.router.add_get("/v1/revisions", self._list)
         app.router.add_post("/v1/revisions/{ns}/{name}/scale", self._scale)
         app.router.add_put("/v1/revisions/{ns}/{name}/status", self._status)
+        app.router.add_get("/v1/eventing", self._eventing_watch)
         return app
+
+    async def _eventing_watch(self, request: web.Request) -> web.StreamResponse:
+        if self._eventing is None:
+            return web.Response(status=404, text="no eventing here\n")
+        given = request.headers.get(TOKEN_HEADER, "")
+        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
+            return web.Response(status=403, text=f"the Eventing objects need the {TOKEN_HEADER} header\n")
+        resp = web.StreamResponse()
+        resp.content_type = "application/x-ndjson"
+        await resp.prepare(request)
+        try:
+            async for line in self._eventing.lines():
+                await resp.write(line)
+        except ConnectionResetError:
+            log.debug("eventing watch from %s ended", request.remote)
+        return resp
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("watch") != "true":

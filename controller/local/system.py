@@ -34,8 +34,9 @@ from aiohttp import web
 from controller.ingress.router import Router
 from controller.local.component import Component, ComponentFailed
 from controller.local.controlserver import Conflict, NotFound, control_app
-from controller.local.describe import describe_config, describe_service
+from controller.local.describe import describe_config, describe_event, describe_service
 from controller.local.desired import Desired, ObjectKey, key_of, objects
+from controller.local.eventing import EventingFeed, EventingView, resolve
 from controller.local.platformserver import PlatformServer
 from controller.local.queuegauge import QueueGauge
 from controller.local.runtime.container import (
@@ -44,6 +45,7 @@ from controller.local.runtime.container import (
     ContainerRuntime,
     RuntimeUnavailable,
     detect,
+    local_event_object_problems,
     local_service_problems,
     needing_runtime,
     pod_problems,
@@ -57,6 +59,7 @@ from controller.local.runtime.probe import QueueProxyProbe
 from controller.local.runtime.process import OsLauncher
 from controller.local.runtime.revisions import LocalRuntime, LocalSettings
 from controller.local.runtime.supervisor import Supervisor
+from controller.local.sources import ContainerSources
 from controller.local.store import Store
 from controller.local.view import statefile
 from controller.local.view.filewatch import FileWatcher
@@ -66,14 +69,19 @@ from controller.local.view.tracereceiver import TraceReceiver
 from controller.reconcile.reconciler import ApplyError, Reconciler, ReconcilerSettings
 from controller.reconcile.routetable import RouteTable
 from serving.autoscaling import DEFAULT, AutoscalerConfig
+from serving.configdata import ConfigData
 from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings as AutoscalerSettings
+from serving.contract.eventing import BROKER_HOST, WEBHOOK_HOST, EventingConfig
 from serving.contract.tracing import OFF, TRACES_PATH, Tracing
 from serving.http import Server, serve
 from serving.service import Manifests, Service, ServiceFileError, load_manifests, parse_manifests
 from serving.tracer import Tracer, start_tracing
 
 log = logging.getLogger(__name__)
+
+EVENTING_DIR = "eventing"
+"""Under the state dir: the embedded Brokers' logs and the Triggers' positions, kept across runs."""
 T = TypeVar("T")
 
 
@@ -123,7 +131,10 @@ def load_local(
     what runs as a container under `--runtime`); annotations are checked against the cluster-wide autoscaler
     settings in force (e.g. allow-zero-initial-scale)."""
     return load_manifests(
-        paths, config=autoscaler, checks=(partial(local_service_problems, runtime_choice=runtime_choice),)
+        paths,
+        config=autoscaler,
+        checks=(partial(local_service_problems, runtime_choice=runtime_choice),),
+        event_checks=(partial(local_event_object_problems, runtime_choice=runtime_choice),),
     )
 
 
@@ -165,6 +176,14 @@ class _Parts:
     control: web.AppRunner
     components: tuple[Component, Component]
     """(autoscaler, activator): started in this order, the activator needing the autoscaler."""
+    eventing: Component
+    """Brokers, Triggers and sources: started when the first Eventing object appears."""
+    eventing_port: int
+    eventing_admin: int
+    feed: EventingFeed
+    eventing_view: EventingView
+    sources: ContainerSources
+    session: aiohttp.ClientSession
     router: Router
     reconciler: Reconciler
     runtime: LocalRuntime
@@ -194,6 +213,8 @@ class LocalSystem:
         self._changing = asyncio.Lock()
         """Held while a change (an edit of the files, an apply, a delete) is checked and applied."""
         self._parts: _Parts | None = None
+        self._eventing_task: asyncio.Task[None] | None = None
+        self._eventing_started = asyncio.Event()
 
     def _on_signal(self) -> None:
         self._signals += 1
@@ -247,8 +268,12 @@ class LocalSystem:
         if gone:
             log.warning("removed %d container(s) a previous run in %s left behind", gone, opts.state_dir)
         supervisor = Supervisor(store, ContainerLauncher(forkserver), QueueProxyProbe(session), ports)
+        feed = EventingFeed()
+        eventing_token = secrets.token_hex(16)
         platform = web.AppRunner(
-            PlatformServer(store, supervisor).app(), access_log=None, shutdown_timeout=0.5
+            PlatformServer(store, supervisor, feed, eventing_token).app(),
+            access_log=None,
+            shutdown_timeout=0.5,
         )
         await platform.setup()
         await web.TCPSite(platform, "127.0.0.1", 0).start()
@@ -263,6 +288,27 @@ class LocalSystem:
             tracing,
         )
         ingress_port = sock.getsockname()[1]
+        eventing_port, eventing_admin = ports.allocate_many(2)
+        eventing = Component(
+            "eventing",
+            env={
+                **os.environ,
+                **EventingConfig(
+                    bind_address="127.0.0.1",
+                    port=eventing_port,
+                    admin_port=eventing_admin,
+                    data_dir=str(opts.state_dir / EVENTING_DIR),
+                    platform_url=platform_url,
+                    token=eventing_token,
+                    local_port=ingress_port,
+                    log_format="text",
+                ).to_env(),
+            },
+            ready_url=f"http://127.0.0.1:{eventing_admin}/readyz",
+            log_path=self.log_dir / "eventing.log",
+            launcher=launcher,
+            session=session,
+        )
         router = Router(
             store,
             activator_port,
@@ -285,6 +331,7 @@ class LocalSystem:
             ),
         )
         settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
+        sources = ContainerSources(launcher, self.log_dir, os.environ, runtime.find_config)
 
         def routes_changed(table: RouteTable) -> None:
             router.set_table(table)
@@ -299,9 +346,13 @@ class LocalSystem:
             router=router,
             ingress_port=ingress_port,
             queued=gauge.get,
-            components=lambda: {c.name: _component_json(c) for c in (activator, autoscaler)},
+            components=lambda: {
+                c.name: _component_json(c)
+                for c in (activator, autoscaler, eventing)
+                if c is not eventing or self._eventing_task is not None
+            },
         )
-        view = LiveView(report.build, tty=None if self._live else False)
+        view = LiveView(lambda: self._status_document(report), tty=None if self._live else False)
         if traces is not None:
             traces.emit = view.event
         logging.getLogger("controller").addHandler(_ViewHandler(view))
@@ -315,6 +366,13 @@ class LocalSystem:
             platform_url=platform_url,
             control=control,
             components=(autoscaler, activator),
+            eventing=eventing,
+            eventing_port=eventing_port,
+            eventing_admin=eventing_admin,
+            feed=feed,
+            eventing_view=EventingView(ingress_port, sources.status),
+            sources=sources,
+            session=session,
             router=router,
             reconciler=reconciler,
             runtime=runtime,
@@ -389,7 +447,10 @@ class LocalSystem:
         if parts.traces is not None:
             parts.tasks.append(asyncio.create_task(parts.traces.run(), name="traces"))
         stopped = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait([stopped, *parts.tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [stopped, *parts.tasks, asyncio.create_task(self._eventing_failure())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         stopped.cancel()
         failed = [t for t in done if t is not stopped]
         for task in failed:
@@ -405,14 +466,16 @@ class LocalSystem:
         grace = 0.0 if self._signals > 1 else self.options.shutdown_grace
         if parts.server is not None:
             parts.server.close()
-        for task in parts.tasks:
+        tasks = [*parts.tasks, *([self._eventing_task] if self._eventing_task is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*parts.tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(
             parts.supervisor.shutdown(grace),
-            *(c.stop(grace) for c in parts.components),
+            *(c.stop(grace) for c in (*parts.components, parts.eventing)),
             return_exceptions=True,
         )
+        await parts.sources.close()
         await parts.forkserver.close()
         if parts.runtime.container_runtime is not None:  # a client killed at the deadline left its container
             await sweep(parts.runtime.container_runtime, self.options.state_dir)
@@ -486,6 +549,18 @@ class LocalSystem:
         )
         return autoscaler, activator
 
+    async def _eventing_failure(self) -> None:
+        """Returns only if the eventing component's supervision loop fails (it restarts the process)."""
+        await self._eventing_started.wait()
+        assert self._eventing_task is not None
+        await self._eventing_task
+
+    def _status_document(self, report: StatusReport) -> JSON:
+        document = report.build()
+        if self._parts is not None:
+            document["eventing"] = self._parts.eventing_view.json()
+        return document
+
     def _header(self, port: int) -> list[str]:
         return [
             f"serving up: ingress on http://127.0.0.1:{port}, state and logs in {self.options.state_dir}",
@@ -526,7 +601,32 @@ class LocalSystem:
             changes = parts.reconciler.apply(merged.services)  # checks everything before changing anything
             changes += parts.runtime.set_configs(merged.configs)  # pods read them when they start, after this
             self._desired = desired
+            resolved = resolve(
+                merged.events, merged.services, merged.configs, parts.eventing_view.port, parts.eventing_port
+            )
+            parts.eventing_view.set(merged.events, resolved)
+            await parts.feed.set(resolved.spec)
+            changes += parts.runtime.set_bindings(resolved.bindings)
+            changes += await parts.sources.set(resolved.container_sources)
+            if merged.events:
+                await self._ensure_eventing(parts)
             return changes
+
+    async def _ensure_eventing(self, parts: _Parts) -> None:
+        """Start the eventing component with the first Eventing object, and send the Broker and webhook
+        Hosts to it; a start that fails is retried by its supervision loop."""
+        if parts.eventing.pid is not None or self._eventing_task is not None:
+            return
+        await parts.eventing.start()
+        address = ("127.0.0.1", parts.eventing_port)
+        parts.router.set_platform_hosts({BROKER_HOST: address, WEBHOOK_HOST: address})
+        self._eventing_task = asyncio.create_task(parts.eventing.run(), name="eventing")
+        self._eventing_started.set()
+        try:
+            await parts.eventing.wait_ready(self.options.ready_timeout)
+        except ComponentFailed as exc:
+            log.error("%s", exc)
+            parts.view.event(f"eventing is not ready yet: {exc}")
 
     # --- the control API (controller.local.controlserver.Control) ------------------------------------------
 
@@ -536,14 +636,17 @@ class LocalSystem:
         return self._parts
 
     def status(self) -> JSON:
-        return self._running().report.build()
+        return self._status_document(self._running().report)
 
     async def apply(self, texts: list[tuple[Path, str]]) -> list[str]:
         parts = self._running()
         opts = self.options
         checks = (partial(local_service_problems, runtime_choice=opts.runtime_choice),)
+        event_checks = (partial(local_event_object_problems, runtime_choice=opts.runtime_choice),)
         incoming = await _in_thread(
-            lambda: parse_manifests(texts, config=opts.autoscaler_config, checks=checks)
+            lambda: parse_manifests(
+                texts, config=opts.autoscaler_config, checks=checks, event_checks=event_checks
+            )
         )
 
         def change(desired: Desired) -> Desired:
@@ -591,7 +694,9 @@ class LocalSystem:
         events = parts.view.recent(words)
         if isinstance(obj, Service):
             return describe_service(obj, origin, parts.report.service(namespace, name), events)
-        return describe_config(obj, origin, events)
+        if isinstance(obj, ConfigData):
+            return describe_config(obj, origin, events)
+        return describe_event(obj, origin, parts.eventing_view.entry(obj.kind, namespace, name), events)
 
     async def _follow_edits(self, parts: _Parts) -> None:
         """Apply each edit of the files; one that cannot be read, validated or applied changes nothing."""
@@ -621,7 +726,11 @@ class LocalSystem:
                 view.event(line)
 
     async def _refresh(self, view: LiveView, report: StatusReport, gauge: QueueGauge) -> None:
+        parts = self._running()
         while True:
+            if parts.eventing.pid is not None:
+                url = f"http://127.0.0.1:{parts.eventing_admin}/status"
+                await parts.eventing_view.scrape(parts.session, url)
             await gauge.scrape()
             report.sample()
             view.refresh()

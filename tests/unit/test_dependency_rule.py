@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = ("queueproxy", "activator", "autoscaler")
+COMPONENTS = ("queueproxy", "activator", "autoscaler", "eventing")
 ALL = (*COMPONENTS, "controller")
 
 

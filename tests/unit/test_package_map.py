@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("serving", "queueproxy", "activator", "autoscaler", "controller", "bench")
+PACKAGES = ("serving", "queueproxy", "activator", "autoscaler", "eventing", "controller", "bench")
 MAP = ROOT / "docs" / "packages.md"
 HEADER = """# Package map
 

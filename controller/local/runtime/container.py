@@ -32,6 +32,7 @@ from typing import Final
 
 from controller.local.runtime.process import Launcher, Process, ProcessSpec
 from controller.local.runtime.ulimit import ulimit_args
+from serving.events import ContainerSource, EventObject, local_event_problems
 from serving.service import Service, local_problems
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,15 @@ def local_service_problems(service: Service, runtime_choice: str) -> list[str]:
     return local_problems(
         service, container=runs_as_container(runtime_choice, container.image, container.command)
     )
+
+
+def local_event_object_problems(obj: EventObject, runtime_choice: str) -> list[str]:
+    """What `serving up` cannot run in an Eventing object, given what runs as a container under
+    `runtime_choice` (a ContainerSource's container)."""
+    container = False
+    if isinstance(obj, ContainerSource):
+        container = runs_as_container(runtime_choice, obj.container.image, obj.container.command)
+    return local_event_problems(obj, container=container)
 
 
 def pod_problems(services: Sequence[Service], runtime: ContainerRuntime) -> list[str]:

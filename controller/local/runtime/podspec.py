@@ -73,6 +73,9 @@ class PodContext:
     """Finds a ConfigMap or Secret (`kind`, namespace, name) as it is now: env is read at each start."""
     volumes: VolumeSet | None = None
     """Where container pods' volumes are written and tracked (required for a template with volumes)."""
+    binding: Callable[[str, str], Mapping[str, str]] = field(default=lambda namespace, service: {})
+    """The variables a SinkBinding gives the Service's containers now (`K_SINK`, `K_CE_OVERRIDES`), read at
+    each start."""
 
 
 def pod_log_dir(log_dir: Path, namespace: str, service: str, pod: str) -> Path:
@@ -110,6 +113,7 @@ def user_env(ctx: PodContext, port: int | None, container: Container | None = No
         )
     env = resolved.variables(expand)
     env.update(contract)
+    env.update(ctx.binding(ctx.namespace, ctx.service))
     return env
 
 

@@ -57,6 +57,7 @@ class LocalRuntime:
         self.container_runtime = settings.container_runtime
         """The runtime for container pods; set later when an edit first needs one."""
         self._configs: dict[tuple[str, str, str], ConfigData] = {}
+        self._bindings: dict[tuple[str, str], dict[str, str]] = {}
         self._volumes = VolumeSet(settings.state_dir / VOLUME_DIR) if settings.state_dir is not None else None
 
     def set_configs(self, configs: Iterable[ConfigData]) -> list[str]:
@@ -76,6 +77,22 @@ class LocalRuntime:
         if self._volumes is not None and lines:
             lines += [f"volume {where} updated in place" for where in self._volumes.refresh(self.find_config)]
         return lines
+
+    def set_bindings(self, bindings: dict[tuple[str, str], dict[str, str]]) -> list[str]:
+        """The SinkBindings' variables per Service (namespace, name): pods read them when they start. Returns
+        what changed, one line each."""
+        old, self._bindings = self._bindings, bindings
+        lines = []
+        for key in sorted(old.keys() | bindings.keys()):
+            if old.get(key) != bindings.get(key):
+                sink = bindings[key]["K_SINK"] if key in bindings else "nothing"
+                lines.append(f"Service {key[0]}/{key[1]} bound to {sink} (pods read it when they start)")
+        if lines:
+            self._supervisor.configs_changed()
+        return lines
+
+    def binding(self, namespace: str, service: str) -> dict[str, str]:
+        return self._bindings.get((namespace, service), {})
 
     def find_config(self, kind: str, namespace: str, name: str) -> ConfigData | None:
         return self._configs.get((kind, namespace, name))
@@ -101,6 +118,7 @@ class LocalRuntime:
             state_dir=settings.state_dir,
             configs=self.find_config,
             volumes=self._volumes,
+            binding=self.binding,
         )
         self._supervisor.add(
             RevisionSpec(

@@ -56,12 +56,76 @@ def render(report: JSON) -> list[str]:
         lines.append("")
     if not report["services"]:
         lines.append("no Services")
+    lines.extend(eventing_lines(report.get("eventing")))
     for name, component in sorted(report.get("components", {}).items()):
         if component.get("restarts"):
             lines.append(
                 f"! {name}: restarted {component['restarts']} time(s), last {component['last_exit']}; "
                 f"see {component['log']}"
             )
+    return lines
+
+
+_TRIGGER_COLUMNS = (
+    "TRIGGER",
+    "BROKER",
+    "SUBSCRIBER",
+    "DELIVERED",
+    "RETRIED",
+    "DEAD-LETTERED",
+    "DROPPED",
+    "IN-FLIGHT",
+)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def eventing_lines(eventing: JSON | None) -> list[str]:
+    """Brokers (address, events accepted), Triggers (delivery counts) and sources, with why any is not
+    ready; nothing when there are no Eventing objects."""
+    if not eventing or not (eventing["brokers"] or eventing["triggers"] or eventing["sources"]):
+        return []
+    lines = [""]
+    if eventing["brokers"]:
+        rows = [["BROKER", "CLASS", "URL", "ACCEPTED"]] + [
+            [f"{b['namespace']}/{b['name']}", b["class"], b["url"], str(b.get("accepted", "-"))]
+            for b in eventing["brokers"]
+        ]
+        lines += _table(rows)
+    if eventing["triggers"]:
+        lines.append("")
+        rows = [list(_TRIGGER_COLUMNS)] + [
+            [
+                f"{t['namespace']}/{t['name']}",
+                t["broker"],
+                t["subscriber"] or "-",
+                *(
+                    str(t.get(k, "-"))
+                    for k in ("delivered", "retried", "dead_lettered", "dropped", "in_flight")
+                ),
+            ]
+            for t in eventing["triggers"]
+        ]
+        lines += _table(rows)
+    if eventing["sources"]:
+        lines.append("")
+        rows = [["SOURCE", "KIND", "SINK", "SENT", "FAILED"]] + [
+            [
+                f"{x['namespace']}/{x['name']}",
+                x["kind"],
+                x["sink"] or "-",
+                str(x.get("sent", "-")),
+                str(x.get("failed", "-")),
+            ]
+            for x in eventing["sources"]
+        ]
+        lines += _table(rows)
+    for item in (*eventing["brokers"], *eventing["triggers"], *eventing["sources"]):
+        if item.get("reason"):
+            lines.append(f"  ! {item['namespace']}/{item['name']}: {item['reason']}")
     return lines
 
 

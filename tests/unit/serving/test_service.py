@@ -19,6 +19,12 @@ from serving.service import (
 )
 from tests.unit.serving.servicedoc import base_service, dump, with_field, write
 
+KINDS = (
+    "serving.knative.dev/v1 Service, v1 ConfigMap and Secret, eventing.knative.dev/v1 Broker and Trigger, "
+    "sources.knative.dev/v1 PingSource, SinkBinding and ContainerSource, sources.knative.dev/v1alpha1 "
+    "GitHubSource documents"
+)
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
@@ -231,14 +237,15 @@ def test_problems_from_every_file_are_reported_together(tmp_path: Path) -> None:
             "invalid literal for int() with base 10: 'x'",
             id="bad-tagged-scalar",
         ),
-        pytest.param("", "no Service, ConfigMap or Secret documents in this file", id="empty-file"),
+        pytest.param("", "no Service, ConfigMap, Secret or Eventing documents in this file", id="empty-file"),
         pytest.param(
-            "---\n---\n", "no Service, ConfigMap or Secret documents in this file", id="only-empty-documents"
+            "---\n---\n",
+            "no Service, ConfigMap, Secret or Eventing documents in this file",
+            id="only-empty-documents",
         ),
         pytest.param(
             "apiVersion: v1\nmetadata:\n  name: x\n",
-            "document 1 (?/x): kind: required: this file should hold serving.knative.dev/v1 Service, "
-            "v1 ConfigMap and v1 Secret documents",
+            "document 1 (?/x): kind: required: this file should hold " + KINDS,
             id="no-kind",
         ),
         pytest.param(
@@ -246,8 +253,7 @@ def test_problems_from_every_file_are_reported_together(tmp_path: Path) -> None:
         ),
         pytest.param(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: settings\n",
-            "document 1 (Deployment/settings): kind: 'Deployment' is not supported: a file may hold "
-            "serving.knative.dev/v1 Service, v1 ConfigMap and v1 Secret documents",
+            "document 1 (Deployment/settings): kind: 'Deployment' is not supported: a file may hold " + KINDS,
             id="other-kind",
         ),
         pytest.param(

@@ -1,0 +1,124 @@
+"""ContainerSources on the local platform: each one's container runs as a supervised process (restarted with
+back-off when it exits, as a Deployment's pod is) with `K_SINK` and `K_CE_OVERRIDES` in its environment, as
+Knative's ContainerSource binds them; a change of the source or of its sink restarts it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
+from controller.local.runtime.expansion import expand
+from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
+from serving.configdata import ConfigData
+from serving.envsource import EnvSourceError, resolve_env
+from serving.events import ContainerSource
+
+log = logging.getLogger(__name__)
+
+GRACE = 5.0
+"""Seconds a stopping source gets between SIGTERM and SIGKILL."""
+
+Configs = Callable[[str, str, str], ConfigData | None]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRun:
+    """One ContainerSource as it should run: the object and the binding variables of its resolved sink."""
+
+    source: ContainerSource
+    binding: Mapping[str, str]
+    template: str
+    """`spec.template` as JSON: a change of anything in it (env, args) restarts the source."""
+
+
+@dataclass(slots=True)
+class _Running:
+    run: SourceRun
+    task: asyncio.Task[None]
+    state: dict[str, object]
+
+
+class ContainerSources:
+    def __init__(
+        self, launcher: Launcher, log_dir: Path, host_env: Mapping[str, str], configs: Configs
+    ) -> None:
+        self._launcher = launcher
+        self._log_dir = log_dir
+        self._host_env = dict(host_env)
+        self._configs = configs
+        self._running: dict[tuple[str, str], _Running] = {}
+
+    async def set(self, runs: list[SourceRun]) -> list[str]:
+        """Run exactly `runs` (new ones start, changed ones restart, removed ones stop); a line per change."""
+        wanted = {(r.source.namespace, r.source.name): r for r in runs}
+        lines: list[str] = []
+        for key in list(self._running):
+            current = self._running[key]
+            if wanted.get(key) != current.run:
+                await self._stop(key)
+                if key not in wanted:
+                    lines.append(f"ContainerSource {key[0]}/{key[1]} stopped")
+        for key, run in wanted.items():
+            if key not in self._running:
+                state: dict[str, object] = {"pid": None, "restarts": 0, "reason": ""}
+                task = asyncio.create_task(self._supervise(run, state), name=f"source {key[0]}/{key[1]}")
+                self._running[key] = _Running(run, task, state)
+                lines.append(f"ContainerSource {key[0]}/{key[1]} started, sending to {run.binding['K_SINK']}")
+        return lines
+
+    def status(self, namespace: str, name: str) -> dict[str, object] | None:
+        running = self._running.get((namespace, name))
+        return None if running is None else dict(running.state)
+
+    async def close(self) -> None:
+        for key in list(self._running):
+            await self._stop(key)
+
+    async def _stop(self, key: tuple[str, str]) -> None:
+        running = self._running.pop(key)
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.task
+
+    def _spec(self, run: SourceRun) -> ProcessSpec:
+        source = run.source
+        container = source.container
+        raw = source.template.get("spec", {}).get("containers", [{}])[container.index]
+        env = resolve_env(raw, source.namespace, self._configs).variables(expand)
+        env.update(run.binding)
+        argv = tuple(expand(part, env) for part in (*container.command, *container.args))
+        cwd = source.base_dir / container.working_dir if container.working_dir else source.base_dir
+        log_path = self._log_dir / source.namespace / "sources" / source.name / f"{container.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        return ProcessSpec(argv=argv, env={**self._host_env, **env}, cwd=cwd, log_path=log_path)
+
+    async def _supervise(self, run: SourceRun, state: dict[str, object]) -> None:
+        crashes = CrashCounter(BackoffPolicy())
+        name = f"{run.source.namespace}/{run.source.name}"
+        while True:
+            started = time.monotonic()
+            process: Process | None = None
+            try:
+                process = await self._launcher.start(self._spec(run))
+                state.update(pid=process.pid, reason="")
+                code = await process.wait()
+                state["reason"] = f"exited ({describe_exit(code)})"
+            except EnvSourceError as exc:  # a ConfigMap or Secret it reads is missing: the kubelet's reason
+                state["reason"] = f"CreateContainerConfigError: {exc}"
+            except OSError as exc:
+                state["reason"] = f"cannot start: {exc}"
+            except asyncio.CancelledError:
+                if process is not None and process.returncode is None:
+                    await stop(process, GRACE)
+                raise
+            state["pid"] = None
+            delay = crashes.crashed(time.monotonic() - started)
+            state["restarts"] = crashes.restarts
+            log.warning("ContainerSource %s: %s; restarting in %gs", name, state["reason"], delay)
+            await asyncio.sleep(delay)

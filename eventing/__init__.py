@@ -1,0 +1,1 @@
+"""Eventing: CloudEvents Brokers and Triggers, their durable storage, delivery to subscribers, and sources."""

@@ -1,0 +1,108 @@
+"""`serving eventing`: wires config, the Brokers' backends, the Trigger dispatchers, the ingress, the sources
+and the admin port, then follows the platform's Eventing objects until SIGTERM/SIGINT.
+
+Shutdown: the ingress stops taking events, the dispatchers stop (deliveries in flight are not acknowledged, so
+they are delivered again after a restart), and the backends flush what they acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from eventing.admin import admin_app
+from eventing.backend import Backend
+from eventing.config import EventingConfig, load_config
+from eventing.delivery import Deliverer, client_session
+from eventing.ingress import Ingress
+from eventing.metrics import EventingMetrics
+from eventing.registry import Registry
+from eventing.sources import Sources
+from eventing.store import EventStore
+from eventing.watch import watch_spec
+from serving import lifecycle
+from serving.contract.eventing import BrokerSpec
+
+log = logging.getLogger("eventing")
+
+KAFKA_TIMEOUT = 10.0
+"""Seconds any wait on Kafka may take: a producer posting while Kafka is unreachable gets its 503 (and
+retries) after this, rather than holding its connection for the client's default 30 s."""
+
+
+def _quiet_kafka_client() -> None:
+    """aiokafka logs every failed reconnect at ERROR, many a second while Kafka is down; the backend reports
+    what matters (a publish or a read that failed) itself."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _kafka(broker: BrokerSpec) -> Backend:
+    from eventing.kafka import KafkaBackend  # only Kafka Brokers load aiokafka
+
+    if not broker.bootstrap_servers:
+        raise ValueError(f"broker {broker.namespace}/{broker.name} has no bootstrap.servers")
+    return KafkaBackend(
+        broker.bootstrap_servers,
+        partitions=broker.partitions,
+        replication_factor=broker.replication_factor,
+        timeout=KAFKA_TIMEOUT,
+    )
+
+
+async def run(config: EventingConfig, terminating: asyncio.Event) -> None:
+    _quiet_kafka_client()
+    prometheus = CollectorRegistry()
+    metrics = EventingMetrics(prometheus)
+    store = EventStore(Path(config.data_dir))
+    await store.start()
+    async with client_session() as session:
+        deliverer = Deliverer(session)
+        registry = Registry(store, deliverer, metrics, kafka=_kafka)
+        sources = Sources(deliverer)
+        ingress = web.AppRunner(
+            Ingress(registry, metrics, sources.webhook).app(), access_log=None, shutdown_timeout=1.0
+        )
+        admin = web.AppRunner(admin_app(registry, sources, prometheus), access_log=None, shutdown_timeout=1.0)
+        await ingress.setup()
+        await admin.setup()
+        try:
+            await web.TCPSite(admin, config.bind_address, config.admin_port).start()
+            await web.TCPSite(ingress, config.bind_address, config.port, backlog=1024).start()
+            log.info(
+                "eventing: broker ingress on %s:%d, admin on :%d, data in %s",
+                config.bind_address,
+                config.port,
+                config.admin_port,
+                config.data_dir,
+            )
+
+            async def follow() -> None:
+                async for spec in watch_spec(session, config.platform_url, config.token):
+                    await registry.apply(spec)
+                    sources.apply(spec)
+
+            async def shutdown() -> None:
+                await ingress.shutdown()
+
+            await lifecycle.supervise(terminating, [follow(), sources.run()], shutdown)
+        finally:
+            await ingress.cleanup()
+            await registry.close()
+            await admin.cleanup()
+
+
+def main(argv: list[str]) -> int:
+    return lifecycle.run_component(
+        "eventing",
+        argv,
+        usage="usage: serving eventing  (configured by environment variables; see docs/eventing.md)",
+        load=load_config,
+        log=lambda config: config,
+        main=run,
+        loop_factory=uvloop.new_event_loop,
+    )

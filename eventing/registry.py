@@ -1,0 +1,187 @@
+"""Every Broker and Trigger the component serves, kept in step with the platform's Eventing objects: each
+Broker's backend (the embedded store, or a Kafka cluster), and one running `Dispatcher` per Trigger.
+
+A Trigger or Broker that disappears from the objects is forgotten by its backend (its position, its log);
+one whose subscriber does not resolve yet keeps its position, so its events wait rather than being lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from eventing.backend import Backend, BackendError, BrokerKey, TriggerKey
+from eventing.delivery import Deliverer
+from eventing.dispatcher import Dispatcher
+from eventing.event import Event
+from eventing.metrics import EventingMetrics
+from serving.contract.eventing import BrokerSpec, EventingSpec, TriggerSpec
+from serving.events import KAFKA_CLASS
+
+log = logging.getLogger(__name__)
+
+
+class UnknownBroker(LookupError):
+    pass
+
+
+@dataclass(slots=True)
+class _Running:
+    dispatcher: Dispatcher
+    task: asyncio.Task[None]
+    broker: BrokerSpec
+
+
+class Registry:
+    def __init__(
+        self,
+        embedded: Backend,
+        deliverer: Deliverer,
+        metrics: EventingMetrics,
+        *,
+        kafka: Callable[[BrokerSpec], Backend] | None = None,
+    ) -> None:
+        self._embedded = embedded
+        self._kafka_factory = kafka
+        self._kafka: dict[tuple[str | None, int, int], Backend] = {}
+        self._deliverer = deliverer
+        self._metrics = metrics
+        self.brokers: dict[BrokerKey, BrokerSpec] = {}
+        self.triggers: dict[TriggerKey, _Running] = {}
+        self.accepted: dict[BrokerKey, int] = {}
+        self.synced = False
+        self._lock = asyncio.Lock()
+
+    async def backend(self, broker: BrokerSpec) -> Backend:
+        """The embedded store, or the Kafka backend of the Broker's cluster (started on first use)."""
+        if broker.broker_class != KAFKA_CLASS:
+            return self._embedded
+        key = (broker.bootstrap_servers, broker.partitions, broker.replication_factor)
+        backend = self._kafka.get(key)
+        if backend is None:
+            if self._kafka_factory is None:
+                raise BackendError("the Kafka backend is not available in this process")
+            try:
+                backend = self._kafka_factory(broker)
+                await backend.start()
+            except (ValueError, OSError) as exc:
+                raise BackendError(f"Kafka at {broker.bootstrap_servers}: {exc}") from exc
+            self._kafka[key] = backend
+        return backend
+
+    async def publish(self, key: BrokerKey, events: list[Event]) -> None:
+        """Store events in a Broker's log; `UnknownBroker`, or `BackendError` when they could not be kept."""
+        broker = self.brokers.get(key)
+        if broker is None:
+            raise UnknownBroker(f"broker {key[0]}/{key[1]} not found")
+        await (await self.backend(broker)).publish(key, events)
+        self.accepted[key] = self.accepted.get(key, 0) + len(events)
+
+    async def apply(self, spec: EventingSpec) -> None:
+        """Make `spec` what runs: new Brokers and Triggers start, changed ones update, removed ones go."""
+        async with self._lock:
+            brokers = {b.key: b for b in spec.brokers}
+            triggers = {t.key: t for t in spec.triggers}
+            for key, running in list(self.triggers.items()):
+                wanted = triggers.get(key)
+                broker = brokers.get((key[0], wanted.broker)) if wanted is not None else None
+                if (
+                    wanted is None
+                    or broker is None
+                    or broker != running.broker
+                    or wanted.broker != running.broker.name
+                ):
+                    await self._stop(key, forget=wanted is None or broker is None)
+            for key, broker in list(self.brokers.items()):
+                if key not in brokers:
+                    del self.brokers[key]
+                    await self._forget(broker)
+            self.brokers = brokers
+            for key, wanted in triggers.items():
+                broker = brokers.get((wanted.namespace, wanted.broker))
+                if broker is None:
+                    continue  # not ready: its Broker does not exist (Knative: BrokerDoesNotExist)
+                current = self.triggers.get(key)
+                if current is not None:
+                    current.dispatcher.update(wanted)
+                    continue
+                await self._start(broker, wanted)
+            self.synced = True
+
+    async def _start(self, broker: BrokerSpec, spec: TriggerSpec) -> None:
+        try:
+            subscription = await (await self.backend(broker)).subscribe(broker.key, spec.key)
+        except BackendError as exc:
+            log.error("trigger %s/%s cannot read broker %s/%s: %s", *spec.key, *broker.key, exc)
+            return
+        dispatcher = Dispatcher(
+            spec,
+            subscription,
+            self._deliverer,
+            lambda event: self.publish(broker.key, [event]),
+            observe=self._metrics.observe,
+        )
+        task = asyncio.create_task(dispatcher.run(), name=f"trigger {spec.namespace}/{spec.name}")
+        task.add_done_callback(_log_failure)
+        self.triggers[spec.key] = _Running(dispatcher, task, broker)
+        log.info("trigger %s/%s delivers from broker %s/%s", *spec.key, *broker.key)
+
+    async def _stop(self, key: TriggerKey, *, forget: bool) -> None:
+        running = self.triggers.pop(key)
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+        if forget:
+            try:
+                await (await self.backend(running.broker)).forget(running.broker.key, key)
+            except BackendError as exc:
+                log.warning("trigger %s/%s: its position could not be removed: %s", *key, exc)
+
+    async def _forget(self, broker: BrokerSpec) -> None:
+        try:
+            await (await self.backend(broker)).forget(broker.key)
+        except BackendError as exc:
+            log.warning("broker %s/%s: its log could not be removed: %s", *broker.key, exc)
+
+    async def close(self) -> None:
+        for key in list(self.triggers):
+            await self._stop(key, forget=False)
+        for backend in self._kafka.values():
+            await backend.close()
+        await self._embedded.close()
+
+    def status(self) -> dict[str, object]:
+        """Per Broker its accepted count, per Trigger its delivery counts: `serving status` shows them."""
+        return {
+            "brokers": [
+                {
+                    "namespace": b.namespace,
+                    "name": b.name,
+                    "class": b.broker_class,
+                    "accepted": self.accepted.get(b.key, 0),
+                }
+                for b in self.brokers.values()
+            ],
+            "triggers": [
+                {
+                    "namespace": key[0],
+                    "name": key[1],
+                    "broker": running.broker.name,
+                    "subscriber": running.dispatcher.spec.subscriber,
+                    "delivered": running.dispatcher.counts.delivered,
+                    "retried": running.dispatcher.counts.retried,
+                    "dead_lettered": running.dispatcher.counts.dead_lettered,
+                    "dropped": running.dispatcher.counts.dropped,
+                    "replies": running.dispatcher.counts.replies,
+                    "in_flight": running.dispatcher.counts.in_flight,
+                    "last_error": running.dispatcher.counts.last_error,
+                }
+                for key, running in self.triggers.items()
+            ],
+        }
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped: %r", task.get_name(), task.exception())
