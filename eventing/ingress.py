@@ -12,6 +12,7 @@ from aiohttp import web
 
 from eventing.backend import BackendError
 from eventing.cloudevent import MAX_EVENT_BYTES, EventError, read_event
+from eventing.github import MAX_BODY_BYTES
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry, UnknownBroker
 from serving.contract.eventing import WEBHOOK_HOST
@@ -36,7 +37,8 @@ class Ingress:
         self._webhook = webhook
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_EVENT_BYTES + 1)
+        # The largest body any route takes: a GitHub webhook's; a Broker's events are held to their own limit.
+        app = web.Application(client_max_size=max(MAX_EVENT_BYTES, MAX_BODY_BYTES) + 1)
         app.router.add_route("*", "/{namespace}/{name}", self.handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app

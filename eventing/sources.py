@@ -12,9 +12,10 @@ from aiohttp import web
 
 from eventing.delivery import Deliverer
 from eventing.event import Event
+from eventing.github import MAX_BODY_BYTES, receive
 from eventing.ping import PingScheduler
 from serving.contract.eventing import DeliverySpec, EventingSpec, GitHubSpec, PingSpec
-from serving.events import Destination, PingSource
+from serving.events import Destination, GitHubSource, PingSource, SecretKeyRef
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,21 @@ def _ping_source(spec: PingSpec) -> PingSource:
         timezone=spec.timezone,
         content_type=spec.content_type,
         data=spec.data,
+        sink=Destination(uri=spec.sink),
+        ce_overrides=spec.ce_overrides,
+    )
+
+
+def _github_source(spec: GitHubSpec) -> GitHubSource:
+    """The receiver's view of a GitHubSource (its secret travels beside it, never in it)."""
+    return GitHubSource(
+        kind="GitHubSource",
+        name=spec.name,
+        namespace=spec.namespace,
+        source=Path(f"GitHubSource {spec.namespace}/{spec.name}"),
+        owner_and_repository=spec.owner_and_repository,
+        event_types=spec.event_types,
+        secret_token=SecretKeyRef("", ""),
         sink=Destination(uri=spec.sink),
         ce_overrides=spec.ce_overrides,
     )
@@ -89,7 +105,26 @@ class Sources:
         return outcome.delivered
 
     async def webhook(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(status=404)
+        """A GitHubSource's receiver (`/{namespace}/{name}` on the webhook Host): verify, convert, deliver to
+        the sink, and answer 202 once the sink took the event; a sink that did not answers 502, so that
+        GitHub's delivery log shows the failure and the delivery can be redelivered from there."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        spec = self.githubs.get((namespace, name))
+        if spec is None:
+            return web.Response(status=404, text=f"no GitHubSource {namespace}/{name}\n")
+        if request.method != "POST":
+            return web.Response(status=405, text="POST a webhook delivery\n", headers={"Allow": "POST"})
+        if spec.secret is None or spec.sink is None:
+            return web.Response(status=503, text=f"GitHubSource {namespace}/{name} is not ready\n")
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return web.Response(status=413, text=f"more than the {MAX_BODY_BYTES} bytes GitHub sends\n")
+        body = await request.read()
+        result = receive(_github_source(spec), spec.secret, request.headers, body)
+        if result.event is None:
+            return web.Response(status=result.status, text=result.reason + "\n")
+        if await self._deliver("GitHubSource", namespace, name, spec.sink, result.event):
+            return web.Response(status=202)
+        return web.Response(status=502, text=f"the sink {spec.sink} did not take the event\n")
 
     def status(self) -> dict[str, object]:
         keys = self.counts.keys() | self.problems.keys()

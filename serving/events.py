@@ -1125,8 +1125,8 @@ def _local_container_problems(obj: ContainerSource, *, container: bool) -> list[
         out.append(
             (
                 f"{path}.containers[0].command",
-                "required locally: a container without an image, or under `--runtime process`, runs as a "
-                "process; add a `command`, or run the image with a container runtime (podman or docker)",
+                "required locally: a ContainerSource's container runs as a process (running its image in a "
+                "container runtime is not supported yet); add a `command`",
             )
         )
     if not container and isinstance(spec, Mapping) and spec.get("volumes"):

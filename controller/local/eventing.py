@@ -219,6 +219,7 @@ def resolve(
                     obj.event_types,
                     r.secret(obj),
                     r.address(obj, obj.sink, "spec.sink"),
+                    dict(obj.ce_overrides),
                 )
             )
         elif isinstance(obj, SinkBinding | ContainerSource):

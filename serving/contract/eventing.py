@@ -125,6 +125,7 @@ class GitHubSpec:
     secret: bytes | None
     """The webhook secret's value; None while its Secret or key is missing (posts are refused)."""
     sink: str | None
+    ce_overrides: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"GitHubSpec({self.namespace}/{self.name}, {self.owner_and_repository})"
@@ -214,6 +215,7 @@ def spec_to_json(spec: EventingSpec) -> dict[str, Any]:
                 "event_types": list(g.event_types),
                 "secret": _b64(g.secret),
                 "sink": g.sink,
+                "ce_overrides": dict(g.ce_overrides),
             }
             for g in spec.githubs
         ],
@@ -266,6 +268,7 @@ def spec_from_json(data: Mapping[str, Any]) -> EventingSpec:
                 tuple(g.get("event_types", ())),
                 _unb64(g.get("secret")),
                 g.get("sink"),
+                {str(k): str(v) for k, v in g.get("ce_overrides", {}).items()},
             )
             for g in data.get("githubs", ())
         ),

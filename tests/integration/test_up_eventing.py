@@ -9,6 +9,8 @@ activator; it appends one line per event it receives to a file the test reads.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -498,3 +500,80 @@ spec:
     sources = {s["name"]: s for s in (await up.status())["eventing"]["sources"]}
     assert sources["heartbeats"]["pid"] is not None
     assert sources["bind-emitter"]["sink"] == sink
+
+
+async def test_github_webhook_source(tmp_path: Path, serving_up: Start) -> None:
+    """Signed GitHub deliveries become CloudEvents in the Broker; an unsigned or mis-signed one is refused
+    and delivers nothing."""
+    secret = b"webhook-secret-value"
+    yaml = tmp_path / "eventing.yaml"
+    yaml.write_text(
+        sink_service(tmp_path)
+        + BROKER
+        + trigger(
+            "pushes",
+            "/push",
+            filters="\n  filter:\n    attributes:\n      type: dev.knative.source.github.push",
+        )
+        + f"""\
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: github
+stringData:
+  secretToken: {secret.decode()}
+---
+apiVersion: sources.knative.dev/v1alpha1
+kind: GitHubSource
+metadata:
+  name: repo
+spec:
+  ownerAndRepository: example/hello
+  eventTypes: [push]
+  secretToken:
+    secretKeyRef:
+      name: github
+      key: secretToken
+  sink:
+    ref:
+      apiVersion: eventing.knative.dev/v1
+      kind: Broker
+      name: default
+"""
+    )
+    up = await serving_up([yaml], ZERO)
+    body = json.dumps(
+        {"ref": "refs/heads/main", "compare": "https://github.com/example/hello/compare/a...b"}
+    ).encode()
+
+    async def deliver(signature: str | None, delivery: str) -> tuple[int, str]:
+        headers = {
+            "Host": f"webhook.localhost:{up.port}",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "Content-Type": "application/json",
+        }
+        if signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(up.url("/default/repo"), data=body, headers=headers) as resp,
+        ):
+            return resp.status, await resp.text()
+
+    good = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    assert (await deliver(None, "d-unsigned"))[0] == 401
+    assert (await deliver("sha256=" + "0" * 64, "d-forged"))[0] == 403
+    status, text = await deliver(good, "d-good")
+    assert status == 202, text
+
+    async def arrived() -> bool:
+        return any(e["path"] == "/push" for e in received(tmp_path))
+
+    await eventually(arrived, 30, "the push event reached the sink")
+    events = [e for e in received(tmp_path) if e["path"] == "/push"]
+    assert [e["id"] for e in events] == ["d-good"]
+    assert events[0]["type"] == "dev.knative.source.github.push"
+    assert events[0]["source"] == "https://github.com/example/hello"
+    assert json.loads(events[0]["body"]) == json.loads(body)

@@ -83,3 +83,32 @@ async def test_traffic_split_walkthrough(serving_up: Start, tmp_path: Path) -> N
     [svc] = (await up.status())["services"]
     percents = {r["name"]: (r["traffic_percent"], r["tags"]) for r in svc["revisions"]}
     assert percents == {"traffic-split-v1": (80, ["v1"]), "traffic-split-v2": (20, ["v2", "latest"])}
+
+
+@pytest.mark.eventing
+async def test_eventing_example_delivers_a_signed_push(
+    serving_up: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/eventing: its own `send_push.py` reaches event-display through the GitHubSource, the Broker
+    and the `github-pushes` Trigger."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    folder = EXAMPLES / "eventing"
+    up = await serving_up([folder / "eventing.yaml"])
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "send_push.py",
+        f"http://webhook.localhost:{up.port}/default/hello-repo",
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(sender.communicate(), 90)
+    assert (sender.returncode, out.decode().split()[0]) == (0, "202"), err.decode()
+
+    async def displayed() -> bool:
+        status, body = await up.get("event-display")
+        return status == 200 and "dev.knative.source.github.push" in body
+
+    await eventually(displayed, 30, "event-display shows the push event")
+    triggers = {t["name"]: t for t in (await up.status())["eventing"]["triggers"]}
+    assert set(triggers) == {"pings", "github-pushes"}

@@ -32,7 +32,7 @@ from typing import Final
 
 from controller.local.runtime.process import Launcher, Process, ProcessSpec
 from controller.local.runtime.ulimit import ulimit_args
-from serving.events import ContainerSource, EventObject, local_event_problems
+from serving.events import EventObject, local_event_problems
 from serving.service import Service, local_problems
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,9 @@ def local_service_problems(service: Service, runtime_choice: str) -> list[str]:
 
 
 def local_event_object_problems(obj: EventObject, runtime_choice: str) -> list[str]:
-    """What `serving up` cannot run in an Eventing object, given what runs as a container under
-    `runtime_choice` (a ContainerSource's container)."""
-    container = False
-    if isinstance(obj, ContainerSource):
-        container = runs_as_container(runtime_choice, obj.container.image, obj.container.command)
-    return local_event_problems(obj, container=container)
+    """What `serving up` cannot run in an Eventing object: a ContainerSource's container runs as a process
+    whatever `runtime_choice` says (`controller.local.sources`), so it needs a `command`."""
+    return local_event_problems(obj, container=False)
 
 
 def pod_problems(services: Sequence[Service], runtime: ContainerRuntime) -> list[str]:

@@ -1119,9 +1119,8 @@ LOCAL = [
         f"{CONTAINER}[0].command!",
         None,
         f"{CONTAINER}[0].command",
-        "required locally: a container without an image, or under `--runtime process`, runs as a process; "
-        "add a "
-        "`command`, or run the image with a container runtime (podman or docker)",
+        "required locally: a ContainerSource's container runs as a process (running its image in a "
+        "container runtime is not supported yet); add a `command`",
         id="source-command",
     ),
 ]
