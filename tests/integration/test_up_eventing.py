@@ -48,7 +48,11 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         headers = {k.lower(): v for k, v in self.headers.items()}
         behave = headers.get("ce-behave", "")
-        time.sleep(float(os.environ.get("DELAY", "0")))
+        time.sleep(float(os.environ.get("DELAY", "0")) + (2.0 if behave == "slow" else 0.0))
+        crashed = os.path.join(os.path.dirname(os.environ["EVENTS"]), "crashed-" + headers.get("ce-id", ""))
+        if behave == "crash" and not os.path.exists(crashed):
+            open(crashed, "w").close()
+            os._exit(1)  # the pod dies in the middle of the delivery, before answering
         record = {"path": self.path, "body": body.decode(errors="replace"), "pid": os.getpid(),
                   **{k[3:]: v for k, v in headers.items() if k.startswith("ce-")}}
         with LOCK:
@@ -577,3 +581,34 @@ spec:
     assert events[0]["type"] == "dev.knative.source.github.push"
     assert events[0]["source"] == "https://github.com/example/hello"
     assert json.loads(events[0]["body"]) == json.loads(body)
+
+
+async def test_a_subscriber_that_crashes_or_is_slow_loses_nothing(tmp_path: Path, serving_up: Start) -> None:
+    """The sink's process dies in the middle of two deliveries (its pod restarts) and takes 2 s over
+    others: every event arrives, each at its own Trigger only."""
+    retry = "\n  delivery:\n    retry: 6\n    backoffDelay: PT0.5S\n    timeout: PT10S"
+    yaml = tmp_path / "eventing.yaml"
+    yaml.write_text(
+        sink_service(tmp_path)
+        + BROKER
+        + trigger(
+            "crashy", "/crash", filters="\n  filter:\n    attributes:\n      type: crash", delivery=retry
+        )
+        + trigger("slow", "/slow", filters="\n  filter:\n    attributes:\n      type: slow", delivery=retry)
+    )
+    up = await serving_up([yaml], ZERO)
+    async with aiohttp.ClientSession() as session:
+        for i in range(2):
+            assert await post_event(session, up, "crash", id_=f"c{i}", behave="crash") == 202
+        for i in range(3):
+            assert await post_event(session, up, "slow", id_=f"s{i}", behave="slow") == 202
+
+    def ids(path: str) -> set[str]:
+        return {e["id"] for e in received(tmp_path) if e["path"] == path}
+
+    async def all_there() -> bool:
+        return ids("/crash") == {"c0", "c1"} and ids("/slow") == {"s0", "s1", "s2"}
+
+    await eventually(all_there, 90, "every event delivered despite the crashes and the slowness")
+    assert (tmp_path / "crashed-c0").exists()  # the crash did happen
+    assert {e["path"] for e in received(tmp_path)} == {"/crash", "/slow"}

@@ -57,7 +57,19 @@ def binary(folder: Path) -> tuple[Path, str]:
     return path, f"  {path}: line 1: cannot read: not UTF-8 text (byte 0x89 at offset 0: invalid start byte)"
 
 
-@pytest.mark.parametrize("make", [unknown_revision, nested, too_large, binary])
+def bad_trigger(folder: Path) -> tuple[Path, str]:
+    path = folder / "trigger.yaml"
+    path.write_text(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: t\nspec:\n  broker: default\n"
+        "  subscriber:\n    uri: http://example.com/\n  delivery:\n    backoffPolicy: quadratic\n"
+    )
+    return path, (
+        f"  {path}: document 1 (Trigger/t): spec.delivery.backoffPolicy: "
+        "'quadratic' is not exponential or linear"
+    )
+
+
+@pytest.mark.parametrize("make", [unknown_revision, nested, too_large, binary, bad_trigger])
 async def test_invalid_file_at_start_is_one_line_naming_it_and_exit_2(
     tmp_path: Path, make: Callable[[Path], tuple[Path, str]]
 ) -> None:
