@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serving.config import load
+from serving.config import load_checked
 from serving.contract.activator import ActivatorConfig, parse_positive_int, parse_url
 
 __all__ = ["ActivatorConfig", "load_config", "parse_positive_int", "parse_url"]
@@ -16,4 +16,4 @@ __all__ = ["ActivatorConfig", "load_config", "parse_positive_int", "parse_url"]
 
 def load_config(environ: Mapping[str, str]) -> ActivatorConfig:
     """Read the activator's settings, raising one `ConfigError` that names every bad variable."""
-    return load(ActivatorConfig, environ)
+    return load_checked(ActivatorConfig, environ)

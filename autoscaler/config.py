@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serving.config import load
+from serving.config import load_checked
 from serving.contract.autoscaler import (
     Settings,
     format_autoscaler_config,
@@ -29,4 +29,4 @@ __all__ = [
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    return load(Settings, environ)
+    return load_checked(Settings, environ)

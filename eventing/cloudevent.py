@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import quote, unquote
@@ -31,6 +32,7 @@ that an event the embedded broker accepts fits a Kafka broker too."""
 _HEADER_SAFE: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
 """Printable ASCII but space, `"` and `%` stays as is in a `ce-` header (the HTTP binding's rule)."""
 _FORMAT: Final = JSONFormat()
+_ATTRIBUTE_NAME: Final = re.compile(r"[a-z0-9]+")
 # Headers of a delivery that are not the event's, and are never copied into `Event.headers`.
 _TRACE_HEADERS: Final = ("traceparent", "tracestate")
 
@@ -67,8 +69,13 @@ def read_event(headers: Mapping[str, str], body: bytes) -> Event:
             f"headers; a structured one the Content-Type {STRUCTURED}"
         )
     _validate(attributes)
-    kept = {name: headers[name] for name in _TRACE_HEADERS if name in headers}
+    kept = {name: headers[name] for name in _TRACE_HEADERS if name in headers and _visible(headers[name])}
     return Event(attributes, data, kept)
+
+
+def _visible(value: str) -> bool:
+    """Printable ASCII (and spaces) only: what travels as a header value unescaped."""
+    return all(" " <= c <= "~" for c in value)
 
 
 def _binary_attributes(headers: Mapping[str, str]) -> dict[str, str]:
@@ -85,12 +92,16 @@ def _structured(body: bytes) -> tuple[dict[str, str], bytes]:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventError(f"structured event is not JSON: {exc}") from None
+    except RecursionError:
+        raise EventError("structured event is nested too deeply") from None
     if not isinstance(doc, dict):
         raise EventError("structured event must be a JSON object")
     attributes: dict[str, str] = {}
     for name, value in doc.items():
         if name in ("data", "data_base64"):
             continue
+        if not _ATTRIBUTE_NAME.fullmatch(name):
+            raise EventError(f"attribute name {name!r} must be lower-case letters and digits (CloudEvents)")
         if isinstance(value, bool):
             attributes[name] = "true" if value else "false"
         elif isinstance(value, str | int):
@@ -124,6 +135,8 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def _validate(attributes: dict[str, str]) -> None:
+    if not _visible(attributes.get("datacontenttype", "")):
+        raise EventError("datacontenttype must be printable ASCII (it travels as the Content-Type header)")
     version = attributes.get("specversion")
     if version != SPECVERSION:
         raise EventError(f"specversion must be {SPECVERSION!r}, not {version!r}")

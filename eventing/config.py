@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from serving.config import load
+from serving.config import load_checked
 from serving.contract.eventing import EventingConfig
 
 __all__ = ["EventingConfig", "load_config"]
 
 
 def load_config(environ: Mapping[str, str]) -> EventingConfig:
-    return load(EventingConfig, environ)
+    return load_checked(EventingConfig, environ)

@@ -22,6 +22,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from eventing.client import Client, Target
 from eventing.cloudevent import EventError, binary_headers, is_event, read_event
 from eventing.event import Event
 from serving.contract.eventing import DeliverySpec
@@ -29,6 +30,8 @@ from serving.contract.eventing import DeliverySpec
 log = logging.getLogger(__name__)
 
 RETRIED: Final = frozenset({404, 408, 409, 429})
+UNSENDABLE: Final = 0
+"""The status of an attempt whose request could not be written (a header no HTTP message may carry): final."""
 OVERLOAD: Final = frozenset({429, 503})
 OVERLOAD_PATIENCE: Final = 300.0
 """Seconds an event keeps being offered to an overloaded subscriber before that counts as one failed attempt
@@ -39,6 +42,8 @@ OVERLOAD_DELAY_GATED: Final = 0.1
 """Longest wait between two offers of one event when a gate paces a Trigger's attempts."""
 DEFAULT_TIMEOUT: Final = 300.0
 """An attempt's limit when the delivery names no `timeout`: a Knative revision's default request timeout."""
+TARGETS_KEPT: Final = 10_000
+"""Parsed subscriber URLs remembered (a URL is parsed once, not per delivery); the memo is emptied past it."""
 ERROR_DATA_MAX: Final = 1024
 """Bytes of a failed response's body carried base64 in `knativeerrordata` (the rest is cut)."""
 
@@ -58,6 +63,8 @@ class Attempt:
 
     @property
     def retriable(self) -> bool:
+        if self.status == UNSENDABLE:
+            return False
         return self.status is None or self.status in RETRIED or self.status >= 500
 
     @property
@@ -154,11 +161,23 @@ class Deliverer:
     def __init__(self, session: aiohttp.ClientSession, *, sleep: Sleep = asyncio.sleep) -> None:
         self._session = session
         self._sleep = sleep
+        self._client = Client()
+        self._targets: dict[str, Target | None] = {}
+
+    def close(self) -> None:
+        self._client.close()
 
     async def attempt(self, url: str, event: Event, limit_s: float | None) -> Attempt:
         """One POST of `event` in binary mode, within `limit_s` seconds; never raises for a subscriber's
-        failure."""
+        failure. Plain http:// goes through the lean client, anything else through aiohttp."""
         timeout = limit_s or DEFAULT_TIMEOUT
+        target = self._targets.get(url)
+        if target is None and url not in self._targets:
+            if len(self._targets) >= TARGETS_KEPT:
+                self._targets.clear()
+            target = self._targets[url] = Target.parse(url)
+        if target is not None:
+            return await self._lean_attempt(target, url, event, timeout)
         limit = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._session.post(
@@ -176,6 +195,26 @@ class Deliverer:
             return Attempt(None, error=f"no response within {timeout:g}s")
         except (aiohttp.ClientError, OSError) as exc:
             return Attempt(None, error=f"{type(exc).__name__}: {exc}")
+        except (ValueError, UnicodeError) as exc:  # what cannot be sent at all: final, to the dead letters
+            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {exc}")
+
+    async def _lean_attempt(self, target: Target, url: str, event: Event, limit_s: float) -> Attempt:
+        try:
+            async with asyncio.timeout(limit_s):
+                resp = await self._client.post(target, binary_headers(event), event.data)
+        except TimeoutError:
+            return Attempt(None, error=f"no response within {limit_s:g}s")
+        except OSError as exc:
+            return Attempt(None, error=str(exc))
+        except (ValueError, UnicodeError) as exc:  # what cannot be sent at all: final, to the dead letters
+            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {exc}")
+        reply = None
+        if 200 <= resp.status < 300 and is_event(resp.headers):
+            try:
+                reply = read_event(resp.headers, resp.body)
+            except EventError as exc:
+                log.warning("reply from %s is not a valid CloudEvent, dropped: %s", url, exc)
+        return Attempt(resp.status, resp.body, reply=reply, retry_after=_retry_after(resp.headers))
 
     async def deliver(
         self, url: str, event: Event, policy: DeliverySpec, gate: Gate | None = None
@@ -213,7 +252,7 @@ class Deliverer:
                     retries += 1
                     await self._sleep(delay)
                     continue
-                overloaded_since = None
+                # Patience spent: from here on every overloaded answer counts against the retry budget.
             failed = attempts - overload_waits
             if failed > policy.retry:
                 break
@@ -230,9 +269,9 @@ class Deliverer:
             return False
         attributes = dict(event.attributes)
         attributes["knativeerrordest"] = url
-        if failure.status is not None:
+        if failure.status:
             attributes["knativeerrorcode"] = str(failure.status)
-        data = failure.body[:ERROR_DATA_MAX] if failure.status is not None else failure.error.encode()
+        data = failure.body[:ERROR_DATA_MAX] if failure.status else failure.error.encode()
         if data:
             attributes["knativeerrordata"] = base64.b64encode(data).decode()
         letter = replace(event, attributes=attributes)
@@ -252,7 +291,7 @@ def backoff(policy: DeliverySpec, retry: int) -> float:
 
 
 def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:

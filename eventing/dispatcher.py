@@ -25,6 +25,8 @@ IN_FLIGHT: Final = 100
 subscriber holds at most this many connections."""
 FETCH: Final = 200
 """Records read from the log per fetch."""
+REPLY_ATTEMPTS: Final = 6
+"""Tries to publish a reply (0.1 s, doubling: about 3 s in all) before it is given up and counted."""
 FETCH_RETRY: Final = 0.1
 FETCH_RETRY_MAX: Final = 5.0
 """Back-off between reads of a log that failed (Kafka unreachable): from 0.1 s, doubling, at most 5 s."""
@@ -44,6 +46,8 @@ class TriggerCounts:
     dropped: int = 0
     """Given up on with no dead-letter sink (or the sink failed too)."""
     replies: int = 0
+    dropped_replies: int = 0
+    """Replies the Broker's log could not keep after `REPLY_ATTEMPTS` tries."""
     in_flight: int = 0
     last_error: str = ""
 
@@ -111,6 +115,23 @@ class Dispatcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._subscription.close()
 
+    async def _send_reply(self, reply: Event) -> None:
+        """Publish a subscriber's reply into the Broker, retrying a log that is briefly unavailable; a reply
+        that still cannot be kept is logged and counted, and its event is acknowledged all the same."""
+        for attempt in range(REPLY_ATTEMPTS):
+            try:
+                await self._reply(reply)
+            except BackendError as exc:
+                self.counts.last_error = f"publishing reply {reply.id}: {exc}"
+                if attempt + 1 < REPLY_ATTEMPTS:
+                    await asyncio.sleep(FETCH_RETRY * 2**attempt)
+                    continue
+                log.error("trigger %s/%s: reply %s lost: %s", *self.spec.key, reply.id, exc)
+                self.counts.dropped_replies += 1
+                return
+            self.counts.replies += 1
+            return
+
     async def _deliver(self, record: Record) -> None:
         counts = self.counts
         counts.matched += 1
@@ -125,8 +146,7 @@ class Dispatcher:
             if outcome.delivered:
                 counts.delivered += 1
                 if outcome.reply is not None:
-                    await self._reply(outcome.reply)
-                    counts.replies += 1
+                    await self._send_reply(outcome.reply)
             else:
                 last = outcome.last
                 counts.last_error = (
@@ -143,9 +163,13 @@ class Dispatcher:
             self._subscription.ack(record)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # task boundary: left un-acknowledged, so delivered again after a restart
-            log.exception("delivering event %s of trigger %s/%s failed", record.event.id, *self.spec.key)
+        except Exception as exc:  # task boundary: a bug must not freeze the Trigger's position behind it
+            log.exception(
+                "delivering event %s of trigger %s/%s failed; dropped", record.event.id, *self.spec.key
+            )
             counts.last_error = repr(exc)
+            counts.dropped += 1
+            self._subscription.ack(record)
         finally:
             counts.in_flight -= 1
             self._slots.release()

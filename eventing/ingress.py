@@ -61,12 +61,12 @@ class Ingress:
         if request.content_length is not None and request.content_length > MAX_EVENT_BYTES:
             self._metrics.broker(namespace, name, "rejected")
             return _text(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
-        try:
-            body = await request.read()
-            event = read_event(request.headers, body)
-        except web.HTTPRequestEntityTooLarge:
+        body = await _read_limited(request, MAX_EVENT_BYTES)
+        if body is None:
             self._metrics.broker(namespace, name, "rejected")
             return _text(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
+        try:
+            event = read_event(request.headers, body)
         except EventError as exc:
             self._metrics.broker(namespace, name, "rejected")
             return _text(exc.status, str(exc))
@@ -80,3 +80,16 @@ class Ingress:
             return _text(503, f"the broker could not store the event: {exc}", **{"Retry-After": RETRY_AFTER})
         self._metrics.broker(namespace, name, "accepted")
         return web.Response(status=202)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes `limit` bytes (a chunked body has no length to check
+    first; the rest is not buffered)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

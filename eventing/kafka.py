@@ -32,6 +32,10 @@ from eventing.event import Event
 
 log = logging.getLogger(__name__)
 
+MAX_POLL_INTERVAL_MS: Final = 24 * 3600 * 1000
+"""How long a consumer may go without fetching before it leaves its group: a day, beyond any delivery hold
+(aiokafka's default, 5 minutes, is the overload patience of one event)."""
+
 TOPIC_PREFIX: Final = "knative-broker-"
 """A Broker's topic is `knative-broker-<namespace>-<name>`: the Knative Kafka broker's default template."""
 GROUP_PREFIX: Final = "knative-trigger-"
@@ -442,6 +446,10 @@ class KafkaBackend:
             # Only a partition the group never committed for starts at its end; `_start` commits every start
             # at once, so this applies to a new Trigger only.
             auto_offset_reset="latest",
+            # A Trigger stops fetching while its deliveries in flight are all taken (a slow or overloaded
+            # subscriber holds them for minutes); leaving the group then would hand every one of them out
+            # again. Liveness comes from the heartbeat, which runs on its own.
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
         )
         subscription = KafkaSubscription(consumer, topic, self.timeout, self._subscriptions.discard)
         consumer.subscribe([topic], listener=_Rebalance(subscription))

@@ -87,12 +87,14 @@ async def run(config: EventingConfig, terminating: asyncio.Event) -> None:
                     sources.apply(spec)
 
             async def shutdown() -> None:
+                await registry.stop_delivering()  # first: nothing in flight is acknowledged from here on
                 await ingress.shutdown()
 
-            await lifecycle.supervise(terminating, [follow(), sources.run()], shutdown)
+            await lifecycle.supervise(terminating, [follow(), sources.run(), registry.run()], shutdown)
         finally:
             await ingress.cleanup()
             await registry.close()
+            deliverer.close()
             await admin.cleanup()
 
 

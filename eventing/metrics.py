@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from eventing.delivery import Outcome
@@ -38,12 +40,32 @@ class EventingMetrics:
             registry=registry,
         )
 
+        # Label children are bound once per label set, not looked up per event.
+        self._brokers: dict[tuple[str, str, str], Any] = {}
+        self._triggers: dict[tuple[str, str], tuple[dict[str, Any], Any, Any]] = {}
+
     def broker(self, namespace: str, broker: str, result: str) -> None:
-        self.broker_events.labels(namespace, broker, result).inc()
+        key = (namespace, broker, result)
+        child = self._brokers.get(key)
+        if child is None:
+            child = self._brokers[key] = self.broker_events.labels(namespace, broker, result)
+        child.inc()
 
     def observe(self, trigger: TriggerSpec, outcome: Outcome, seconds: float) -> None:
+        key = (trigger.namespace, trigger.name)
+        bound = self._triggers.get(key)
+        if bound is None:
+            outcomes = {
+                o: self.trigger_events.labels(*key, o) for o in ("delivered", "dead_lettered", "dropped")
+            }
+            bound = self._triggers[key] = (
+                outcomes,
+                self.trigger_retries.labels(*key),
+                self.delivery_seconds.labels(*key),
+            )
+        outcomes, retries, latency = bound
         name = "delivered" if outcome.delivered else "dead_lettered" if outcome.dead_lettered else "dropped"
-        self.trigger_events.labels(trigger.namespace, trigger.name, name).inc()
+        outcomes[name].inc()
         if outcome.retries:
-            self.trigger_retries.labels(trigger.namespace, trigger.name).inc(outcome.retries)
-        self.delivery_seconds.labels(trigger.namespace, trigger.name).observe(seconds)
+            retries.inc(outcome.retries)
+        latency.observe(seconds)

@@ -23,6 +23,11 @@ from serving.events import KAFKA_CLASS
 log = logging.getLogger(__name__)
 
 
+PENDING_RETRY = 1.0
+PENDING_RETRY_MAX = 30.0
+"""Back-off between tries to start a Trigger whose log could not be read: from 1 s, doubling, at most 30 s."""
+
+
 class UnknownBroker(LookupError):
     pass
 
@@ -52,23 +57,34 @@ class Registry:
         self.triggers: dict[TriggerKey, _Running] = {}
         self.accepted: dict[BrokerKey, int] = {}
         self.synced = False
+        self.pending: dict[TriggerKey, tuple[BrokerSpec, TriggerSpec, str]] = {}
+        """Triggers whose start failed, with why: `run` tries them again."""
         self._lock = asyncio.Lock()
+        self._kafka_lock = asyncio.Lock()
+        self._retry = asyncio.Event()
+        self._stopped = False
 
     async def backend(self, broker: BrokerSpec) -> Backend:
         """The embedded store, or the Kafka backend of the Broker's cluster (started on first use)."""
         if broker.broker_class != KAFKA_CLASS:
             return self._embedded
+        if not broker.ready:
+            raise BackendError(f"broker {broker.namespace}/{broker.name} is not ready")
         key = (broker.bootstrap_servers, broker.partitions, broker.replication_factor)
         backend = self._kafka.get(key)
-        if backend is None:
-            if self._kafka_factory is None:
-                raise BackendError("the Kafka backend is not available in this process")
-            try:
-                backend = self._kafka_factory(broker)
-                await backend.start()
-            except (ValueError, OSError) as exc:
-                raise BackendError(f"Kafka at {broker.bootstrap_servers}: {exc}") from exc
-            self._kafka[key] = backend
+        if backend is not None:
+            return backend
+        async with self._kafka_lock:  # one backend per cluster, however many first uses race for it
+            backend = self._kafka.get(key)
+            if backend is None:
+                if self._kafka_factory is None:
+                    raise BackendError("the Kafka backend is not available in this process")
+                try:
+                    backend = self._kafka_factory(broker)
+                    await backend.start()
+                except (ValueError, OSError) as exc:
+                    raise BackendError(f"Kafka at {broker.bootstrap_servers}: {exc}") from exc
+                self._kafka[key] = backend
         return backend
 
     async def publish(self, key: BrokerKey, events: list[Event]) -> None:
@@ -80,41 +96,68 @@ class Registry:
         self.accepted[key] = self.accepted.get(key, 0) + len(events)
 
     async def apply(self, spec: EventingSpec) -> None:
-        """Make `spec` what runs: new Brokers and Triggers start, changed ones update, removed ones go."""
+        """Make `spec` what runs: new Brokers and Triggers start, changed ones update, removed ones go.
+
+        Only an object absent from `spec` is forgotten (its log, its position). A Broker that is not ready (a
+        Kafka Broker whose ConfigMap is missing) keeps its log and its Triggers' positions: they stop and
+        start again, where they were, once it is ready.
+        """
         async with self._lock:
+            if self._stopped:
+                return
             brokers = {b.key: b for b in spec.brokers}
             triggers = {t.key: t for t in spec.triggers}
             for key, running in list(self.triggers.items()):
                 wanted = triggers.get(key)
                 broker = brokers.get((key[0], wanted.broker)) if wanted is not None else None
-                if (
-                    wanted is None
-                    or broker is None
-                    or broker != running.broker
-                    or wanted.broker != running.broker.name
-                ):
-                    await self._stop(key, forget=wanted is None or broker is None)
+                if wanted is None or wanted.broker != running.broker.name:
+                    await self._stop(key, forget=True)  # deleted, or moved: its position in this log is moot
+                elif broker is None or not broker.ready or broker != running.broker:
+                    await self._stop(key, forget=False)
             for key, broker in list(self.brokers.items()):
                 if key not in brokers:
-                    del self.brokers[key]
                     await self._forget(broker)
             self.brokers = brokers
+            self.pending = {}
             for key, wanted in triggers.items():
                 broker = brokers.get((wanted.namespace, wanted.broker))
-                if broker is None:
-                    continue  # not ready: its Broker does not exist (Knative: BrokerDoesNotExist)
+                if broker is None or not broker.ready:
+                    continue  # not ready: its Broker does not exist or is not ready (shown by the platform)
                 current = self.triggers.get(key)
                 if current is not None:
                     current.dispatcher.update(wanted)
                     continue
                 await self._start(broker, wanted)
             self.synced = True
+            self._retry.set()
+
+    async def run(self) -> None:
+        """Start again, with back-off, the Triggers whose log could not be read when they were applied (Kafka
+        unreachable); runs until cancelled."""
+        delay = PENDING_RETRY
+        while True:
+            await self._retry.wait()
+            self._retry.clear()
+            while self.pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PENDING_RETRY_MAX)
+                async with self._lock:
+                    for key, (broker, spec, _) in list(self.pending.items()):
+                        if self.brokers.get(broker.key) == broker and key not in self.triggers:
+                            del self.pending[key]
+                            await self._start(broker, spec)
+            delay = PENDING_RETRY
 
     async def _start(self, broker: BrokerSpec, spec: TriggerSpec) -> None:
         try:
             subscription = await (await self.backend(broker)).subscribe(broker.key, spec.key)
         except BackendError as exc:
             log.error("trigger %s/%s cannot read broker %s/%s: %s", *spec.key, *broker.key, exc)
+            self.pending[spec.key] = (
+                broker,
+                spec,
+                f"cannot read broker {broker.namespace}/{broker.name}: {exc}",
+            )
             return
         dispatcher = Dispatcher(
             spec,
@@ -144,9 +187,16 @@ class Registry:
         except BackendError as exc:
             log.warning("broker %s/%s: its log could not be removed: %s", *broker.key, exc)
 
+    async def stop_delivering(self) -> None:
+        """Stop every Trigger (deliveries in flight are not acknowledged: delivered again after a restart);
+        the logs stay open for the ingress until `close`."""
+        async with self._lock:
+            self._stopped = True
+            for key in list(self.triggers):
+                await self._stop(key, forget=False)
+
     async def close(self) -> None:
-        for key in list(self.triggers):
-            await self._stop(key, forget=False)
+        await self.stop_delivering()
         for backend in self._kafka.values():
             await backend.close()
         await self._embedded.close()
@@ -178,6 +228,10 @@ class Registry:
                     "last_error": running.dispatcher.counts.last_error,
                 }
                 for key, running in self.triggers.items()
+            ]
+            + [
+                {"namespace": key[0], "name": key[1], "broker": broker.name, "last_error": why}
+                for key, (broker, _, why) in self.pending.items()
             ],
         }
 

@@ -4,6 +4,7 @@ with retries, as Knative's source adapters do."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ SINK_DELIVERY = DeliverySpec(retry=5, backoff_delay=0.05)
 """How a source offers an event to its sink: Knative's source adapters retry 5 times from 50 ms (a sink that
 is a Broker answers at once; a Service at zero is woken through the activator, and its overload answers are
 retried beyond these)."""
+
+
+WEBHOOK_DEADLINE = 8.0
+"""Seconds a webhook delivery may take to reach its sink before the receiver answers 504: GitHub gives up on
+a hook after 10 s (and shows it as failed, so it can be redelivered)."""
+WEBHOOK_DELIVERY = DeliverySpec(retry=2, backoff_delay=0.1, timeout=3.0)
 
 
 @dataclass(slots=True)
@@ -82,12 +89,20 @@ class Sources:
     async def _send_ping(self, source: PingSource, event: Event) -> None:
         await self._deliver("PingSource", source.namespace, source.name, source.sink.uri, event)
 
-    async def _deliver(self, kind: str, namespace: str, name: str, sink: str | None, event: Event) -> bool:
+    async def _deliver(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        sink: str | None,
+        event: Event,
+        policy: DeliverySpec = SINK_DELIVERY,
+    ) -> bool:
         counts = self.counts.setdefault((kind, namespace, name), SourceCounts())
         if sink is None:
             counts.failed += 1
             return False
-        outcome = await self._deliverer.deliver(sink, event, SINK_DELIVERY)
+        outcome = await self._deliverer.deliver(sink, event, policy)
         if outcome.delivered:
             counts.sent += 1
         else:
@@ -122,7 +137,16 @@ class Sources:
         result = receive(_github_source(spec), spec.secret, request.headers, body)
         if result.event is None:
             return web.Response(status=result.status, text=result.reason + "\n")
-        if await self._deliver("GitHubSource", namespace, name, spec.sink, result.event):
+        try:
+            async with asyncio.timeout(WEBHOOK_DEADLINE):
+                taken = await self._deliver(
+                    "GitHubSource", namespace, name, spec.sink, result.event, WEBHOOK_DELIVERY
+                )
+        except TimeoutError:
+            self.counts.setdefault(("GitHubSource", namespace, name), SourceCounts()).failed += 1
+            text = f"the sink {spec.sink} did not take the event within {WEBHOOK_DEADLINE:g}s\n"
+            return web.Response(status=504, text=text)
+        if taken:
             return web.Response(status=202)
         return web.Response(status=502, text=f"the sink {spec.sink} did not take the event\n")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from serving.duration import format_duration, parse_duration
 
@@ -253,14 +253,30 @@ def collect(cls: type[C], environ: Mapping[str, str], problems: list[str]) -> C 
 
 
 def load(cls: type[C], environ: Mapping[str, str]) -> C:
-    """Read one config class from `environ`, raising `ConfigError` naming every bad variable, and then every
-    problem of its cross-field checks (a `problems()` method, when the class has one)."""
+    """Read one config class from `environ`, raising `ConfigError` naming every bad variable."""
+    problems: list[str] = []
+    result = collect(cls, environ, problems)
+    if result is None:
+        raise ConfigError(problems)
+    return result
+
+
+class Checked(Protocol):
+    def problems(self) -> list[str]:
+        """Cross-field checks that a single variable's parser cannot make."""
+        ...
+
+
+K = TypeVar("K", bound=Checked)
+
+
+def load_checked(cls: type[K], environ: Mapping[str, str]) -> K:
+    """`load`, then the config's own cross-field `problems()`: a component's loader, which stops the process
+    with every problem listed."""
     problems: list[str] = []
     result = collect(cls, environ, problems)
     if result is not None:
-        check = getattr(result, "problems", None)
-        if callable(check):
-            problems += check()
+        problems += result.problems()
     if result is None or problems:
         raise ConfigError(problems)
     return result

@@ -106,7 +106,9 @@ class _Resolver:
         elif ref.kind == "Broker" and ref.api_version == BROKER_API and found in self.brokers:
             base = internal_broker_url(ref.namespace, ref.name, self.broker_port)
         if base is None:
-            self.not_ready[owner.key] = f"{field_name}: {ref.kind} {ref.namespace}/{ref.name} not found"
+            self.not_ready.setdefault(
+                owner.key, f"{field_name}: {ref.kind} {ref.namespace}/{ref.name} not found"
+            )
             return None
         if dest.uri:
             return base.rstrip("/") + "/" + dest.uri.lstrip("/")
@@ -127,7 +129,7 @@ class _Resolver:
             dead_letter_sink=sink,
         )
 
-    def broker(self, broker: Broker) -> BrokerSpec | None:
+    def broker(self, broker: Broker) -> BrokerSpec:
         if broker.broker_class != KAFKA_CLASS:
             return BrokerSpec(broker.namespace, broker.name, broker.broker_class)
         ref = broker.config
@@ -137,20 +139,20 @@ class _Resolver:
             self.not_ready[broker.key] = (
                 f"spec.config: {where} not found (it gives the Kafka {KAFKA_BOOTSTRAP})"
             )
-            return None
+            return BrokerSpec(broker.namespace, broker.name, KAFKA_CLASS, ready=False)
         data = {k: v.decode(errors="replace").strip() for k, v in config.data.items()}
         servers = data.get(KAFKA_BOOTSTRAP, "")
         if not servers:
             self.not_ready[broker.key] = (
                 f"spec.config: ConfigMap {ref.namespace}/{ref.name} has no {KAFKA_BOOTSTRAP}"
             )
-            return None
+            return BrokerSpec(broker.namespace, broker.name, KAFKA_CLASS, ready=False)
         try:
             partitions = int(data.get(KAFKA_PARTITIONS, "10"))
             replication = int(data.get(KAFKA_REPLICATION, "1"))
         except ValueError as exc:
             self.not_ready[broker.key] = f"spec.config: ConfigMap {ref.namespace}/{ref.name}: {exc}"
-            return None
+            return BrokerSpec(broker.namespace, broker.name, KAFKA_CLASS, ready=False)
         return BrokerSpec(broker.namespace, broker.name, KAFKA_CLASS, servers, partitions, replication)
 
     def secret(self, owner: GitHubSource) -> bytes | None:
@@ -174,8 +176,8 @@ def resolve(
     """The spec of `events` with every address resolved: Services through the ingress `port`, Brokers at
     the eventing component's `broker_port`."""
     r = _Resolver(events, services, configs, port, broker_port)
-    brokers = [spec for spec in map(r.broker, r.brokers.values()) if spec is not None]
-    known = {b.key for b in brokers}
+    brokers = [r.broker(b) for b in r.brokers.values()]
+    known = {b.key for b in brokers if b.ready}
     triggers: list[TriggerSpec] = []
     pings: list[PingSpec] = []
     githubs: list[GitHubSpec] = []
@@ -186,15 +188,24 @@ def resolve(
             owner = r.brokers.get((obj.namespace, obj.broker))
             if (obj.namespace, obj.broker) not in known:
                 r.not_ready.setdefault(obj.key, f"spec.broker: Broker {obj.namespace}/{obj.broker} not ready")
+            subscriber = r.address(obj, obj.subscriber, "spec.subscriber")
+            chosen = obj.delivery or (owner.delivery if owner is not None else None)
+            delivery = r.delivery(obj, obj.delivery, owner.delivery if owner is not None else None)
+            if (
+                chosen is not None
+                and chosen.dead_letter_sink is not None
+                and delivery.dead_letter_sink is None
+            ):
+                subscriber = None  # no delivery before the dead letters have somewhere to go: events wait
             triggers.append(
                 TriggerSpec(
                     obj.namespace,
                     obj.name,
                     obj.broker,
-                    r.address(obj, obj.subscriber, "spec.subscriber"),
+                    subscriber,
                     dict(obj.filter_attributes),
                     obj.filters,
-                    r.delivery(obj, obj.delivery, owner.delivery if owner is not None else None),
+                    delivery,
                 )
             )
         elif isinstance(obj, PingSource):

@@ -5,7 +5,6 @@ Knative's ContainerSource binds them; a change of the source or of its sink rest
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -83,8 +82,7 @@ class ContainerSources:
     async def _stop(self, key: tuple[str, str]) -> None:
         running = self._running.pop(key)
         running.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running.task
+        await asyncio.gather(running.task, return_exceptions=True)
 
     def _spec(self, run: SourceRun) -> ProcessSpec:
         source = run.source
@@ -117,6 +115,11 @@ class ContainerSources:
                 if process is not None and process.returncode is None:
                     await stop(process, GRACE)
                 raise
+            except Exception as exc:  # the supervisor's boundary: log, and start again after the back-off
+                log.exception("ContainerSource %s: supervising it failed", name)
+                state["reason"] = f"failed: {exc!r}"
+                if process is not None and process.returncode is None:
+                    await stop(process, GRACE)
             state["pid"] = None
             delay = crashes.crashed(time.monotonic() - started)
             state["restarts"] = crashes.restarts

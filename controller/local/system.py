@@ -80,6 +80,8 @@ from serving.tracer import Tracer, start_tracing
 
 log = logging.getLogger(__name__)
 
+EVENTING_GRACE = 10.0
+"""Seconds the eventing component gets to stop its Triggers and flush its logs before SIGKILL."""
 EVENTING_DIR = "eventing"
 """Under the state dir: the embedded Brokers' logs and the Triggers' positions, kept across runs."""
 T = TypeVar("T")
@@ -464,15 +466,21 @@ class LocalSystem:
         view.close()
         view.event("stopping: draining pods and stopping components")
         grace = 0.0 if self._signals > 1 else self.options.shutdown_grace
+        if self._eventing_task is not None:
+            # First, while every subscriber is still reachable: a Trigger stopped by a closed ingress would
+            # see its deliveries refused and spend their retries (dropping them); stopped first, it leaves
+            # them in its log for the next start.
+            self._eventing_task.cancel()
+            await asyncio.gather(self._eventing_task, return_exceptions=True)
+            await parts.eventing.stop(min(grace, EVENTING_GRACE))
         if parts.server is not None:
             parts.server.close()
-        tasks = [*parts.tasks, *([self._eventing_task] if self._eventing_task is not None else [])]
-        for task in tasks:
+        for task in parts.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*parts.tasks, return_exceptions=True)
         await asyncio.gather(
             parts.supervisor.shutdown(grace),
-            *(c.stop(grace) for c in (*parts.components, parts.eventing)),
+            *(c.stop(grace) for c in parts.components),
             return_exceptions=True,
         )
         await parts.sources.close()

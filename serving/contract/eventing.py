@@ -82,6 +82,9 @@ class BrokerSpec:
     """The Kafka class's `bootstrap.servers`, read from the ConfigMap of `spec.config`."""
     partitions: int = 10
     replication_factor: int = 1
+    ready: bool = True
+    """False while the Broker cannot run (a Kafka Broker without its ConfigMap): its log and its Triggers'
+    positions are kept, and its ingress answers 503."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -173,6 +176,7 @@ def spec_to_json(spec: EventingSpec) -> dict[str, Any]:
                 "bootstrap_servers": b.bootstrap_servers,
                 "partitions": b.partitions,
                 "replication_factor": b.replication_factor,
+                "ready": b.ready,
             }
             for b in spec.brokers
         ],
@@ -232,6 +236,7 @@ def spec_from_json(data: Mapping[str, Any]) -> EventingSpec:
                 b.get("bootstrap_servers"),
                 int(b.get("partitions", 10)),
                 int(b.get("replication_factor", 1)),
+                bool(b.get("ready", True)),
             )
             for b in data.get("brokers", ())
         ),

@@ -82,6 +82,23 @@ def test_structured_mode_json_data_and_base64() -> None:
             {"Content-Type": "application/cloudevents-batch+json"}, b"[]", 400, "batched", id="batch"
         ),
         pytest.param(BINARY, b"x" * (MAX_EVENT_BYTES + 1), 413, "bytes", id="oversized"),
+        pytest.param(
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"a/b\\r\\nX-Evil: 1"}',
+            400,
+            "printable ASCII",
+            id="header-injection",
+        ),
+        pytest.param(
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion":"1.0","id":"1","source":"/s","type":"t","Evil":"x"}',
+            400,
+            "lower-case",
+            id="upper-case-attribute",
+        ),
+        pytest.param(
+            {"Content-Type": "application/cloudevents+json"}, b"[" * 100_000, 400, "nested", id="deep-nesting"
+        ),
     ],
 )
 def test_bad_events_say_why(hdrs: dict[str, str], body: bytes, status: int, words: str) -> None:
@@ -109,3 +126,8 @@ def test_binary_headers_round_trip() -> None:
     assert out["ce-subject"] == "a%20b%25c"
     assert is_event(out)
     assert read_event(out, event.data) == event
+
+
+def test_trace_headers_that_are_not_printable_ascii_are_dropped() -> None:
+    event = read_event(headers(traceparent="\u2603", tracestate="a=1"), b"")
+    assert event.headers == {"tracestate": "a=1"}

@@ -150,3 +150,17 @@ async def test_a_refused_connection_is_retried(deliverer: tuple[Deliverer, list[
 )
 def test_backoff(policy: DeliverySpec, delays: list[float]) -> None:
     assert [round(backoff(policy, n), 6) for n in (1, 2, 3)] == delays
+
+
+async def test_an_event_that_cannot_be_sent_is_final(deliverer: tuple[Deliverer, list[float]]) -> None:
+    """A header value no HTTP message may carry (as a foreign Kafka producer could write): not retried."""
+    sub = Subscriber()
+    server = await serve(sub)
+    bad = Event({**EVENT.attributes, "datacontenttype": "text/plain\r\nX-Evil: 1"}, b"x")
+    try:
+        outcome = await deliverer[0].deliver(str(server.make_url("/")), bad, DeliverySpec(retry=3))
+    finally:
+        await server.close()
+    assert not outcome.delivered
+    assert outcome.attempts == 1
+    assert sub.got == []
