@@ -83,6 +83,11 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
+def _count(value: object) -> str:
+    """A count, or `-` while the eventing component has not reported it (not started, not yet scraped)."""
+    return "-" if value is None else str(value)
+
+
 def eventing_lines(eventing: JSON | None) -> list[str]:
     """Brokers (address, events accepted), Triggers (delivery counts) and sources, with why any is not
     ready; nothing when there are no Eventing objects."""
@@ -91,7 +96,7 @@ def eventing_lines(eventing: JSON | None) -> list[str]:
     lines = [""]
     if eventing["brokers"]:
         rows = [["BROKER", "CLASS", "URL", "ACCEPTED"]] + [
-            [f"{b['namespace']}/{b['name']}", b["class"], b["url"], str(b.get("accepted", "-"))]
+            [f"{b['namespace']}/{b['name']}", b["class"], b["url"], _count(b.get("accepted"))]
             for b in eventing["brokers"]
         ]
         lines += _table(rows)
@@ -103,7 +108,7 @@ def eventing_lines(eventing: JSON | None) -> list[str]:
                 t["broker"],
                 t["subscriber"] or "-",
                 *(
-                    str(t.get(k, "-"))
+                    _count(t.get(k))
                     for k in ("delivered", "retried", "dead_lettered", "dropped", "in_flight")
                 ),
             ]
@@ -117,8 +122,8 @@ def eventing_lines(eventing: JSON | None) -> list[str]:
                 f"{x['namespace']}/{x['name']}",
                 x["kind"],
                 x["sink"] or "-",
-                str(x.get("sent", "-")),
-                str(x.get("failed", "-")),
+                _count(x.get("sent")),
+                _count(x.get("failed")),
             ]
             for x in eventing["sources"]
         ]

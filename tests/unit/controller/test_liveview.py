@@ -4,7 +4,7 @@ import io
 from typing import Any
 
 from controller.local.queuegauge import parse_queued
-from controller.local.view.liveview import LiveView, render
+from controller.local.view.liveview import LiveView, eventing_lines, render
 from controller.local.view.report import RateMeter
 from serving.platform import RevisionKey
 
@@ -136,3 +136,44 @@ def test_rate_meter_and_activator_queue_gauge() -> None:
         'activator_requests_in_flight{namespace="default",revision="hello-00001"} 2.0\n'
     )
     assert parse_queued(text) == {key: 7}
+
+
+def test_eventing_lines_show_counts_and_reasons() -> None:
+    eventing = {
+        "brokers": [
+            {
+                "namespace": "default",
+                "name": "default",
+                "class": "MTChannelBasedBroker",
+                "url": "http://b",
+                "accepted": 3,
+            }
+        ],
+        "triggers": [
+            {
+                "namespace": "default",
+                "name": "t",
+                "broker": "default",
+                "subscriber": None,
+                "delivered": None,
+                "reason": "spec.subscriber: Service default/missing not found",
+            }
+        ],
+        "sources": [
+            {
+                "namespace": "default",
+                "name": "p",
+                "kind": "PingSource",
+                "sink": "http://b",
+                "sent": None,
+                "failed": None,
+            }
+        ],
+    }
+    text = "\n".join(eventing_lines(eventing))
+    assert "default/default  MTChannelBasedBroker  http://b  3" in text
+    assert "default/t  default  -           -          -" in text
+    assert "default/p  PingSource  http://b  -     -" in text
+    assert "! default/t: spec.subscriber: Service default/missing not found" in text
+    assert "None" not in text
+    assert eventing_lines({"brokers": [], "triggers": [], "sources": []}) == []
