@@ -26,6 +26,19 @@ READY_TIMEOUT = 30.0
 P = TypeVar("P", bound="ComponentProcess")
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that were free a moment ago: each socket stays bound until all are picked, so
+    the kernel cannot hand the same port out twice (as separate `free_port()` calls may)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
     """A port that was free a moment ago (the kernel picks it); good enough on a test machine."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from tests.fakes.process import ComponentProcess, free_port
+from tests.fakes.process import ComponentProcess, free_ports
 
 PROBE_HEADERS = {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"}
 
 
 def base_env(user_port: int) -> dict[str, str]:
     """A complete, valid queue-proxy environment on free ports; tests override single variables."""
+    serving, admin, stats, metrics = free_ports(4)
     return {
         "SERVING_NAMESPACE": "default",
         "SERVING_CONFIGURATION": "hello",
@@ -34,10 +35,10 @@ def base_env(user_port: int) -> dict[str, str]:
         "SERVING_SERVICE": "hello",
         "USER_PORT": str(user_port),
         "QUEUE_BIND_ADDRESS": "127.0.0.1",
-        "QUEUE_SERVING_PORT": str(free_port()),
-        "QUEUE_ADMIN_PORT": str(free_port()),
-        "QUEUE_STATS_PORT": str(free_port()),
-        "QUEUE_METRICS_PORT": str(free_port()),
+        "QUEUE_SERVING_PORT": str(serving),
+        "QUEUE_ADMIN_PORT": str(admin),
+        "QUEUE_STATS_PORT": str(stats),
+        "QUEUE_METRICS_PORT": str(metrics),
         # Short drains keep test teardown quick; drain tests set their own.
         "DRAIN_QUIET_PERIOD": "100ms",
         "DRAIN_WEBSOCKET_TIMEOUT": "1s",
