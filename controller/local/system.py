@@ -302,7 +302,6 @@ class LocalSystem:
                     data_dir=str(opts.state_dir / EVENTING_DIR),
                     platform_url=platform_url,
                     token=eventing_token,
-                    local_port=ingress_port,
                     log_format="text",
                 ).to_env(),
             },
@@ -448,11 +447,9 @@ class LocalSystem:
         ]
         if parts.traces is not None:
             parts.tasks.append(asyncio.create_task(parts.traces.run(), name="traces"))
+        parts.tasks.append(asyncio.create_task(self._eventing_failure(), name="eventing"))
         stopped = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait(
-            [stopped, *parts.tasks, asyncio.create_task(self._eventing_failure())],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        done, _ = await asyncio.wait([stopped, *parts.tasks], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         failed = [t for t in done if t is not stopped]
         for task in failed:

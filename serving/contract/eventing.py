@@ -48,8 +48,6 @@ class EventingConfig(EnvContract):
     """Base URL of the platform API that serves the Eventing objects (`GET /v1/eventing?watch=true`)."""
     token: str = setting("EVENTING_TOKEN", parse_str, "")
     """Sent as `Serving-Eventing-Token` on the watch of the Eventing objects."""
-    local_port: int = setting("EVENTING_LOCAL_PORT", parse_port, 8080)
-    """The port `*.localhost` addresses are sent to on 127.0.0.1 (the local ingress), as curl does."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     """`json` (one object per line) or `text`."""
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import fcntl
 import logging
 import os
@@ -20,6 +19,8 @@ from types import TracebackType
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]  # aiokafka ships no py.typed
+
+from tests.fakes.process import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +137,6 @@ def _last(text: str, count: int) -> str:
     return "\n".join(text.splitlines()[-count:])
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports that were free a moment ago (all held open until all are chosen)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
 def _outside_event_loop(method: str) -> None:
     """Refuse to block a running event loop (its clients would stall, and the readiness probe needs a loop
     of its own)."""
@@ -174,7 +166,7 @@ class KafkaBroker:
         self.libs = libs
         self.data = data
         self.java = java
-        self.port, self.controller_port = _free_ports(2)
+        self.port, self.controller_port = free_ports(2)
         self.cluster_id = _cluster_id()
         self._process: subprocess.Popen[bytes] | None = None
 

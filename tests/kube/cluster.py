@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -31,6 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.fakes.process import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,6 @@ def _checked_bin_dir(path: Path, source: str) -> Path:
 
 def _last_lines(text: str, count: int) -> str:
     return "\n".join(text.splitlines()[-count:])
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports that were free a moment ago (all held open until all are chosen)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 # --- certificates -------------------------------------------------------------------------------------------
