@@ -1,33 +1,95 @@
 """The Broker ingress: `POST /{namespace}/{broker}` takes one CloudEvent and answers `202` once the Broker's
-backend holds it durably (`400` for a bad event, `404` for an unknown Broker, `413` when too large, `503`
-when the backend cannot keep it); webhook sources are served on the same port by Host."""
+backend holds it durably (`400` for a bad event, `404` for an unknown Broker, `405` for another method, `413`
+when too large, `503` when the backend cannot keep it); webhook sources are served on the same port by Host.
+
+It runs on the platform's forwarding engine (`serving.http`), as the router and the queue-proxy do: HTTP/1.1
+with keep-alive and pipelining, and h2c (prior knowledge or `Upgrade`) on the same port.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
-
-from aiohttp import web
+from urllib.parse import unquote
 
 from eventing.backend import BackendError
 from eventing.cloudevent import MAX_EVENT_BYTES, EventError, read_event
-from eventing.github import MAX_BODY_BYTES
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry, UnknownBroker
 from serving.contract.eventing import WEBHOOK_HOST
+from serving.http import Exchange, Headers
 
 log = logging.getLogger(__name__)
 
 ALLOW: Final = "POST"
 RETRY_AFTER: Final = "1"
 """Seconds a producer is told to wait after a `503` (the backend could not keep the event)."""
+_TEXT: Final = ("Content-Type", "text/plain; charset=utf-8")
+_WEBHOOK_PREFIX: Final = WEBHOOK_HOST.split(".", 1)[0] + "."
 
-Webhook = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete response: a status, a line of text for people (empty for none), and extra headers."""
+
+    status: int
+    text: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def _text(status: int, message: str, **headers: str) -> web.Response:
-    return web.Response(status=status, text=message.rstrip("\n") + "\n", headers=headers)
+class Incoming:
+    """One request to `/{namespace}/{name}` as a route sees it, whichever HTTP version it came in."""
+
+    __slots__ = ("_exchange", "headers", "method", "name", "namespace")
+
+    def __init__(self, exchange: Exchange, namespace: str, name: str) -> None:
+        self._exchange = exchange
+        self.method = exchange.request.method
+        self.headers: Headers = exchange.request.headers
+        self.namespace = namespace
+        self.name = name
+
+    @property
+    def content_length(self) -> int | None:
+        return _content_length(self.headers)
+
+    async def read(self, limit: int) -> bytes | None:
+        """The body, or None once it passes `limit` bytes (the rest is not buffered)."""
+        return await self._exchange.read_body(limit)
+
+
+Webhook = Callable[[Incoming], Awaitable[Answer]]
+
+
+async def send(exchange: Exchange, answer: Answer) -> None:
+    headers: list[tuple[str, str]] = list(answer.headers)
+    body = b""
+    if answer.text:
+        headers.append(_TEXT)
+        body = (answer.text.rstrip("\n") + "\n").encode()
+    await exchange.respond(answer.status, headers, body)
+
+
+def _route(target: str) -> tuple[str, str] | None:
+    """(namespace, name) of a `/{namespace}/{name}` request-target (the query ignored), else None."""
+    path = target.split("?", 1)[0]
+    parts = path.split("/")
+    if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
+        return None
+    return unquote(parts[1]), unquote(parts[2])
+
+
+def _content_length(headers: Headers) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def _lower_dict(headers: Headers) -> dict[str, str]:
+    """The headers by (lower-case) name; of a repeated header, the first."""
+    return dict(reversed(headers.items()))
 
 
 class Ingress:
@@ -36,60 +98,53 @@ class Ingress:
         self._metrics = metrics
         self._webhook = webhook
 
-    def app(self) -> web.Application:
-        # The largest body any route takes: a GitHub webhook's; a Broker's events are held to their own limit.
-        app = web.Application(client_max_size=max(MAX_EVENT_BYTES, MAX_BODY_BYTES) + 1)
-        app.router.add_route("*", "/{namespace}/{name}", self.handle)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        return app
+    async def __call__(self, exchange: Exchange) -> None:
+        """The engine's handler: one request, answered whole."""
+        await send(exchange, await self.answer(exchange))
 
-    async def _not_found(self, request: web.Request) -> web.Response:
-        return _text(404, f"no broker at {request.path}: brokers are at /{{namespace}}/{{broker}}")
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        host = (request.headers.get("Host") or "").split(":", 1)[0].lower()
-        if host == WEBHOOK_HOST or host.startswith(WEBHOOK_HOST.split(".", 1)[0] + "."):
+    async def answer(self, exchange: Exchange) -> Answer:
+        request = exchange.request
+        route = _route(request.target)
+        if route is None:
+            path = request.target.split("?", 1)[0]
+            return Answer(404, f"no broker at {path}: brokers are at /{{namespace}}/{{broker}}")
+        namespace, name = route
+        host = (request.headers.get("host") or "").split(":", 1)[0].lower()
+        if host == WEBHOOK_HOST or host.startswith(_WEBHOOK_PREFIX):
             if self._webhook is None:
-                return _text(404, "no webhook sources here")
-            return await self._webhook(request)
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+                return Answer(404, "no webhook sources here")
+            return await self._webhook(Incoming(exchange, namespace, name))
         if request.method != "POST":
-            return _text(405, f"{request.method} is not allowed: POST a CloudEvent", Allow=ALLOW)
+            return Answer(405, f"{request.method} is not allowed: POST a CloudEvent", (("Allow", ALLOW),))
         key = (namespace, name)
         if key not in self._registry.brokers:
-            return _text(404, f"broker {namespace}/{name} not found")
-        if request.content_length is not None and request.content_length > MAX_EVENT_BYTES:
-            self._metrics.broker(namespace, name, "rejected")
-            return _text(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
-        body = await _read_limited(request, MAX_EVENT_BYTES)
+            return Answer(404, f"broker {namespace}/{name} not found")
+        length = _content_length(request.headers)
+        too_long = length is not None and length > MAX_EVENT_BYTES
+        body = None if too_long else await exchange.read_body(MAX_EVENT_BYTES)
         if body is None:
             self._metrics.broker(namespace, name, "rejected")
-            return _text(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
+            return Answer(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
         try:
-            event = read_event(request.headers, body)
+            event = read_event(_lower_dict(request.headers), body)
         except EventError as exc:
             self._metrics.broker(namespace, name, "rejected")
-            return _text(exc.status, str(exc))
+            return Answer(exc.status, str(exc))
         try:
-            await self._registry.publish(key, [event])
+            # Shielded: a producer that goes away mid-write (the engine cancels its handler) does not learn
+            # the outcome, but the event is stored and counted all the same (it may send it again: at least
+            # once), and a Kafka send is never abandoned half-way.
+            await asyncio.shield(self._registry.publish(key, [event]))
         except UnknownBroker as exc:
-            return _text(404, str(exc))
+            return Answer(404, str(exc))
         except BackendError as exc:
             self._metrics.broker(namespace, name, "unavailable")
             log.error("broker %s/%s could not keep event %s: %s", namespace, name, event.id, exc)
-            return _text(503, f"the broker could not store the event: {exc}", **{"Retry-After": RETRY_AFTER})
+            return Answer(
+                503, f"the broker could not store the event: {exc}", (("Retry-After", RETRY_AFTER),)
+            )
         self._metrics.broker(namespace, name, "accepted")
-        return web.Response(status=202)
+        return _ACCEPTED
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it passes `limit` bytes (a chunked body has no length to check
-    first; the rest is not buffered)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+_ACCEPTED: Final = Answer(202)

@@ -27,12 +27,15 @@ from eventing.store import EventStore
 from eventing.watch import watch_spec
 from serving import lifecycle
 from serving.contract.eventing import BrokerSpec
+from serving.http import Server, serve
 
 log = logging.getLogger("eventing")
 
 KAFKA_TIMEOUT = 10.0
 """Seconds any wait on Kafka may take: a producer posting while Kafka is unreachable gets its 503 (and
 retries) after this, rather than holding its connection for the client's default 30 s."""
+INGRESS_DRAIN = 1.0
+"""Seconds the ingress gives the events it is storing at shutdown before it closes their connections."""
 
 
 def _quiet_kafka_client() -> None:
@@ -64,15 +67,13 @@ async def run(config: EventingConfig, terminating: asyncio.Event) -> None:
         deliverer = Deliverer(session)
         registry = Registry(store, deliverer, metrics, kafka=_kafka)
         sources = Sources(deliverer)
-        ingress = web.AppRunner(
-            Ingress(registry, metrics, sources.webhook).app(), access_log=None, shutdown_timeout=1.0
-        )
         admin = web.AppRunner(admin_app(registry, sources, prometheus), access_log=None, shutdown_timeout=1.0)
-        await ingress.setup()
         await admin.setup()
+        ingress: Server | None = None
         try:
             await web.TCPSite(admin, config.bind_address, config.admin_port).start()
-            await web.TCPSite(ingress, config.bind_address, config.port, backlog=1024).start()
+            handler = Ingress(registry, metrics, sources.webhook)
+            ingress = await serve(handler, config.bind_address, config.port)
             log.info(
                 "eventing: broker ingress on %s:%d, admin on :%d, data in %s",
                 config.bind_address,
@@ -88,11 +89,14 @@ async def run(config: EventingConfig, terminating: asyncio.Event) -> None:
 
             async def shutdown() -> None:
                 await registry.stop_delivering()  # first: nothing in flight is acknowledged from here on
-                await ingress.shutdown()
+                assert ingress is not None
+                await ingress.drain(INGRESS_DRAIN)
 
             await lifecycle.supervise(terminating, [follow(), sources.run(), registry.run()], shutdown)
         finally:
-            await ingress.cleanup()
+            if ingress is not None:
+                ingress.close()
+                await ingress.wait_closed()
             await registry.close()
             deliverer.close()
             await admin.cleanup()

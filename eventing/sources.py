@@ -9,11 +9,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-
 from eventing.delivery import Deliverer
 from eventing.event import Event
 from eventing.github import MAX_BODY_BYTES, receive
+from eventing.ingress import Answer, Incoming
 from eventing.ping import PingScheduler
 from serving.contract.eventing import DeliverySpec, EventingSpec, GitHubSpec, PingSpec
 from serving.events import Destination, GitHubSource, PingSource, SecretKeyRef
@@ -119,24 +118,25 @@ class Sources:
             )
         return outcome.delivered
 
-    async def webhook(self, request: web.Request) -> web.StreamResponse:
+    async def webhook(self, request: Incoming) -> Answer:
         """A GitHubSource's receiver (`/{namespace}/{name}` on the webhook Host): verify, convert, deliver to
         the sink, and answer 202 once the sink took the event; a sink that did not answers 502, so that
         GitHub's delivery log shows the failure and the delivery can be redelivered from there."""
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = request.namespace, request.name
         spec = self.githubs.get((namespace, name))
         if spec is None:
-            return web.Response(status=404, text=f"no GitHubSource {namespace}/{name}\n")
+            return Answer(404, f"no GitHubSource {namespace}/{name}")
         if request.method != "POST":
-            return web.Response(status=405, text="POST a webhook delivery\n", headers={"Allow": "POST"})
+            return Answer(405, "POST a webhook delivery", (("Allow", "POST"),))
         if spec.secret is None or spec.sink is None:
-            return web.Response(status=503, text=f"GitHubSource {namespace}/{name} is not ready\n")
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return web.Response(status=413, text=f"more than the {MAX_BODY_BYTES} bytes GitHub sends\n")
-        body = await request.read()
-        result = receive(_github_source(spec), spec.secret, request.headers, body)
+            return Answer(503, f"GitHubSource {namespace}/{name} is not ready")
+        length = request.content_length
+        body = None if length is not None and length > MAX_BODY_BYTES else await request.read(MAX_BODY_BYTES)
+        if body is None:
+            return Answer(413, f"more than the {MAX_BODY_BYTES} bytes GitHub sends")
+        result = receive(_github_source(spec), spec.secret, dict(reversed(request.headers.items())), body)
         if result.event is None:
-            return web.Response(status=result.status, text=result.reason + "\n")
+            return Answer(result.status, result.reason)
         try:
             async with asyncio.timeout(WEBHOOK_DEADLINE):
                 taken = await self._deliver(
@@ -144,11 +144,10 @@ class Sources:
                 )
         except TimeoutError:
             self.counts.setdefault(("GitHubSource", namespace, name), SourceCounts()).failed += 1
-            text = f"the sink {spec.sink} did not take the event within {WEBHOOK_DEADLINE:g}s\n"
-            return web.Response(status=504, text=text)
+            return Answer(504, f"the sink {spec.sink} did not take the event within {WEBHOOK_DEADLINE:g}s")
         if taken:
-            return web.Response(status=202)
-        return web.Response(status=502, text=f"the sink {spec.sink} did not take the event\n")
+            return Answer(202)
+        return Answer(502, f"the sink {spec.sink} did not take the event")
 
     def status(self) -> dict[str, object]:
         keys = self.counts.keys() | self.problems.keys()

@@ -344,6 +344,33 @@ class Exchange:
         self._buffered = 0
         self._conn.resume(wire.PAUSE_BODY)
 
+    async def read_body(self, limit: int) -> bytes | None:
+        """The whole request body (b"" when there is none), for a handler that answers the request itself.
+
+        None as soon as it passes `limit` bytes: the rest is then discarded unread (the connection closes
+        after the answer). A client that waits for `100 Continue` gets it first."""
+        self.begin_forward()
+        if self._expect and not self._body_complete:
+            self._conn.write(wire.CONTINUE)
+        chunks = self.take_body()
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+        if size > limit:
+            self.discard_body()
+            return None
+        if not self._body_complete:
+            reader = _BodyReader(self._conn.loop.create_future(), chunks, size, limit)
+            self.stream_body(reader.add, reader.end)
+            try:
+                complete = await reader.done
+            finally:
+                if not self._body_complete:
+                    self.discard_body()
+            if not complete:
+                return None
+        return b"".join(chunks)
+
     def take_body(self) -> list[bytes]:
         """Hand the buffered request body chunks over to a forwarder, which streams the rest itself."""
         chunks = self._body or []
@@ -352,6 +379,29 @@ class Exchange:
         self._body_taken = True
         self._conn.resume(wire.PAUSE_BODY)
         return chunks
+
+
+class _BodyReader:
+    """Collects a streamed request body for `Exchange.read_body`, up to its limit."""
+
+    def __init__(self, done: asyncio.Future[bool], chunks: list[bytes], size: int, limit: int) -> None:
+        self.done = done
+        self.chunks = chunks
+        self.size = size
+        self.limit = limit
+
+    def add(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.done.set_result(False)
+        else:
+            self.chunks.append(data)
+
+    def end(self) -> None:
+        if not self.done.done():
+            self.done.set_result(True)
 
 
 def _request_head(

@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 # Request headers never sent to the next hop (hop-by-hop, and Host, which HTTP/2 carries as :authority).
 _NOT_FORWARDED: Final = header.HOP_BY_HOP | {"expect", "http2-settings"}
 _REFUSED: Final = header.APP_REFUSED.encode()
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _READ: Final = 64 * 1024
 
 
@@ -531,7 +530,7 @@ async def _pump_from_h1(ex: Exchange, stream: UpstreamStream) -> None:
     stream's window is closed (at most the engine's high-water mark is held here)."""
     client = ex.connection
     if ex.expects_continue and not ex.body_complete:
-        client.write(_CONTINUE)
+        client.write(wire.CONTINUE)
     queue: deque[bytes] = deque(ex.take_body())
     held = sum(map(len, queue))
     wake: asyncio.Future[None] | None = None

@@ -116,6 +116,23 @@ class H2Exchange:
         self._state = DONE
         return True
 
+    async def read_body(self, limit: int) -> bytes | None:
+        """The whole request body (b"" when there is none), for a handler that answers the stream itself.
+
+        None as soon as it passes `limit` bytes: the rest is then discarded (its flow-control window is
+        returned)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            data = await self.body.read()
+            if data is None:
+                return b"".join(chunks)
+            size += len(data)
+            if size > limit:
+                self.body.drop()
+                return None
+            chunks.append(data)
+
     async def respond(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
         """Send a complete local response; the request body, if any, is discarded."""
         if self._state != NEW:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from serving.http.exchange import Exchange
     from serving.http.pool import UpstreamPool
 
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE: Final = b"connection: close\r\n"
 _KEEP_ALIVE: Final = b"connection: keep-alive\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
@@ -286,7 +285,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
     def _send_request_body(self, ex: Exchange, head: bytes, transport: asyncio.Transport) -> None:
         """Send the head and the buffered body; have the client connection stream the rest straight here."""
         if ex.expects_continue and not ex.body_complete:
-            ex.connection.write(_CONTINUE)
+            ex.connection.write(wire.CONTINUE)
         chunks = ex.take_body()
         out = [head]
         if ex.chunked:

@@ -25,6 +25,9 @@ REASONS: Final = {status.value: status.phrase.encode("ascii") for status in HTTP
 # asyncio's default write-buffer high-water mark, so one buffer's worth sits on each side of the engine.
 BODY_HIGH_WATER: Final = 64 * 1024
 
+# The interim response a client that sent `Expect: 100-continue` waits for before it sends the body.
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 # Reasons a transport's reading is paused; reading resumes only when no reason is left.
 PAUSE_BODY: Final = 1  # request body buffered above the high-water mark while the handler waits
 PAUSE_PIPELINE: Final = 2  # a pipelined request waits for the current exchange to finish
