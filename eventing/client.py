@@ -6,7 +6,6 @@ through aiohttp (`eventing.delivery`)."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, cast
@@ -16,7 +15,6 @@ import httptools
 
 MAX_RESPONSE_BYTES: Final = 4 << 20
 """Largest response body read from a subscriber (a reply event is at most 1 MiB); more fails the attempt."""
-_UNSAFE: Final = re.compile(r"[\r\n\0]")
 MAX_IDLE: Final = 256
 """Idle keep-alive connections kept per address: as many as a Trigger's deliveries in flight, with room."""
 
@@ -77,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self.received = False
         """Whether any byte of the current response arrived (a request on a stale connection did not)."""
         self._head_done = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
@@ -128,21 +127,38 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
+    def _expire(self) -> None:
+        """The request's deadline passed without a whole response: the connection's state is unknown."""
+        self._timer = None
+        self._fail(TimeoutError())
+        self.abort()
+
     def abort(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
-    def request(self, data: bytes) -> asyncio.Future[Response]:
+    def request(self, data: bytes, deadline: float | None = None) -> asyncio.Future[Response]:
+        """Send one request; the future has its response, or fails (`TimeoutError` at `deadline`, a time of
+        the event loop's clock)."""
         assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
         self._headers = {}
         self._body = []
         self._size = 0
         self.received = False
         self._head_done = False
+        if deadline is not None:
+            self._timer = loop.call_at(deadline, self._expire)
+            waiter.add_done_callback(self._settled)
         self.transport.write(data)
-        return self._waiter
+        return waiter
+
+    def _settled(self, _: asyncio.Future[Response]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Client:
@@ -152,27 +168,44 @@ class Client:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._max_idle = max_idle
 
-    async def post(self, target: Target, headers: Iterable[tuple[str, str]], body: bytes) -> Response:
-        """One POST; raises `ClientError` (an OSError) when no whole response came. A request that found its
-        reused connection closed before any response byte is sent once more on a new connection (the
-        server closed an idle keep-alive connection as it went out: it never saw the request)."""
-        head = [f"POST {target.path} HTTP/1.1\r\nHost: {target.authority}\r\nContent-Length: {len(body)}\r\n"]
-        for name, value in headers:
-            if _UNSAFE.search(name) or _UNSAFE.search(value) or not name:
-                raise ValueError(f"header {name!r} cannot be sent: a name or value with CR, LF or NUL")
-            head.append(f"{name}: {value}\r\n")
-        head.append("\r\n")
-        data = "".join(head).encode("latin-1") + body
-        conn, reused = await self._connection(target)
+    async def post(
+        self,
+        target: Target,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  # a timer per request costs less than asyncio.timeout
+    ) -> Response:
+        """One POST; raises `ClientError` (an OSError) when no whole response came, `TimeoutError` when none
+        came within `timeout` seconds (connecting included). A request that found its reused connection
+        closed before any response byte is sent once more on a new connection (the server closed an idle
+        keep-alive connection as it went out: it never saw the request)."""
+        lines = [f"{name}: {value}\r\n" for name, value in headers]
+        fields = "".join(lines)
+        # Counted over the whole block: a CR or LF beyond the one pair that ends each line, a NUL, or a line
+        # with no name would let a value split the head.
+        count = len(lines)
+        if (
+            fields.count("\n") != count
+            or fields.count("\r") != count
+            or "\0" in fields
+            or fields.startswith(":")
+            or "\n:" in fields
+        ):
+            raise ValueError("a header cannot be sent: a name or value with CR, LF or NUL, or an empty name")
+        start = f"POST {target.path} HTTP/1.1\r\nHost: {target.authority}\r\nContent-Length: {len(body)}\r\n"
+        data = (start + fields + "\r\n").encode("latin-1") + body
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        conn, reused = await self._connection(target, deadline)
         try:
-            response = await conn.request(data)
+            response = await conn.request(data, deadline)
         except ClientError:
             conn.abort()
             if not reused or conn.received:
                 raise
-            conn = await self._connect(target)
+            conn = await self._connect(target, deadline)
             try:
-                response = await conn.request(data)
+                response = await conn.request(data, deadline)
             except BaseException:
                 conn.abort()
                 raise
@@ -182,18 +215,21 @@ class Client:
         self._release(target, conn)
         return response
 
-    async def _connection(self, target: Target) -> tuple[_Connection, bool]:
+    async def _connection(self, target: Target, deadline: float | None) -> tuple[_Connection, bool]:
         idle = self._idle.get((target.host, target.port))
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn, True
-        return await self._connect(target), False
+        return await self._connect(target, deadline), False
 
-    async def _connect(self, target: Target) -> _Connection:
+    async def _connect(self, target: Target, deadline: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(_Connection, target.host, target.port)
+            async with asyncio.timeout_at(deadline):
+                _, conn = await loop.create_connection(_Connection, target.host, target.port)
+        except TimeoutError:
+            raise
         except OSError as exc:
             raise ClientError(f"cannot connect to {target.host}:{target.port}: {exc}") from exc
         return conn

@@ -15,6 +15,7 @@ import base64
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -124,7 +125,11 @@ Sleep = Callable[[float], Awaitable[Any]]
 class Gate:
     """How many attempts of one Trigger may be out at once: additive increase while the subscriber takes
     events, halved (at most once per `COOL_DOWN`) when it answers that it is overloaded, never below 1. It is
-    the concurrency a TCP sender finds by AIMD, applied to a subscriber behind a bounded queue."""
+    the concurrency a TCP sender finds by AIMD, applied to a subscriber behind a bounded queue.
+
+    Waiters get their places first come, first served. One event loop, so no lock: a place is taken at once
+    when one is free and nobody waits, and otherwise handed to the next waiter as it frees.
+    """
 
     COOL_DOWN: Final = 0.1
 
@@ -134,17 +139,38 @@ class Gate:
         self.active = 0
         self._clock = clock
         self._cut_at = -1.0
-        self._room = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def _room(self) -> bool:
+        return self.active < max(1, int(self.limit))
 
     async def __aenter__(self) -> None:
-        async with self._room:
-            await self._room.wait_for(lambda: self.active < max(1, int(self.limit)))
+        if not self._waiters and self._room():
             self.active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # resolved with the place already taken for it (`_hand_on`)
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.active -= 1  # handed a place as it was cancelled: pass it on
+                self._hand_on()
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._room:
-            self.active -= 1
-            self._room.notify_all()
+        self.active -= 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        waiters = self._waiters
+        while waiters and self._room():
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
 
     def observe(self, result: Attempt) -> None:
         if result.overloaded:
@@ -154,7 +180,7 @@ class Gate:
                 self.limit = max(1.0, self.limit / 2)
         elif result.ok and self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
-            # a waiter is woken by the next exit; the limit only grows by a fraction of a place at a time
+            self._hand_on()  # the limit may have grown by a whole place
 
 
 class Deliverer:
@@ -200,8 +226,7 @@ class Deliverer:
 
     async def _lean_attempt(self, target: Target, url: str, event: Event, limit_s: float) -> Attempt:
         try:
-            async with asyncio.timeout(limit_s):
-                resp = await self._client.post(target, binary_headers(event), event.data)
+            resp = await self._client.post(target, binary_headers(event), event.data, timeout=limit_s)
         except TimeoutError:
             return Attempt(None, error=f"no response within {limit_s:g}s")
         except OSError as exc:

@@ -4,6 +4,8 @@ again once, close-delimited and chunked bodies, and failures as `ClientError`.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -145,6 +147,70 @@ async def test_failures_are_client_errors(client: Client) -> None:
         await client.post(Target("127.0.0.1", port, "h", "/"), [], b"")
 
 
-async def test_a_header_that_would_split_the_request_is_refused(client: Client) -> None:
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("content-type", "a\r\nX-Evil: 1"),
+        ("content-type", "a\nX-Evil: 1"),
+        ("content-type", "a\rX-Evil: 1"),
+        ("content-type", "a\0"),
+        ("x-a\r\nx-evil", "1"),
+        ("", "no name"),
+    ],
+)
+async def test_a_header_that_would_split_the_head_is_refused(client: Client, header: tuple[str, str]) -> None:
+    headers = [("ce-id", "1"), header, ("ce-type", "t")]
     with pytest.raises(ValueError, match="CR, LF or NUL"):
-        await client.post(Target("127.0.0.1", 9, "h", "/"), [("content-type", "a\r\nX-Evil: 1")], b"")
+        await client.post(Target("127.0.0.1", 9, "h", "/"), headers, b"")
+
+
+async def test_a_response_later_than_the_timeout_fails_the_request_and_its_connection(client: Client) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head, _ = await read_request(reader)
+        if b"slow" in head:
+            await asyncio.sleep(5)  # answers long after the client gave up
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await read_request(reader)
+
+    server, port = await serve(handler)
+    target = Target("127.0.0.1", port, "h", "/")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await client.post(target, [("x-mode", "slow")], b"", timeout=0.2)
+    assert 0.15 < loop.time() - started < 2
+    # The connection that timed out is not reused: the next request gets a new one, and its answer.
+    response = await client.post(target, [], b"", timeout=2)
+    assert (response.status, response.body, connections) == (200, b"ok", 2)
+    await stop(server, client)
+
+
+async def test_a_server_that_never_accepts_times_out(client: Client) -> None:
+    # A listening socket whose backlog is full and never accepted: connecting, or the request after it,
+    # never gets an answer.
+    with socket.socket() as blocked:
+        blocked.bind(("127.0.0.1", 0))
+        blocked.listen(0)
+        port = blocked.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+                fillers.append(filler)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await client.post(Target("127.0.0.1", port, "h", "/"), [], b"", timeout=0.3)
+            assert loop.time() - started < 2
+        finally:
+            for filler in fillers:
+                filler.close()

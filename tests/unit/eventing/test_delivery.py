@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from eventing.delivery import Deliverer, backoff, client_session
+from eventing.delivery import Attempt, Deliverer, Gate, backoff, client_session
 from eventing.event import Event
 from serving.contract.eventing import DeliverySpec
 
@@ -164,3 +165,57 @@ async def test_an_event_that_cannot_be_sent_is_final(deliverer: tuple[Deliverer,
     assert not outcome.delivered
     assert outcome.attempts == 1
     assert sub.got == []
+
+
+async def test_the_gate_admits_up_to_its_limit_in_arrival_order_and_grows_back() -> None:
+    now = [0.0]
+    gate = Gate(3, clock=lambda: now[0])
+    order: list[int] = []
+    release = asyncio.Event()
+
+    async def attempt(n: int) -> None:
+        async with gate:
+            order.append(n)
+            await release.wait()
+
+    tasks = [asyncio.create_task(attempt(n)) for n in range(6)]
+    await asyncio.sleep(0.01)
+    assert (order, gate.active) == ([0, 1, 2], 3)
+    # An overloaded answer halves the limit: the places freed are not handed on beyond it.
+    gate.observe(Attempt(503))
+    assert gate.limit == 1.5
+    release.set()
+    await asyncio.sleep(0.01)
+    assert order == [0, 1, 2, 3, 4, 5]  # each waiter in turn, one place at a time
+    await asyncio.gather(*tasks)
+    assert gate.active == 0
+    # Successes grow it back by a fraction of a place each, never above its ceiling.
+    for _ in range(20):
+        gate.observe(Attempt(200))
+    assert gate.limit == 3.0
+
+
+@pytest.mark.parametrize("handed", [False, True], ids=["cancelled-while-waiting", "cancelled-once-handed"])
+async def test_a_cancelled_waiter_leaves_its_place_to_the_next(handed: bool) -> None:
+    gate = Gate(1)
+    await gate.__aenter__()  # the one place is taken
+    entered: list[str] = []
+
+    async def wait(name: str) -> None:
+        async with gate:
+            entered.append(name)
+
+    cancelled = asyncio.create_task(wait("cancelled"))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(wait("next"))
+    await asyncio.sleep(0)
+    if handed:
+        await gate.__aexit__()  # no await inside: the place goes to the first waiter, which has not run yet
+        cancelled.cancel()
+    else:
+        cancelled.cancel()
+        await gate.__aexit__()
+    await asyncio.wait_for(waiting, 2)  # a place lost with the cancelled waiter would leave it waiting
+    assert isinstance((await asyncio.gather(cancelled, return_exceptions=True))[0], asyncio.CancelledError)
+    assert entered == ["next"]
+    assert gate.active == 0
