@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +51,10 @@ DATA_BYTES: Final = 200
 """Size of each event's data: a small JSON document, as most CloudEvents are."""
 BASELINE: Final = "baseline"
 EMBEDDED: Final = "embedded"
+EMBEDDED_DIRECT: Final = "embedded-direct"
+"""The embedded Broker with producers inside the platform: they post to its address there (`K_SINK`'s,
+the eventing component's port), as Knative's in-cluster producers post to broker-ingress, not through the
+router."""
 KAFKA: Final = "kafka"
 START_TIMEOUT: Final = 90.0
 """Seconds for `serving up` to start and its sink, Broker and Trigger to be ready."""
@@ -428,6 +433,8 @@ class Target:
     row: str
     path: str
     host: str
+    url: str | None = None
+    """Where the producers connect; None: the router (`serving up`'s ingress)."""
 
 
 def measure(
@@ -446,7 +453,7 @@ def measure(
     pids = system.pids()
     prefix = f"{target.row}-{producers}-{run}-{time.time_ns()}"
     started = time.monotonic()
-    wrk = start_wrk(system.ingress, script, producers, warm_up + duration + 1, prefix)
+    wrk = start_wrk(target.url or system.ingress, script, producers, warm_up + duration + 1, prefix)
     roles = {**pids, **extra_pids, "producers (wrk)": wrk.pid}
     try:
         time.sleep(max(0.0, started + warm_up - time.monotonic()))
@@ -655,6 +662,9 @@ def run_system(
         targets = [Target(row, f"/default/{broker}", system.host("broker-ingress.localhost"))]
         if row == EMBEDDED:
             targets.insert(0, Target(BASELINE, "/", system.host("sink.default.localhost")))
+            address = urlsplit(system.status()["eventing"]["brokers"][0]["address"])
+            base = f"{address.scheme}://{address.netloc}"
+            targets.append(Target(EMBEDDED_DIRECT, address.path, address.netloc, base))
         extra = {} if kafka is None else {"kafka": kafka[1]}
         for producers in options.producers:
             for target in targets:
@@ -824,12 +834,12 @@ def _cpu(report: Report) -> Iterator[str]:
             )
 
 
-def target_check(report: Report) -> tuple[str, bool | None]:
-    """Whether the embedded Broker accepted and delivered `TARGET_EVENTS_PER_S` (medians over runs) at any
-    producer count."""
+def target_check(report: Report, row: str = EMBEDDED) -> tuple[str, bool | None]:
+    """Whether the embedded Broker (`row`: producers through the router, or inside the platform) accepted and
+    delivered `TARGET_EVENTS_PER_S` (medians over runs) at any producer count."""
     best: tuple[float, float, int] | None = None
     for producers in sorted({s.producers for s in report.samples}):
-        samples = report.of(EMBEDDED, producers)
+        samples = report.of(row, producers)
         if not samples:
             continue
         accepted = statistics.median(s.accepted_per_s for s in samples)
@@ -854,7 +864,7 @@ def _top_consumers(report: Report) -> Iterator[str]:
     """Where the CPU goes, per eventing row at the producer count where it accepted the most: per process its
     CPU per event, how busy it was, and the events/s at which one core would be all it has (each of these
     is one asyncio event loop, so that is its ceiling whatever the machine's other cores do)."""
-    for row in (EMBEDDED, KAFKA):
+    for row in (EMBEDDED, EMBEDDED_DIRECT, KAFKA):
         counts = sorted({s.producers for s in report.samples if s.row == row})
         if not counts:
             continue
@@ -966,6 +976,7 @@ def source_tree() -> str:
 
 def render(report: Report, plot: str | None) -> str:
     verdict, _ = target_check(report)
+    direct, _ = target_check(report, EMBEDDED_DIRECT)
     lines = [
         "# Eventing benchmark: events/s through Broker -> Trigger -> Service",
         "",
@@ -976,7 +987,10 @@ def render(report: Report, plot: str | None) -> str:
         "sent) to the Broker's ingress through the router (`Host: broker-ingress.localhost`). The",
         "*baseline* row posts the same requests straight to the sink Service through the router",
         "(`Host: sink.default.localhost`), in the same `serving up`, alternating with the embedded row, so",
-        "that ratios compare like with like.",
+        "that ratios compare like with like. The *embedded-direct* row has the producers post to the",
+        "Broker's address inside the platform (`http://127.0.0.1:{eventing port}/...`, the `K_SINK` of",
+        "a SinkBinding or ContainerSource): producers inside the platform skip the router, as Knative's",
+        "in-cluster producers post to broker-ingress directly. Delivery goes through the router either way.",
         "",
         "Each figure is taken over a window after a warm-up, with the load running on both sides of it:",
         "*accepted* is the Broker's count of 202s in the window (the eventing component's admin `/status`),",
@@ -996,7 +1010,7 @@ def render(report: Report, plot: str | None) -> str:
         *_environment(report),
         "",
         f"**Target** ({TARGET_EVENTS_PER_S:.0f} events/s accepted and delivered, embedded Broker):"
-        f" {verdict}.",
+        f" producers through the router: {verdict}; producers inside the platform: {direct}.",
         "",
         "## Summary (median over runs, min-max in brackets)",
         "",
@@ -1026,6 +1040,8 @@ PLOTTED: Final = (
     (BASELINE, "delivered_per_s", "baseline: straight to the Service", "#7f7f7f", ""),
     (EMBEDDED, "accepted_per_s", "embedded Broker: accepted", "#1f77b4", "//"),
     (EMBEDDED, "delivered_per_s", "embedded Broker: delivered", "#1f77b4", ""),
+    (EMBEDDED_DIRECT, "accepted_per_s", "embedded, producers inside: accepted", "#2ca02c", "//"),
+    (EMBEDDED_DIRECT, "delivered_per_s", "embedded, producers inside: delivered", "#2ca02c", ""),
     (KAFKA, "accepted_per_s", "Kafka Broker: accepted", "#ff7f0e", "//"),
     (KAFKA, "delivered_per_s", "Kafka Broker: delivered", "#ff7f0e", ""),
 )

@@ -296,10 +296,16 @@ class EventingView:
     ready, joined with the counts the eventing component reports on its admin `/status`."""
 
     def __init__(
-        self, port: int, processes: Callable[[str, str], dict[str, object] | None] = lambda ns, n: None
+        self,
+        port: int,
+        processes: Callable[[str, str], dict[str, object] | None] = lambda ns, n: None,
+        *,
+        broker_port: int | None = None,
     ) -> None:
         self.port = port
         """The ingress port every address uses."""
+        self.broker_port = broker_port
+        """The eventing component's port: Brokers' addresses inside the platform."""
         self._processes = processes
         self.events: Sequence[EventObject] = ()
         self.resolved = Resolved(EventingSpec())
@@ -343,6 +349,11 @@ class EventingView:
                 "name": o.name,
                 "class": o.broker_class,
                 "url": broker_url(o.namespace, o.name, self.port),
+                "address": (
+                    internal_broker_url(o.namespace, o.name, self.broker_port)
+                    if self.broker_port is not None
+                    else None
+                ),
                 "accepted": counted["brokers"].get((o.namespace, o.name), {}).get("accepted"),
                 "reason": reasons.get(o.key, ""),
             }

@@ -371,7 +371,7 @@ class LocalSystem:
             eventing_port=eventing_port,
             eventing_admin=eventing_admin,
             feed=feed,
-            eventing_view=EventingView(ingress_port, sources.status),
+            eventing_view=EventingView(ingress_port, sources.status, broker_port=eventing_port),
             sources=sources,
             session=session,
             router=router,

@@ -56,10 +56,11 @@ def test_quick_run_delivers_events_and_writes_its_report(tmp_path: Path) -> None
     )
     assert out.parent != BENCHMARKS / "results"
     text = out.read_text()
-    every_run = r"^\| 1 \| (baseline|embedded) \| (\d+) \| [\d.]+ \| (\d+) \| (\d+) \|.*\| (\d+) \| [^|]+ \|$"
+    rows_named = r"(baseline|embedded|embedded-direct)"
+    every_run = rf"^\| 1 \| {rows_named} \| (\d+) \| [\d.]+ \| (\d+) \| (\d+) \|.*\| (\d+) \| [^|]+ \|$"
     rows = re.findall(every_run, text, re.M)
     assert {(row, int(producers)) for row, producers, *_ in rows} == {
-        (row, producers) for row in ("baseline", "embedded") for producers in (1, 10)
+        (row, producers) for row in ("baseline", "embedded", "embedded-direct") for producers in (1, 10)
     }
     for row, producers, accepted, delivered, errors in rows:
         assert int(accepted) > 0, (row, producers)

@@ -494,6 +494,8 @@ spec:
     assert code == "202"
     assert sink.startswith("http://127.0.0.1:")  # the Broker's address inside the platform
     assert sink.endswith("/default/default")
+    brokers = (await up.status())["eventing"]["brokers"]
+    assert [b["address"] for b in brokers] == [sink]  # serving status shows the address K_SINK carries
 
     async def emitted() -> bool:
         return any(e["path"] == "/emitted" for e in received(tmp_path))
