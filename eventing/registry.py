@@ -2,7 +2,9 @@
 Broker's backend (the embedded store, or a Kafka cluster), and one running `Dispatcher` per Trigger.
 
 A Trigger or Broker that disappears from the objects is forgotten by its backend (its position, its log);
-one whose subscriber does not resolve yet keeps its position, so its events wait rather than being lost.
+one whose subscriber does not resolve yet keeps its position, so its events wait rather than being lost. What
+the embedded store still holds of objects deleted while the component was not running is forgotten when the
+first objects arrive.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.event import Event
 from eventing.metrics import EventingMetrics
+from eventing.store import EventStore
 from serving.contract.eventing import BrokerSpec, EventingSpec, TriggerSpec
 from serving.events import KAFKA_CLASS
 
@@ -100,7 +103,8 @@ class Registry:
 
         Only an object absent from `spec` is forgotten (its log, its position). A Broker that is not ready (a
         Kafka Broker whose ConfigMap is missing) keeps its log and its Triggers' positions: they stop and
-        start again, where they were, once it is ready.
+        start again, where they were, once it is ready. The first `spec` also has the embedded store forget
+        what it holds of objects deleted while the component was not running (`_sweep`).
         """
         async with self._lock:
             if self._stopped:
@@ -128,6 +132,8 @@ class Registry:
                     current.dispatcher.update(wanted)
                     continue
                 await self._start(broker, wanted)
+            if not self.synced:
+                await self._sweep(brokers, triggers)
             self.synced = True
             self._retry.set()
 
@@ -186,6 +192,60 @@ class Registry:
             await (await self.backend(broker)).forget(broker.key)
         except BackendError as exc:
             log.warning("broker %s/%s: its log could not be removed: %s", *broker.key, exc)
+
+    async def _sweep(
+        self, brokers: dict[BrokerKey, BrokerSpec], triggers: dict[TriggerKey, TriggerSpec]
+    ) -> None:
+        """Forget the logs and positions the embedded store holds of objects absent from the first spec: they
+        were deleted while the component was not running, so no `apply` saw them go, and a stale position
+        would hold its Broker's segments on disk forever.
+
+        A Broker named in the spec keeps its log whatever its class or readiness (a Kafka-class one is left
+        alone entirely: nothing is published to its embedded log). In an embedded-class one, a Trigger's
+        position stays only if the spec has that Trigger on that Broker, started, pending or waiting; one
+        that moved to another Broker is forgotten here, as `apply` forgets it while running. The Kafka
+        backends are never swept: a cluster may be shared with objects this component does not know. A
+        failure is logged, and the rest is swept all the same.
+        """
+        store = self._embedded
+        if not isinstance(store, EventStore):
+            return
+        try:
+            held = await store.held()
+        except (OSError, BackendError) as exc:
+            log.warning("cannot list the embedded Brokers' logs to remove those of deleted objects: %s", exc)
+            return
+        wanted = {((t.namespace, t.broker), key) for key, t in triggers.items()}
+        for broker_key, positions in sorted(held.items()):
+            broker = brokers.get(broker_key)
+            if broker is None:
+                try:
+                    await store.forget(broker_key)
+                except (OSError, BackendError) as exc:
+                    log.warning("broker %s/%s no longer exists, but its log stays: %s", *broker_key, exc)
+                else:
+                    log.info("broker %s/%s no longer exists: its log is removed", *broker_key)
+                continue
+            if broker.broker_class == KAFKA_CLASS:
+                continue
+            for trigger_key in sorted(positions):
+                if (broker_key, trigger_key) in wanted:
+                    continue
+                try:
+                    await store.forget(broker_key, trigger_key)
+                except (OSError, BackendError) as exc:
+                    log.warning(
+                        "trigger %s/%s: its position in broker %s/%s stays: %s",
+                        *trigger_key,
+                        *broker_key,
+                        exc,
+                    )
+                else:
+                    log.info(
+                        "trigger %s/%s is no longer on broker %s/%s: its position there is removed",
+                        *trigger_key,
+                        *broker_key,
+                    )
 
     async def stop_delivering(self) -> None:
         """Stop every Trigger (deliveries in flight are not acknowledged: delivered again after a restart);

@@ -9,6 +9,9 @@ Layout of `<root>/<namespace>/<broker>/`:
   payload as `encode` makes it.
 - `triggers/<namespace>/<trigger>.pos`: the position (decimal, newline) where the Trigger resumes, replaced
   atomically (temp file, fsync, rename).
+
+`held` lists the Brokers and Triggers these folders hold, so that what was deleted while the store was not
+running can be forgotten.
 """
 
 from __future__ import annotations
@@ -194,10 +197,50 @@ def _write_at(fd: int, blob: bytes, offset: int) -> None:
         raise
 
 
+def _usable(part: str) -> bool:
+    """Whether `part` can be a namespace or a name: one path part of its own."""
+    return bool(part) and part not in (".", "..") and "/" not in part and "\0" not in part
+
+
 def _check_key(key: tuple[str, str]) -> None:
-    for part in key:
-        if not part or part in (".", "..") or "/" in part or "\0" in part:
-            raise ValueError(f"{key[0]}/{key[1]}: not a usable namespace and name")
+    if not all(_usable(part) for part in key):
+        raise ValueError(f"{key[0]}/{key[1]}: not a usable namespace and name")
+
+
+def _is_segment(name: str) -> bool:
+    return name.endswith(SEGMENT_SUFFIX) and name.removesuffix(SEGMENT_SUFFIX).isdigit()
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Blocking: what `folder` holds; nothing if it is gone or not a folder."""
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """Blocking: the folders in `folder` whose names can be a namespace or a name."""
+    return [path for path in _entries(folder) if _usable(path.name) and path.is_dir()]
+
+
+def _scan(root: Path) -> dict[BrokerKey, set[TriggerKey]]:
+    """Blocking: the Brokers that have a log under `root` (a folder holding a `triggers` folder or a segment:
+    anything else is not the store's, and stays), each with the Triggers that have a position file in it.
+    Reads names only, never a file, so that it costs little and opens nothing."""
+    held: dict[BrokerKey, set[TriggerKey]] = {}
+    for namespace in _subfolders(root):
+        for folder in _subfolders(namespace):
+            triggers = folder / TRIGGERS
+            if not triggers.is_dir() and not any(_is_segment(path.name) for path in _entries(folder)):
+                continue
+            held[(namespace.name, folder.name)] = {
+                (trigger_namespace.name, path.name.removesuffix(POSITION_SUFFIX))
+                for trigger_namespace in _subfolders(triggers)
+                for path in _entries(trigger_namespace)
+                if path.name.endswith(POSITION_SUFFIX) and _usable(path.name.removesuffix(POSITION_SUFFIX))
+            }
+    return held
 
 
 @dataclass(slots=True)
@@ -262,9 +305,7 @@ def _recover(folder: Path) -> tuple[list[_Segment], dict[TriggerKey, int | None]
     mid-write: everything before it stays), and read its Triggers' positions (None: unreadable)."""
     _make_dirs(folder / TRIGGERS)
     bases = sorted(
-        int(path.name.removesuffix(SEGMENT_SUFFIX))
-        for path in folder.iterdir()
-        if path.name.endswith(SEGMENT_SUFFIX) and path.name.removesuffix(SEGMENT_SUFFIX).isdigit()
+        int(path.name.removesuffix(SEGMENT_SUFFIX)) for path in folder.iterdir() if _is_segment(path.name)
     )
     segments: list[_Segment] = []
     try:
@@ -755,6 +796,19 @@ class EventStore:
         except OSError as error:
             raise BackendError(f"{log}: cannot remove trigger {trigger[0]}/{trigger[1]}: {error}") from None
         await log.retain()
+
+    async def held(self) -> dict[BrokerKey, frozenset[TriggerKey]]:
+        """Every Broker that has a log in the store, each with the Triggers that have a position in it: the
+        folders on disk, and the Triggers the open logs know of (one whose first position write is still in
+        flight). Only names are read, in a store thread: a log that is not open stays closed. With `forget`,
+        it lets the owner remove what was deleted while the store was not running."""
+        if self._closed or self._persister is None:
+            raise BackendError("the event store is not running")
+        found = await self.run(_scan, self.root)
+        for broker, opening in self._logs.items():
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                found.setdefault(broker, set()).update(opening.result().triggers)
+        return {broker: frozenset(triggers) for broker, triggers in found.items()}
 
     async def _remove(self, broker: BrokerKey) -> None:
         try:

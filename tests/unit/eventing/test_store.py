@@ -1,5 +1,6 @@
 """The embedded event store on real files: exact round trips, order, independent Triggers, positions that
-survive a restart, torn tails, rollover and retention, and write errors surfaced as `BackendError`."""
+survive a restart, torn tails, rollover and retention, write errors surfaced as `BackendError`, and the list
+of what it holds."""
 
 from __future__ import annotations
 
@@ -476,3 +477,30 @@ async def test_a_broker_whose_folder_cannot_be_made_is_a_backend_error(tmp_path:
         subscription = await store.subscribe(BROKER, T1)
         await store.publish(BROKER, [event(2)])
         assert ids(await fetch_all(subscription, 1)) == ["e00002"]
+
+
+async def test_the_store_lists_the_brokers_and_triggers_it_holds_without_opening_their_logs(
+    tmp_path: Path,
+) -> None:
+    archive = ("default", "archive")
+    audit = tmp_path / "default" / "orders" / "triggers" / "default" / "audit.pos"
+    async with opened(tmp_path) as store:
+        assert await store.held() == {}
+        await store.subscribe(BROKER, T1)
+        await store.subscribe(BROKER, T2)
+        await store.publish(archive, [event(1)])
+    unfinished = audit.with_name("audit.pos.tmp")  # a position write a crash cut short
+    unfinished.write_text("7\n")
+    (tmp_path / "default" / "notes").mkdir()  # neither a segment nor a `triggers` folder: not a log
+    (tmp_path / "stray.log").write_text("")
+    async with opened(tmp_path) as store:
+        assert await store.held() == {BROKER: frozenset({T1, T2}), archive: frozenset()}
+        assert unfinished.exists()  # opening the log would have removed it
+        third = ("other", "payments")
+        await store.subscribe(third, T1)
+        await store.forget(BROKER, T2)
+        assert await store.held() == {BROKER: frozenset({T1}), archive: frozenset(), third: frozenset({T1})}
+        await store.forget(archive)
+        assert archive not in await store.held()
+    with pytest.raises(BackendError, match="not running"):
+        await store.held()
