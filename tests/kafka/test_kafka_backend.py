@@ -5,6 +5,7 @@ returned for is lost when Kafka restarts or crashes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -262,6 +263,12 @@ async def test_publish_while_kafka_is_down_fails_in_bounded_time(kafka_broker: K
         await backend.close()
 
 
+# aiokafka leaves a connection unclosed when it connects to a broker that is going down and the handshake
+# then fails (aio-libs/aiokafka#715, open): the socket is only closed when the collector finds it, which
+# pytest reports as an unraisable ResourceWarning in whichever test runs then. It is aiokafka's, not the
+# backend's (it happens with no failed publish), so this test, which stops Kafka under load, lets it pass;
+# what it checks, that nothing published is lost, is asserted all the same.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("crash", [pytest.param(False, id="sigterm"), pytest.param(True, id="sigkill")])
 async def test_a_kafka_restart_loses_nothing_published(
     backend: KafkaBackend, kafka_broker: KafkaBroker, crash: bool
@@ -317,3 +324,4 @@ async def test_a_kafka_restart_loses_nothing_published(
     assert len(published) >= 200, f"only {len(published)} publishes succeeded ({failed} failed)"
     assert not lost
     assert set(received) <= {f"e{n}" for n in range(300)}
+    gc.collect()  # what aiokafka left unclosed is found now, inside this test (see above)
