@@ -52,13 +52,12 @@ class Incoming:
         self.namespace = namespace
         self.name = name
 
-    @property
-    def content_length(self) -> int | None:
-        return _content_length(self.headers)
+    def header_map(self) -> dict[str, str]:
+        return lower_dict(self.headers)
 
     async def read(self, limit: int) -> bytes | None:
         """The body, or None once it passes `limit` bytes (the rest is not buffered)."""
-        return await self._exchange.read_body(limit)
+        return await read_limited(self._exchange, limit)
 
 
 Webhook = Callable[[Incoming], Awaitable[Answer]]
@@ -87,9 +86,18 @@ def _content_length(headers: Headers) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
-def _lower_dict(headers: Headers) -> dict[str, str]:
+def lower_dict(headers: Headers) -> dict[str, str]:
     """The headers by (lower-case) name; of a repeated header, the first."""
     return dict(reversed(headers.items()))
+
+
+async def read_limited(exchange: Exchange, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than `limit` bytes: refused unread when its
+    Content-Length says so, otherwise as soon as it passes the limit."""
+    length = _content_length(exchange.request.headers)
+    if length is not None and length > limit:
+        return None
+    return await exchange.read_body(limit)
 
 
 class Ingress:
@@ -119,14 +127,12 @@ class Ingress:
         key = (namespace, name)
         if key not in self._registry.brokers:
             return Answer(404, f"broker {namespace}/{name} not found")
-        length = _content_length(request.headers)
-        too_long = length is not None and length > MAX_EVENT_BYTES
-        body = None if too_long else await exchange.read_body(MAX_EVENT_BYTES)
+        body = await read_limited(exchange, MAX_EVENT_BYTES)
         if body is None:
             self._metrics.broker(namespace, name, "rejected")
             return Answer(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
         try:
-            event = read_event(_lower_dict(request.headers), body)
+            event = read_event(lower_dict(request.headers), body)
         except EventError as exc:
             self._metrics.broker(namespace, name, "rejected")
             return Answer(exc.status, str(exc))

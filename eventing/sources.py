@@ -130,11 +130,10 @@ class Sources:
             return Answer(405, "POST a webhook delivery", (("Allow", "POST"),))
         if spec.secret is None or spec.sink is None:
             return Answer(503, f"GitHubSource {namespace}/{name} is not ready")
-        length = request.content_length
-        body = None if length is not None and length > MAX_BODY_BYTES else await request.read(MAX_BODY_BYTES)
+        body = await request.read(MAX_BODY_BYTES)
         if body is None:
             return Answer(413, f"more than the {MAX_BODY_BYTES} bytes GitHub sends")
-        result = receive(_github_source(spec), spec.secret, dict(reversed(request.headers.items())), body)
+        result = receive(_github_source(spec), spec.secret, request.header_map(), body)
         if result.event is None:
             return Answer(result.status, result.reason)
         try:
