@@ -150,8 +150,13 @@ def _outside_event_loop(method: str) -> None:
 
 
 def _cluster_id() -> str:
-    """A random cluster id as Kafka writes one: a UUID in URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id as Kafka writes one: a UUID in URL-safe base64 without padding, never starting
+    with `-` (Kafka's own `Uuid.randomUuid` draws again then: the storage tool's argument parser would read
+    such an id as an option, one format in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaBroker:
@@ -291,8 +296,7 @@ class KafkaBroker:
             "format",
             "--config",
             str(config),
-            "--cluster-id",
-            self.cluster_id,
+            f"--cluster-id={self.cluster_id}",
             "--standalone",
         ]
         with self.log_path.open("ab") as out:
