@@ -1,11 +1,12 @@
 """`serving controller --kubernetes`: Knative Services in the cluster, reconciled by the shared reconciler.
 
-One loop: the informers (Services, Revisions, Deployments and the revisions' EndpointSlices) mark the state
-dirty; each pass parses every Service object, feeds the valid ones to `controller.reconcile.Reconciler` (an
-invalid edit keeps the last valid spec running and says why in the Service's status), makes the objects new
-revisions need (Configuration, Revision, Deployment, private Service, Route) and writes every status as
-`kubectl get ksvc` users expect. A restarted controller reads back the revisions that exist, so it stamps
-none twice. A failed API call is retried on the next pass, with backoff.
+One loop: the informers (Services, Revisions, Deployments, core Services and the revisions' EndpointSlices)
+mark the state dirty; each pass parses every Service object, feeds the valid ones to
+`controller.reconcile.Reconciler` (an invalid edit keeps the last valid spec running and says why in the
+Service's status), makes the objects new revisions need (Configuration, Revision, Deployment, private Service,
+Route and its ExternalName Service) and writes every status as `kubectl get ksvc` users expect. A restarted
+controller reads back the revisions that exist, so it stamps none twice. A failed API call is retried on the
+next pass, with backoff.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from controller.reconcile.reconciler import (
     ServiceState,
     apply_problems,
 )
-from controller.reconcile.routetable import RouteTable, service_host, tag_host
+from controller.reconcile.routetable import RouteTable, cluster_local_host, service_host, tag_host
 from controller.reconcile.runtime import RevisionStart
 from serving.autoscaling import DEFAULT, AutoscalerConfig
 from serving.contract.controller import ControllerConfig
@@ -85,6 +86,39 @@ def condition(
     return found
 
 
+_SEVERITY: Final = ("False", "Unknown", "True")
+
+
+def worst(*parts: tuple[str, str, str]) -> tuple[str, str, str]:
+    """Of (status, reason, message) conditions, the first with the worst status (False, then Unknown, then
+    True): a Service's Ready from its ConfigurationsReady and RoutesReady, as Knative's condition sets do."""
+    return min(parts, key=lambda part: _SEVERITY.index(part[0]))
+
+
+class StatusWriter:
+    """Writes objects' `status` subresources, skipping a write of what it wrote last (a pass that changes
+    nothing costs no API call); an object deleted meanwhile is skipped."""
+
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+        self._written: dict[tuple[str, str, str], JSON] = {}
+
+    async def patch(self, resource: Resource, namespace: str, name: str, status: JSON) -> None:
+        key = (resource.plural, namespace, name)
+        if self._written.get(key) == status:
+            return
+        try:
+            await self._kube.merge_patch(resource, namespace, name, {"status": status}, sub="status")
+        except ApiError as exc:
+            if exc.not_found:
+                return
+            raise
+        self._written[key] = status
+
+    def forget(self, resource: Resource, namespace: str, name: str) -> None:
+        self._written.pop((resource.plural, namespace, name), None)
+
+
 @dataclass(slots=True)
 class _Pending:
     start: RevisionStart
@@ -130,6 +164,8 @@ class KubeController:
         self.revisions = Informer(kube, REVISIONS)
         self.deployments = Informer(kube, DEPLOYMENTS, label_selector=REVISION)
         self.slices = Informer(kube, ENDPOINT_SLICES, label_selector=REVISION)
+        self.core_services = Informer(kube, CORE_SERVICES)
+        """Every core Service, not only the controller's: a Route's name may be taken by another's Service."""
         self.runtime = KubeRuntime(self.slices)
         self.reconciler = Reconciler(
             self.runtime,
@@ -144,7 +180,9 @@ class KubeController:
         """Objects this controller applied (kind, namespace, name) -> as the server returned them."""
         self._applied: dict[tuple[str, str, str], JSON] = {}
         """What was last applied per object, so an unchanged spec is not sent again."""
-        self._statuses: dict[tuple[str, str, str], JSON] = {}
+        self._statuses = StatusWriter(kube)
+        self._not_owned: dict[tuple[str, str], str] = {}
+        """Services whose name is taken by a core Service of someone else's -> why, for the Route's status."""
         self._pending: list[_Pending] = []
         self._removing: list[RevisionKey] = []
         self.passes = 0
@@ -177,7 +215,7 @@ class KubeController:
 
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> None:
-        informers = (self.services, self.revisions, self.deployments, self.slices)
+        informers = (self.services, self.revisions, self.deployments, self.slices, self.core_services)
         async with asyncio.TaskGroup() as group:
             for informer in informers:
                 group.create_task(informer.run())
@@ -218,6 +256,9 @@ class KubeController:
         self.runtime.to_remove.clear()
         for state in self.reconciler.services:
             await self._ensure_service_objects(state)
+        live = {state.service.key for state in self.reconciler.services}
+        for gone in [k for k in self._not_owned if k not in live]:
+            del self._not_owned[gone]
         while self._pending:
             await self._make_revision(self._pending[0])
             self._pending.pop(0)
@@ -285,7 +326,44 @@ class KubeController:
         if owner is None:
             return
         await self._apply(CONFIGURATIONS, resources.configuration(service, owner))
-        await self._apply(ROUTES, resources.route(service, owner))
+        route_obj = await self._apply(ROUTES, resources.route(service, owner))
+        await self._ensure_cluster_local_service(service, route_obj)
+
+    async def _ensure_cluster_local_service(self, service: Service, route_obj: JSON) -> None:
+        """Make or update the Route's ExternalName Service `{service}`, unless that name is another's.
+
+        Apply forces its fields onto whatever object has the name, so a name not seen yet is created instead
+        (a 409 means it exists: it is read to see whose it is); only one the Route controls is applied."""
+        desired = resources.cluster_local_service(service, route_obj, self._config)
+        ns, name = service.namespace, service.name
+        existing = self.core_services.get(ns, name)
+        if existing is None:
+            try:
+                created = await self._kube.create(CORE_SERVICES, ns, desired)
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+                existing = await self._kube.get(CORE_SERVICES, ns, name)
+            else:
+                key = (CORE_SERVICES.plural, ns, name)
+                self._applied[key] = copy.deepcopy(desired)
+                self._owners[key] = created
+                self._not_owned.pop(service.key, None)
+                return
+        if not resources.controlled_by(existing, route_obj):
+            if service.key not in self._not_owned:
+                log.warning(
+                    "Service %s/%s: the core Service of that name is not the Route's; left as it is", ns, name
+                )
+            self._not_owned[service.key] = (
+                f"There is an existing placeholder Service {name!r} that we do not own: "
+                "delete it to give the Service its cluster-local address"
+            )
+            return
+        self._not_owned.pop(service.key, None)
+        if (existing.get("spec") or {}).get("externalName") != desired["spec"]["externalName"]:
+            self._applied.pop((CORE_SERVICES.plural, ns, name), None)  # changed by hand: apply again
+        await self._apply(CORE_SERVICES, desired)
 
     async def _make_revision(self, pending: _Pending) -> None:
         start = pending.start
@@ -333,16 +411,7 @@ class KubeController:
 
     # -- status ------------------------------------------------------------------------------------------
     async def _patch_status(self, resource: Resource, namespace: str, name: str, status: JSON) -> None:
-        key = (resource.plural, namespace, name)
-        if self._statuses.get(key) == status:
-            return
-        try:
-            await self._kube.merge_patch(resource, namespace, name, {"status": status}, sub="status")
-        except ApiError as exc:
-            if exc.not_found:
-                return
-            raise
-        self._statuses[key] = status
+        await self._statuses.patch(resource, namespace, name, status)
 
     async def _write_statuses(self) -> None:
         domain = self._config.domain
@@ -393,8 +462,15 @@ class KubeController:
             message = f"Revision {latest!r} is not ready yet" if latest else "no revision yet"
             status = "Unknown"
         route_ready = bool(state.targets) and latest_ready is not None
-        route_status = "True" if route_ready else "Unknown"
-        route_reason = "" if route_ready else "RevisionMissing"
+        not_owned = self._not_owned.get(service.key)
+        address: JSON | None = {"url": f"http://{cluster_local_host(name, ns, self._config.cluster_domain)}"}
+        if not_owned:
+            route_status, route_reason, route_message = "False", "NotOwned", not_owned
+            address = None  # the name answers for another Service: merge-patching None removes the address
+        elif route_ready:
+            route_status, route_reason, route_message = "True", "", ""
+        else:
+            route_status, route_reason, route_message = "Unknown", "RevisionMissing", ""
         config_obj = self._owners.get((CONFIGURATIONS.plural, ns, name)) or {}
         route_obj = self._owners.get((ROUTES.plural, ns, name)) or {}
         common = {"latestCreatedRevisionName": latest, "latestReadyRevisionName": latest_ready}
@@ -423,12 +499,14 @@ class KubeController:
             {
                 "observedGeneration": (route_obj.get("metadata") or {}).get("generation", 0),
                 "url": f"http://{host}",
-                "address": {"url": f"http://{name}.{ns}.svc.cluster.local"},
+                "address": address,
                 "traffic": traffic,
-                "conditions": [condition("Ready", route_status, route_reason, "", None)],
+                "conditions": [condition("Ready", route_status, route_reason, route_message, None)],
             },
         )
-        ready = "True" if status == "True" and route_ready else "False" if status == "False" else "Unknown"
+        ready, ready_reason, ready_message = worst(
+            (status, reason, message), (route_status, route_reason, route_message)
+        )
         await self._patch_status(
             SERVICES,
             ns,
@@ -437,12 +515,12 @@ class KubeController:
                 **common,
                 "observedGeneration": (obj.get("metadata") or {}).get("generation", 0),
                 "url": f"http://{host}",
-                "address": {"url": f"http://{name}.{ns}.svc.cluster.local"},
+                "address": address,
                 "traffic": traffic,
                 "conditions": [
                     condition("ConfigurationsReady", status, reason, message, previous),
-                    condition("RoutesReady", route_status, route_reason, "", previous),
-                    condition("Ready", ready, reason or route_reason, message, previous),
+                    condition("RoutesReady", route_status, route_reason, route_message, previous),
+                    condition("Ready", ready, ready_reason, ready_message, previous),
                 ],
             },
         )
@@ -500,7 +578,7 @@ class KubeController:
         for key in self.runtime.to_remove:
             await self._kube.delete(REVISIONS, key.namespace, key.name)
             self._owners.pop((REVISIONS.plural, key.namespace, key.name), None)
-            self._statuses.pop((REVISIONS.plural, key.namespace, key.name), None)
+            self._statuses.forget(REVISIONS, key.namespace, key.name)
         self.runtime.to_remove.clear()
 
     async def _write_revision_status(self, namespace: str, name: str, ready: bool) -> None:

@@ -31,12 +31,14 @@ log = logging.getLogger("router")
 
 USAGE = (
     "usage: serving router  (configured by environment variables: ROUTER_PORT, SERVING_DOMAIN, "
-    "ACTIVATOR_ADDRESS...)"
+    "CLUSTER_DOMAIN, ACTIVATOR_ADDRESS...)"
 )
 
 
-def route_table(routes: Sequence[Mapping[str, Any]], domain: str) -> RouteTable:
-    """The routing table from Route objects' resolved traffic (`status.traffic`)."""
+def route_table(routes: Sequence[Mapping[str, Any]], domain: str, cluster_domain: str) -> RouteTable:
+    """The routing table from Route objects' resolved traffic (`status.traffic`): each Service and tag on its
+    public host and on its cluster-local names, which the controller's ExternalName Service `{service}`
+    sends to this router."""
     found = []
     for obj in routes:
         meta = obj.get("metadata") or {}
@@ -49,7 +51,8 @@ def route_table(routes: Sequence[Mapping[str, Any]], domain: str) -> RouteTable:
             for t in (obj.get("status") or {}).get("traffic") or []
             if t.get("revisionName")
         ]
-        found += service_routes(str(meta.get("namespace", "")), str(meta.get("name", "")), targets, domain)
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        found += service_routes(namespace, name, targets, domain, cluster_domain)
     return RouteTable(found)
 
 
@@ -99,7 +102,7 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
 
     async def follow_routes() -> None:
         async for _ in routes.changes():
-            router.set_table(route_table(routes.items(), config.domain))
+            router.set_table(route_table(routes.items(), config.domain, config.cluster_domain))
             if not ready.is_set():
                 await state.synced()
                 ready.set()
@@ -121,7 +124,13 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
     try:
         await web.TCPSite(admin, config.bind_address, config.admin_port).start()
         server = await serve(handle, config.bind_address, config.port)
-        log.info("router serving on %s:%d (domain %s)", config.bind_address, server.port, config.domain)
+        log.info(
+            "router serving on %s:%d (domain %s, cluster domain %s)",
+            config.bind_address,
+            server.port,
+            config.domain,
+            config.cluster_domain,
+        )
 
         async def drain() -> None:
             draining.set()

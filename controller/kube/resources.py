@@ -4,7 +4,8 @@ Names, labels and the pod shape follow Knative: a Revision `{service}-0000N` run
 `{revision}-deployment` whose pods carry the user container (readiness moved to the queue-proxy, a `preStop`
 that waits for the queue-proxy to drain) and the `queue-proxy` sidecar with Knative's environment rendered
 from the shared contract; a private Kubernetes Service `{revision}-private` selects them, so EndpointSlices
-follow their readiness. Every object is owned by the one above it, so deleting a Service deletes it all.
+follow their readiness. The Route's ExternalName Service `{service}` gives the Service its in-cluster address
+(a DNS alias of the router). Every object is owned by the one above it, so deleting a Service deletes it all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from controller.kube.labels import (
     ROUTE,
     SERVICE,
 )
+from controller.reconcile.routetable import cluster_local_host
 from serving.contract import queueproxy as qp_contract
 from serving.contract.controller import ControllerConfig
 from serving.contract.probe import probe_token
@@ -330,6 +332,39 @@ def route(service: Service, owner: Mapping[str, Any]) -> JSON:
         },
         "spec": {"traffic": service_spec_traffic(service)},
     }
+
+
+def cluster_local_service(service: Service, route_obj: Mapping[str, Any], config: ControllerConfig) -> JSON:
+    """The core Service `{service}` that makes `{service}.{namespace}.svc.{cluster domain}` resolve: an
+    ExternalName alias of the router's Service, which answers that Host (Knative's placeholder Service, with
+    the router as the cluster-local ingress). Owned by the Route, so it goes with it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service.name,
+            "namespace": service.namespace,
+            "labels": _labels(service, {ROUTE: service.name}),
+            "ownerReferences": [owner_reference(route_obj)],
+        },
+        "spec": {
+            "type": "ExternalName",
+            "externalName": cluster_local_host(
+                config.router_service, config.system_namespace, config.cluster_domain
+            ),
+            "sessionAffinity": "None",
+            "ports": [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}],
+        },
+    }
+
+
+def controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """Whether `owner` is `obj`'s controller (its owner reference marked `controller`, matched by uid)."""
+    uid = (owner.get("metadata") or {}).get("uid")
+    return bool(uid) and any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
 
 
 def service_spec_traffic(service: Service) -> list[JSON]:

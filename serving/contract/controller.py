@@ -22,6 +22,7 @@ from serving.config import (
     parse_log_level,
     parse_non_negative_duration,
     parse_non_negative_int,
+    parse_port,
     parse_str,
     setting,
 )
@@ -71,6 +72,22 @@ class ControllerConfig(EnvContract):
     """Take a `Lease` before reconciling, so that two replicas can run (one acts, one waits)."""
     pod_name: str = setting("POD_NAME", parse_str, "controller")
     """This replica's identity in the lease."""
+    cluster_domain: str = setting("CLUSTER_DOMAIN", parse_domain, "cluster.local", formatter=format_str)
+    """DNS suffix of in-cluster addresses: a Service's `status.address.url` is
+    `http://{name}.{namespace}.svc.{cluster domain}`, a Broker's is the eventing component's
+    `broker-ingress` Service in `SYSTEM_NAMESPACE`."""
+    router_service: str = setting("ROUTER_SERVICE", parse_str, "router")
+    """The router's Service in `SYSTEM_NAMESPACE` (the chart's `router`): each Route's ExternalName Service
+    `{service}` points at it, so a Service's in-cluster address reaches the router."""
+    eventing: bool = setting("EVENTING", parse_bool, False)
+    """Reconcile Eventing's Brokers, Triggers, PingSources and GitHubSources (their CRDs must be installed)
+    and serve their resolved form to the eventing component on `EVENTING_FEED_PORT`."""
+    eventing_feed_port: int = setting("EVENTING_FEED_PORT", parse_port, 8090, formatter=format_int)
+    """`GET /v1/eventing?watch=true`: the Eventing objects with every address resolved, one JSON line per
+    change, for the eventing component's `SERVING_PLATFORM_URL`; every replica serves it."""
+    eventing_token: str = setting("EVENTING_TOKEN", parse_str, "")
+    """Required as `Serving-Eventing-Token` on that feed (it carries webhook secrets); the chart's
+    `serving-eventing-token` Secret gives it to the controller and the eventing component."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
     tracing: Tracing = OFF

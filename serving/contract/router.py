@@ -67,6 +67,11 @@ class RouterConfig(EnvContract):
         "SERVING_PLATFORM_URL", parse_platform_url, "kubernetes", formatter=format_str
     )
     domain: str = setting("SERVING_DOMAIN", parse_domain, "example.com", formatter=format_str)
+    """Services answer on `{service}.{namespace}.{domain}`, as the controller writes in their `status.url`."""
+    cluster_domain: str = setting("CLUSTER_DOMAIN", parse_domain, "cluster.local", formatter=format_str)
+    """DNS suffix of in-cluster addresses: Services also answer on `{service}.{namespace}.svc.{cluster
+    domain}` (and `.svc`, `{service}.{namespace}`), the names of the controller's ExternalName Services that
+    point here; Kubernetes' default is cluster.local."""
     activator_address: str = setting(
         "ACTIVATOR_ADDRESS", parse_address, "activator.knative-serving.svc:80", formatter=format_str
     )

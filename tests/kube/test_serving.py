@@ -1,8 +1,9 @@
 """Serving on a real control plane: the hello-world Service applied through the API becomes Configuration,
-Revision, Deployment, private Service and Route; pods (run by the test node agent) answer through the ingress
-router; the Service scales to zero and back under a burst; traffic splits by percent and tag; an edit rolls
-out without a failed request; the controller survives being killed and the API server restarting; old
-revisions are garbage-collected; deleting the Service removes everything.
+Revision, Deployment, private Service, Route and the Route's ExternalName Service; pods (run by the test node
+agent) answer through the ingress router on the public and the cluster-local names; the Service scales to zero
+and back under a burst; traffic splits by percent and tag; an edit rolls out without a failed request; the
+controller survives being killed and the API server restarting; old revisions are garbage-collected;
+deleting the Service removes everything; a name another core Service holds is left alone (`NotOwned`).
 
 The platform's processes run on the host with the cluster's kubeconfig (`tests/kube/platform.py`); each
 request goes client -> router -> (activator ->) queue-proxy -> app across real network namespaces.
@@ -100,6 +101,14 @@ async def test_hello_world_becomes_a_ready_service_that_answers(kube: Kube, plat
     assert private["spec"]["ports"][0]["targetPort"] == 8012
     route = await kube.get(ROUTES, NS, "hello")
     assert route["status"]["traffic"][0]["revisionName"] == "hello-00001"
+    assert status["address"]["url"] == f"http://hello.{NS}.svc.cluster.local"
+    cluster_local = await kube.get(CORE_SERVICES, NS, "hello")
+    assert cluster_local["spec"]["type"] == "ExternalName"
+    assert cluster_local["spec"]["externalName"] == f"router.{SYSTEM_NAMESPACE}.svc.cluster.local"
+    assert [(p["name"], p["port"]) for p in cluster_local["spec"]["ports"]] == [("http", 80)]
+    [owner] = cluster_local["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Route", route["metadata"]["uid"], True)
+    assert cluster_local["metadata"]["labels"]["serving.knative.dev/route"] == "hello"
 
     async with aiohttp.ClientSession() as session:
         status_code, body = await eventually(
@@ -108,7 +117,9 @@ async def test_hello_world_becomes_a_ready_service_that_answers(kube: Kube, plat
             "an answer through the router",
             platform,
         )
-    assert (status_code, body.strip()) == (200, "Hello Python Sample v1!")
+        assert (status_code, body.strip()) == (200, "Hello Python Sample v1!")
+        for host in (f"hello.{NS}.svc.cluster.local", f"hello.{NS}.svc:80", f"hello.{NS}"):
+            assert await get_text(session, platform, host) == (status_code, body), host
 
 
 async def replicas(kube: Kube, name: str) -> int:
@@ -449,3 +460,48 @@ async def test_deleting_the_service_removes_everything(kube: Kube, platform: Pla
             return status == 404
 
         await eventually(unrouted, 30, "the router forgetting hello", platform)
+
+
+async def test_a_name_taken_by_another_core_service_is_left_alone(kube: Kube, platform: Platform) -> None:
+    """Knative's `NotOwned`: a core Service the controller did not make keeps its name and its spec, the
+    Knative Service says why it has no in-cluster address, and gets one once the name is free."""
+    name = "taken"
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"selector": {"app": "someone-else"}, "ports": [{"name": "web", "port": 8080}]},
+    }
+    await kube.create(CORE_SERVICES, NS, theirs)
+    await kube.create(SERVICES, NS, hello_service(name))
+
+    async def not_owned() -> dict[str, Any] | None:
+        obj = await kube.get(SERVICES, NS, name)
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        return obj if conditions.get("RoutesReady", {}).get("reason") == "NotOwned" else None
+
+    svc = await eventually(not_owned, 60, f"Service {name} RoutesReady=False NotOwned", platform)
+    conditions = {c["type"]: c for c in svc["status"]["conditions"]}
+    assert conditions["RoutesReady"]["status"] == "False"
+    assert f"placeholder Service {name!r} that we do not own" in conditions["RoutesReady"]["message"]
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "NotOwned")
+    assert "address" not in svc["status"]
+    route = await kube.get(ROUTES, NS, name)
+    [route_ready] = route["status"]["conditions"]
+    assert (route_ready["status"], route_ready["reason"]) == ("False", "NotOwned")
+    left = await kube.get(CORE_SERVICES, NS, name)
+    assert left["spec"]["type"] == "ClusterIP"
+    assert left["spec"]["selector"] == {"app": "someone-else"}
+    assert "ownerReferences" not in left["metadata"]
+
+    await kube.delete(CORE_SERVICES, NS, name)
+    svc = await eventually(lambda: service_ready(kube, name), 120, f"Service {name} Ready", platform)
+    assert svc["status"]["address"]["url"] == f"http://{name}.{NS}.svc.cluster.local"
+    ours = await kube.get(CORE_SERVICES, NS, name)
+    assert ours["spec"]["externalName"] == f"router.{SYSTEM_NAMESPACE}.svc.cluster.local"
+    assert ours["metadata"]["ownerReferences"][0]["uid"] == route["metadata"]["uid"]
+
+    await kube.delete(SERVICES, NS, name)
+    await eventually(
+        lambda: _gone(kube, CORE_SERVICES, name), 90, f"the {name} ExternalName Service", platform
+    )

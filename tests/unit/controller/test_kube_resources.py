@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from controller.kube import resources
-from controller.kube.controller import _template_of, condition
+from controller.kube.controller import _template_of, condition, worst
 from controller.kube.ingress import route_table
 from controller.kube.labels import CONFIGURATION_GENERATION, DIGEST, REVISION_UID
 from queueproxy.config import load_config
@@ -157,6 +157,41 @@ def test_every_object_is_valid_kubernetes(service: Service) -> None:
         kubernetes_validate.validate(obj, "1.37", strict=True)
 
 
+def test_the_cluster_local_service_is_an_alias_of_the_router_owned_by_the_route(service: Service) -> None:
+    route_obj = owner("Route", "hello", "route-uid")
+    config = ControllerConfig(system_namespace="serving-system", cluster_domain="corp.internal")
+    obj = resources.cluster_local_service(service, route_obj, config)
+    assert (obj["apiVersion"], obj["kind"]) == ("v1", "Service")
+    assert (obj["metadata"]["namespace"], obj["metadata"]["name"]) == ("team", "hello")
+    assert obj["spec"]["type"] == "ExternalName"
+    assert obj["spec"]["externalName"] == "router.serving-system.svc.corp.internal"
+    assert obj["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"}]
+    assert obj["metadata"]["labels"]["serving.knative.dev/service"] == "hello"
+    assert obj["metadata"]["labels"]["serving.knative.dev/route"] == "hello"
+    [ref] = obj["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("Route", "hello", "route-uid", True)
+    assert resources.controlled_by(obj, route_obj)
+    kubernetes_validate.validate(obj, "1.37", strict=True)
+    renamed = resources.cluster_local_service(service, route_obj, ControllerConfig(router_service="ingress"))
+    assert renamed["spec"]["externalName"] == "ingress.knative-serving.svc.cluster.local"
+
+
+@pytest.mark.parametrize(
+    ("references", "controlled"),
+    [
+        pytest.param([{"uid": "route-uid", "controller": True}], True, id="the-route"),
+        pytest.param([], False, id="no-owner"),
+        pytest.param([{"uid": "other-uid", "controller": True}], False, id="another-route"),
+        pytest.param([{"uid": "route-uid", "controller": False}], False, id="owner-not-controller"),
+    ],
+)
+def test_only_a_service_the_route_controls_is_the_routes(
+    references: list[dict[str, Any]], controlled: bool
+) -> None:
+    existing = {"metadata": {"name": "hello", "namespace": "team", "ownerReferences": references}}
+    assert resources.controlled_by(existing, owner("Route", "hello", "route-uid")) is controlled
+
+
 def test_route_objects_become_the_routing_table() -> None:
     route = {
         "metadata": {"name": "hello", "namespace": "team"},
@@ -167,12 +202,18 @@ def test_route_objects_become_the_routing_table() -> None:
             ]
         },
     }
-    table = route_table([route, {"metadata": {"name": "empty", "namespace": "team"}}], "example.com")
+    table = route_table(
+        [route, {"metadata": {"name": "empty", "namespace": "team"}}], "example.com", "cluster.local"
+    )
     main = table.lookup("hello.team.example.com")
     assert main is not None
     tagged = table.lookup("old-hello.team.example.com:80")
     assert tagged is not None
     assert tagged.pick(random.Random(1)) == RevisionKey("team", "hello-00001")
+    for name in ("hello.team.svc.cluster.local:80", "hello.team.svc", "hello.team"):
+        assert table.lookup(name) is main, name
+    for name in ("old-hello.team.svc.cluster.local", "old-hello.team.svc:8080", "old-hello.team"):
+        assert table.lookup(name) is tagged, name
     empty = table.lookup("empty.team.example.com")  # no resolved traffic yet: the router answers 503
     assert empty is not None
     assert empty.pick(random.Random(1)) is None
@@ -244,6 +285,39 @@ def test_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     before = [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
     assert condition("Ready", "True", "", "", before)["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert condition("Ready", "False", "X", "m", before)["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("configuration", "route", "ready"),
+    [
+        pytest.param(("True", "", ""), ("True", "", ""), ("True", "", ""), id="both-ready"),
+        pytest.param(
+            ("True", "", ""), ("False", "NotOwned", "taken"), ("False", "NotOwned", "taken"), id="name-taken"
+        ),
+        pytest.param(
+            ("Unknown", "RevisionMissing", "m"),
+            ("False", "NotOwned", "taken"),
+            ("False", "NotOwned", "taken"),
+            id="name-taken-while-deploying",
+        ),
+        pytest.param(
+            ("False", "InvalidSpec", "bad"),
+            ("False", "NotOwned", "taken"),
+            ("False", "InvalidSpec", "bad"),
+            id="both-failing-configuration-first",
+        ),
+        pytest.param(
+            ("True", "", ""),
+            ("Unknown", "RevisionMissing", ""),
+            ("Unknown", "RevisionMissing", ""),
+            id="route-pending",
+        ),
+    ],
+)
+def test_a_service_is_ready_as_its_worst_condition(
+    configuration: tuple[str, str, str], route: tuple[str, str, str], ready: tuple[str, str, str]
+) -> None:
+    assert worst(configuration, route) == ready
 
 
 def test_the_crds_name_knatives_resources() -> None:

@@ -104,6 +104,86 @@ def test_urls() -> None:
     assert url("a.b.localhost", 80) == "http://a.b.localhost"
 
 
+def cluster_table() -> RouteTable:
+    targets = [Target("hello-00001", 90, "stable"), Target("hello-00002", 10)]
+    return RouteTable(service_routes("default", "hello", targets, "example.com", "cluster.local"))
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        pytest.param("hello.default.svc.cluster.local", "hello.default.example.com", id="full"),
+        pytest.param("hello.default.svc.cluster.local:80", "hello.default.example.com", id="full-with-port"),
+        pytest.param("hello.default.svc", "hello.default.example.com", id="svc"),
+        pytest.param("Hello.Default:8080", "hello.default.example.com", id="namespace-only"),
+        pytest.param("stable-hello.default.svc.cluster.local", "stable-hello.default.example.com", id="tag"),
+        pytest.param("stable-hello.default.svc:80", "stable-hello.default.example.com", id="tag-svc"),
+        pytest.param("stable-hello.default", "stable-hello.default.example.com", id="tag-namespace-only"),
+        pytest.param("hello.default.example.com", "hello.default.example.com", id="public"),
+    ],
+)
+def test_cluster_local_names_route_as_the_public_host(header: str, host: str) -> None:
+    route = cluster_table().lookup(header)
+    assert route is not None
+    assert route.host == host
+
+
+def test_cluster_local_names_keep_the_split_of_the_public_host() -> None:
+    route = cluster_table().lookup("hello.default.svc.cluster.local")
+    assert route is not None
+    assert [(s.revision.name, s.percent) for s in route.splits] == [("hello-00001", 90), ("hello-00002", 10)]
+    tagged = cluster_table().lookup("stable-hello.default")
+    assert tagged is not None
+    assert {tagged.pick(random.Random(i)) for i in range(20)} == {RevisionKey("default", "hello-00001")}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("hello", id="bare-name"),
+        pytest.param("hello.default.svc.other.local", id="other-cluster-domain"),
+        pytest.param("hello.team.svc.cluster.local", id="other-namespace"),
+        pytest.param("next-hello.default.svc.cluster.local", id="unknown-tag"),
+    ],
+)
+def test_other_in_cluster_names_are_unknown(header: str) -> None:
+    assert cluster_table().lookup(header) is None
+
+
+def test_known_hosts_list_only_public_hosts() -> None:
+    assert cluster_table().hosts() == ["hello.default.example.com", "stable-hello.default.example.com"]
+
+
+def test_without_a_cluster_domain_there_are_no_cluster_local_names() -> None:
+    assert table().lookup("hello.default.svc.cluster.local") is None
+    assert table().lookup("hello.default") is None
+
+
+def test_a_domain_that_is_the_cluster_local_suffix_claims_each_name_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    routes = service_routes(
+        "default", "hello", [Target("hello-1", 100)], "svc.cluster.local", "cluster.local"
+    )
+    table = RouteTable(routes)
+    assert table.hosts() == ["hello.default.svc.cluster.local"]
+    assert table.lookup("hello.default") is not None
+    assert "claimed twice" not in caplog.text
+
+
+def test_a_name_two_routes_claim_stays_with_the_first(caplog: pytest.LogCaptureFixture) -> None:
+    tagged = service_routes(
+        "default", "hello", [Target("hello-1", 100, "old")], "example.com", "cluster.local"
+    )
+    other = service_routes(
+        "default", "old-hello", [Target("old-hello-1", 100)], "example.com", "cluster.local"
+    )
+    route = RouteTable([*tagged, *other]).lookup("old-hello.default.svc.cluster.local")
+    assert route is not None
+    assert route.splits[0].revision == RevisionKey("default", "hello-1")
+    assert "old-hello.default.example.com is claimed twice" in caplog.text
+
+
 def test_the_table_knows_every_revision_it_routes_to() -> None:
     routes = service_routes(
         "default",
