@@ -6,7 +6,7 @@ through aiohttp (`eventing.delivery`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, cast
 from urllib.parse import urlsplit
@@ -34,9 +34,10 @@ class Target:
     path: str
 
     @classmethod
-    def parse(cls, url: str) -> Target | None:
+    def parse(cls, url: str, aliases: Mapping[str, tuple[str, int]] | None = None) -> Target | None:
         """`url` as a target, or None for what this client does not speak (https, a URL with credentials).
-        `localhost` and `*.localhost` connect to 127.0.0.1, as curl and browsers treat them."""
+        `localhost` and `*.localhost` connect to 127.0.0.1, as curl and browsers treat them; a URL whose
+        `host[:port]` is in `aliases` connects to the (address, port) there, keeping its Host."""
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname or parts.username or parts.password:
             return None
@@ -45,7 +46,10 @@ class Target:
         except ValueError:
             return None
         host = parts.hostname
-        if host == "localhost" or host.endswith(".localhost"):
+        alias = aliases.get(parts.netloc.lower()) if aliases else None
+        if alias is not None:
+            host, port = alias
+        elif host == "localhost" or host.endswith(".localhost"):
             host = "127.0.0.1"
         path = parts.path or "/"
         if parts.query:

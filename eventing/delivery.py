@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -189,6 +189,14 @@ class Deliverer:
         self._sleep = sleep
         self._client = Client()
         self._targets: dict[str, Target | None] = {}
+        self._aliases: dict[str, tuple[str, int]] = {}
+
+    def set_aliases(self, aliases: Mapping[str, tuple[str, int]]) -> None:
+        """Connect URLs whose `host[:port]` is a key to that (address, port) instead, keeping their Host (the
+        platform's router for its Services, this component for its own Brokers)."""
+        if aliases != self._aliases:
+            self._aliases = dict(aliases)
+            self._targets.clear()
 
     def close(self) -> None:
         self._client.close()
@@ -201,7 +209,7 @@ class Deliverer:
         if target is None and url not in self._targets:
             if len(self._targets) >= TARGETS_KEPT:
                 self._targets.clear()
-            target = self._targets[url] = Target.parse(url)
+            target = self._targets[url] = Target.parse(url, self._aliases)
         if target is not None:
             return await self._lean_attempt(target, url, event, timeout)
         limit = aiohttp.ClientTimeout(total=timeout)

@@ -26,7 +26,7 @@ from eventing.sources import Sources
 from eventing.store import EventStore
 from eventing.watch import watch_spec
 from serving import lifecycle
-from serving.contract.eventing import BrokerSpec
+from serving.contract.eventing import BrokerSpec, EventingSpec, split_address
 from serving.http import Server, serve
 
 log = logging.getLogger("eventing")
@@ -57,6 +57,18 @@ def _kafka(broker: BrokerSpec) -> Backend:
     )
 
 
+def aliases(spec: EventingSpec, config: EventingConfig) -> dict[str, tuple[str, int]]:
+    """Where the platform's own addresses connect: its Brokers to this component's port, its Services to
+    `INGRESS_ADDRESS` (the router) when set; the Host stays the address's, as the router and the ingress
+    route by it."""
+    own = config.bind_address if config.bind_address not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    found = {host: (own, config.port) for host in spec.broker_hosts}
+    if config.ingress_address:
+        ingress = split_address(config.ingress_address)
+        found.update({host: ingress for host in spec.service_hosts})
+    return found
+
+
 async def run(config: EventingConfig, terminating: asyncio.Event) -> None:
     _quiet_kafka_client()
     prometheus = CollectorRegistry()
@@ -84,6 +96,7 @@ async def run(config: EventingConfig, terminating: asyncio.Event) -> None:
 
             async def follow() -> None:
                 async for spec in watch_spec(session, config.platform_url, config.token):
+                    deliverer.set_aliases(aliases(spec, config))
                     await registry.apply(spec)
                     sources.apply(spec)
 

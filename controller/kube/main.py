@@ -9,6 +9,7 @@ import logging
 import uvloop
 
 from controller.kube.controller import KubeController
+from controller.kube.eventing import KubeEventing
 from serving import lifecycle
 from serving.config import load
 from serving.contract.controller import ControllerConfig
@@ -27,17 +28,25 @@ async def run(config: ControllerConfig, terminating: asyncio.Event) -> None:
     kube = await Kube.connect()
     try:
         controller = KubeController(kube, config)
+        eventing = KubeEventing(kube, config) if config.eventing else None
 
         async def work() -> None:
             log.info("controller reconciling Services (domain %s)", config.domain)
-            await controller.run()
+            if eventing is None:
+                await controller.run()
+                return
+            async with asyncio.TaskGroup() as group:
+                group.create_task(controller.run())
+                group.create_task(eventing.write_statuses())
 
         task = (
             hold(kube, config.system_namespace, "serving-controller", config.pod_name, work)
             if config.leader_elect
             else work()
         )
-        await lifecycle.supervise(terminating, [task])
+        # Every replica resolves the Eventing objects and serves them; only the leader writes statuses.
+        extra = [eventing.run(), eventing.serve()] if eventing is not None else []
+        await lifecycle.supervise(terminating, [task, *extra])
     finally:
         await kube.close()
 

@@ -11,16 +11,14 @@ otherwise be encoded once per watcher, and the lines grow with every revision.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from controller.local.eventing import EventingFeed
 from controller.local.store import Store
-from serving.contract.eventing import TOKEN_HEADER
+from controller.reconcile.eventing import EventingFeed, stream_feed
 from serving.platform import RevisionKey, snapshot_to_json, status_from_json
 
 log = logging.getLogger(__name__)
@@ -56,20 +54,7 @@ class PlatformServer:
         return app
 
     async def _eventing_watch(self, request: web.Request) -> web.StreamResponse:
-        if self._eventing is None:
-            return web.Response(status=404, text="no eventing here\n")
-        given = request.headers.get(TOKEN_HEADER, "")
-        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
-            return web.Response(status=403, text=f"the Eventing objects need the {TOKEN_HEADER} header\n")
-        resp = web.StreamResponse()
-        resp.content_type = "application/x-ndjson"
-        await resp.prepare(request)
-        try:
-            async for line in self._eventing.lines():
-                await resp.write(line)
-        except ConnectionResetError:
-            log.debug("eventing watch from %s ended", request.remote)
-        return resp
+        return await stream_feed(request, self._eventing, self._token)
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("watch") != "true":

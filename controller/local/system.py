@@ -36,7 +36,7 @@ from controller.local.component import Component, ComponentFailed
 from controller.local.controlserver import Conflict, NotFound, control_app
 from controller.local.describe import describe_config, describe_event, describe_service
 from controller.local.desired import Desired, ObjectKey, key_of, objects
-from controller.local.eventing import EventingFeed, EventingView, resolve
+from controller.local.eventing import EventingView, resolve_local
 from controller.local.platformserver import PlatformServer
 from controller.local.queuegauge import QueueGauge
 from controller.local.runtime.container import (
@@ -66,6 +66,7 @@ from controller.local.view.filewatch import FileWatcher
 from controller.local.view.liveview import LiveView
 from controller.local.view.report import JSON, StatusReport
 from controller.local.view.tracereceiver import TraceReceiver
+from controller.reconcile.eventing import EventingFeed
 from controller.reconcile.reconciler import ApplyError, Reconciler, ReconcilerSettings
 from controller.reconcile.routetable import RouteTable
 from serving.autoscaling import DEFAULT, AutoscalerConfig
@@ -606,13 +607,13 @@ class LocalSystem:
             changes = parts.reconciler.apply(merged.services)  # checks everything before changing anything
             changes += parts.runtime.set_configs(merged.configs)  # pods read them when they start, after this
             self._desired = desired
-            resolved = resolve(
+            resolved, container_sources = resolve_local(
                 merged.events, merged.services, merged.configs, parts.eventing_view.port, parts.eventing_port
             )
             parts.eventing_view.set(merged.events, resolved)
             await parts.feed.set(resolved.spec)
             changes += parts.runtime.set_bindings(resolved.bindings)
-            changes += await parts.sources.set(resolved.container_sources)
+            changes += await parts.sources.set(container_sources)
             if merged.events:
                 await self._ensure_eventing(parts)
             return changes

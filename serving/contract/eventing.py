@@ -20,6 +20,7 @@ from serving.config import (
     setting,
 )
 from serving.contract.platform import parse_platform_url
+from serving.contract.router import parse_address
 from serving.events import Filter
 
 BROKER_HOST = "broker-ingress.localhost"
@@ -28,6 +29,17 @@ WEBHOOK_HOST = "webhook.localhost"
 """The Host of the webhook sources (GitHubSource) on the local platform: `.../ns/name`."""
 TOKEN_HEADER = "Serving-Eventing-Token"
 """The header that carries `EVENTING_TOKEN` on the platform's eventing watch (the spec holds secrets)."""
+
+
+def parse_optional_address(text: str) -> str:
+    """`host:port`, or empty for none."""
+    return parse_address(text) if text.strip() else ""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +60,10 @@ class EventingConfig(EnvContract):
     """Base URL of the platform API that serves the Eventing objects (`GET /v1/eventing?watch=true`)."""
     token: str = setting("EVENTING_TOKEN", parse_str, "")
     """Sent as `Serving-Eventing-Token` on the watch of the Eventing objects."""
+    ingress_address: str = setting("INGRESS_ADDRESS", parse_optional_address, "", formatter=format_str)
+    """`host:port` of the platform's router: events for a Knative Service (an address the platform resolved
+    from a `ref` to a Service, listed in the spec's `service_hosts`) connect there, keeping the Service's
+    Host; empty: they connect to the address's own host, as any URL (DNS)."""
     log_format: Literal["text", "json"] = setting("LOG_FORMAT", parse_log_format, "json")
     """`json` (one object per line) or `text`."""
     log_level: str = setting("LOG_LEVEL", parse_log_level, "INFO")
@@ -138,6 +154,13 @@ class EventingSpec:
     triggers: tuple[TriggerSpec, ...] = ()
     pings: tuple[PingSpec, ...] = ()
     githubs: tuple[GitHubSpec, ...] = ()
+    service_hosts: tuple[str, ...] = ()
+    """The hosts (`host[:port]` as the URLs write them) of the addresses the platform resolved from a `ref`
+    to a Knative Service: with `INGRESS_ADDRESS` set, events for them connect to the platform's router."""
+    broker_hosts: tuple[str, ...] = ()
+    """The hosts (`host[:port]`) of the Brokers' addresses inside the platform: events for them (replies,
+    dead letters, sources' sinks) connect to the eventing component's own port rather than through the
+    cluster's DNS and Service proxy."""
 
 
 def filter_to_json(f: Filter) -> dict[str, Any]:
@@ -221,6 +244,8 @@ def spec_to_json(spec: EventingSpec) -> dict[str, Any]:
             }
             for g in spec.githubs
         ],
+        "service_hosts": list(spec.service_hosts),
+        "broker_hosts": list(spec.broker_hosts),
     }
 
 
@@ -275,4 +300,6 @@ def spec_from_json(data: Mapping[str, Any]) -> EventingSpec:
             )
             for g in data.get("githubs", ())
         ),
+        service_hosts=tuple(str(h) for h in data.get("service_hosts", ())),
+        broker_hosts=tuple(str(h) for h in data.get("broker_hosts", ())),
     )

@@ -66,6 +66,12 @@ EVENTS: Final = Resource("", "v1", "events", "Event")
 ENDPOINT_SLICES: Final = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 LEASES: Final = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 NAMESPACES: Final = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+CONFIG_MAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
+SECRETS: Final = Resource("", "v1", "secrets", "Secret")
+BROKERS: Final = Resource("eventing.knative.dev", "v1", "brokers", "Broker")
+TRIGGERS: Final = Resource("eventing.knative.dev", "v1", "triggers", "Trigger")
+PING_SOURCES: Final = Resource("sources.knative.dev", "v1", "pingsources", "PingSource")
+GITHUB_SOURCES: Final = Resource("sources.knative.dev", "v1alpha1", "githubsources", "GitHubSource")
 
 
 class ApiError(Exception):

@@ -18,6 +18,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 CHART: Final = ROOT / "charts" / "serving"
 BUILD_SCRIPT: Final = ROOT / "tests" / "kube" / "build-control-plane.sh"
 CUSTOM_VALUES: Final = Path(__file__).with_name("values-custom.yaml")
+NO_EVENTING_VALUES: Final = Path(__file__).with_name("values-no-eventing.yaml")
 RELEASE: Final = "serving"
 NAMESPACE: Final = "serving-system"
 BUILD_TIMEOUT: Final = 100.0
@@ -93,6 +94,7 @@ class Values:
 
 DEFAULT: Final = Values()
 CUSTOM: Final = Values(files=(CUSTOM_VALUES,))
+NO_EVENTING: Final = Values(files=(NO_EVENTING_VALUES,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,19 +149,30 @@ def named(objects: Iterable[Obj], kind: str, name: str) -> Obj:
     return found[0]
 
 
+WORKLOADS: Final = ("Deployment", "StatefulSet")
+"""The kinds a component runs as: a Deployment, or a StatefulSet for the one with a volume (eventing)."""
+
+
 def pod_specs(objects: Iterable[Obj]) -> Iterator[tuple[str, Obj]]:
-    """`(Kind/name, pod spec)` of every Deployment and bare Pod."""
+    """`(Kind/name, pod spec)` of every Deployment, StatefulSet and bare Pod."""
     for obj in objects:
-        if obj["kind"] == "Deployment":
-            yield f"Deployment/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
+        if obj["kind"] in WORKLOADS:
+            yield f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
         elif obj["kind"] == "Pod":
             yield f"Pod/{obj['metadata']['name']}", obj["spec"]
 
 
-def container(objects: Iterable[Obj], deployment: str) -> Obj:
-    """The one container of a component's Deployment."""
-    containers = named(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1, f"Deployment {deployment} has {len(containers)} containers"
+def workload(objects: Iterable[Obj], name: str) -> Obj:
+    """A component's Deployment or StatefulSet (exactly one of them)."""
+    found = [o for o in objects if o["kind"] in WORKLOADS and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one Deployment or StatefulSet {name!r}, found {len(found)}"
+    return found[0]
+
+
+def container(objects: Iterable[Obj], name: str) -> Obj:
+    """The one container of a component's Deployment or StatefulSet."""
+    containers = workload(objects, name)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, f"{name} has {len(containers)} containers"
     first: Obj = containers[0]
     return first
 
@@ -197,8 +210,9 @@ def port_named(c: Mapping[str, Any], name: str) -> int:
     raise AssertionError(f"container {c['name']} has no port named {name!r}")
 
 
-CASES: Final = {"default": DEFAULT, "custom": CUSTOM}
-"""The values every rendering test runs with: the chart's defaults and tests/chart/values-custom.yaml."""
+CASES: Final = {"default": DEFAULT, "custom": CUSTOM, "no-eventing": NO_EVENTING}
+"""The values every rendering test runs with: the chart's defaults, tests/chart/values-custom.yaml and
+tests/chart/values-no-eventing.yaml."""
 
 
 class Renders:

@@ -1,6 +1,7 @@
 """The Helm chart (charts/serving): it lints, renders objects the Kubernetes API accepts, sets only variables
 the components' contracts read (and values they parse), wires the components to each other, locks every pod
-down, grants each component only what it needs, and refuses a wrong value with a message naming it.
+down, grants each component only what it needs, renders Eventing only when it is enabled, and refuses a wrong
+value with a message naming it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import pytest
 import yaml
 
 from controller.cli import COMMANDS
+from controller.kube.eventing import EVENT_RESOURCES, KubeAddresses
 from serving.autoscaling import CONFIG_KEYS
 from serving.config import env_names, load
 from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings
 from serving.contract.controller import ControllerConfig
+from serving.contract.eventing import EventingConfig
 from serving.contract.router import RouterConfig
 from serving.kube.lease import LEADER_LABEL
 from tests.chart.helm import (
@@ -39,6 +42,7 @@ from tests.chart.helm import (
     NAMESPACE,
     POD_IP,
     ROOT,
+    WORKLOADS,
     Helm,
     Obj,
     Renders,
@@ -50,6 +54,7 @@ from tests.chart.helm import (
     pod_specs,
     port_named,
     values_of,
+    workload,
 )
 
 KUBE_VERSION: Final = "1.37"
@@ -71,10 +76,20 @@ class Component:
 
 
 COMPONENTS: Final = {
+    # EVENTING is off by default in the contract (the Eventing CRDs may be missing) and on in the chart.
     "controller": Component(
         ControllerConfig,
         ("controller", "--kubernetes"),
-        frozenset({"SYSTEM_NAMESPACE", "QUEUE_SIDECAR_IMAGE", "POD_NAME", "SERVING_PROBE_SECRET"}),
+        frozenset(
+            {
+                "SYSTEM_NAMESPACE",
+                "QUEUE_SIDECAR_IMAGE",
+                "POD_NAME",
+                "SERVING_PROBE_SECRET",
+                "EVENTING",
+                "EVENTING_TOKEN",
+            }
+        ),
     ),
     # LEADER_ELECT is off by default in the contract (one machine has no Lease) and on in the chart.
     "autoscaler": Component(
@@ -101,6 +116,11 @@ COMPONENTS: Final = {
         unset=frozenset({"ACTIVATOR_INDEX", "ACTIVATOR_COUNT"}),
     ),
     "router": Component(RouterConfig, ("router",), frozenset({"SERVING_PLATFORM_URL", "ACTIVATOR_ADDRESS"})),
+    "eventing": Component(
+        EventingConfig,
+        ("eventing",),
+        frozenset({"EVENTING_DATA_DIR", "SERVING_PLATFORM_URL", "EVENTING_TOKEN", "INGRESS_ADDRESS"}),
+    ),
 }
 
 EXTRA_ENV: Final[frozenset[str]] = frozenset()
@@ -111,8 +131,36 @@ ADMIN_PORT_VAR: Final = {
     "autoscaler": "AUTOSCALER_PORT",
     "activator": "ACTIVATOR_ADMIN_PORT",
     "router": "ROUTER_ADMIN_PORT",
+    "eventing": "EVENTING_ADMIN_PORT",
 }
 """The variable naming the port each component serves /healthz and /metrics on (the controller has none)."""
+
+EVENTING_OBJECTS: Final = {
+    ("ServiceAccount", "eventing"),
+    ("Service", "broker-ingress"),
+    ("Service", "webhook"),
+    ("Service", "eventing"),
+    ("StatefulSet", "eventing"),
+    ("Secret", "serving-eventing-token"),
+    ("Service", "controller"),
+}
+"""What the chart renders for Eventing only: the component, its Services, the feed's token and the
+controller's Service (the feed is its only port)."""
+
+
+def eventing_enabled(case: str) -> bool:
+    return bool(values_of(case)["eventing"]["enabled"])
+
+
+def deployed(case: str) -> list[str]:
+    """The components a values case runs."""
+    return [name for name in COMPONENTS if name != "eventing" or eventing_enabled(case)]
+
+
+COMPONENT_CASES: Final = [
+    pytest.param(name, case, id=f"{name}-{case}") for case in CASES for name in deployed(case)
+]
+"""(component, case) for every component each case runs."""
 
 
 def contract_env_names(cls: type[Any]) -> set[str]:
@@ -164,6 +212,7 @@ EXPECTED_KINDS: Final = (
     "Service",
     "Secret",
     "Deployment",
+    "StatefulSet",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "Pod",
@@ -173,13 +222,15 @@ EXPECTED_KINDS: Final = (
 
 @pytest.mark.parametrize("case", CASES)
 def test_chart_renders_the_expected_kinds(renders: Renders, case: str) -> None:
-    assert sorted({o["kind"] for o in renders(case)}) == sorted(EXPECTED_KINDS)
+    expected = {*EXPECTED_KINDS} - (set() if eventing_enabled(case) else {"StatefulSet"})
+    assert sorted({o["kind"] for o in renders(case)}) == sorted(expected)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_secret_references_name_a_rendered_secret_and_key(renders: Renders, case: str) -> None:
-    """The probe secret: the controller and the activator read it from the chart's own Secret, which holds a
-    generated value (40 random characters)."""
+    """The probe secret (the controller and the activator) and the Eventing feed's token (the controller and
+    the eventing component) come from the chart's own Secrets, which hold generated values (40 random
+    characters)."""
     objects = renders(case)
     readers = []
     for where, spec in pod_specs(objects):
@@ -192,10 +243,13 @@ def test_secret_references_name_a_rendered_secret_and_key(renders: Renders, case
                     assert len(value) == 40
                     assert value.isalnum()
                     readers.append((where, var["name"]))
-    assert sorted(readers) == [
+    expected = [
         ("Deployment/activator", "SERVING_PROBE_SECRET"),
         ("Deployment/controller", "SERVING_PROBE_SECRET"),
     ]
+    if eventing_enabled(case):
+        expected += [("Deployment/controller", "EVENTING_TOKEN"), ("StatefulSet/eventing", "EVENTING_TOKEN")]
+    assert sorted(readers) == sorted(expected)
 
 
 @pytest.mark.parametrize("kind", EXPECTED_KINDS)
@@ -229,7 +283,12 @@ def test_every_object_carries_the_common_labels(renders: Renders, case: str) -> 
         assert labels["app.kubernetes.io/part-of"] == "serving", where
         assert labels["app.kubernetes.io/version"] == "0.1.0", where
         assert labels["helm.sh/chart"] == "serving-0.1.0", where
-        assert labels["app.kubernetes.io/component"] in {*COMPONENTS, "test", "probe-secret"}, where
+        assert labels["app.kubernetes.io/component"] in {
+            *COMPONENTS,
+            "test",
+            "probe-secret",
+            "eventing-token",
+        }, where
         if obj["metadata"].get("namespace") is not None:
             assert obj["metadata"]["namespace"] == NAMESPACE, where
 
@@ -237,8 +296,7 @@ def test_every_object_carries_the_common_labels(renders: Renders, case: str) -> 
 # --- environment variables against the contracts -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", COMPONENTS)
+@pytest.mark.parametrize(("name", "case"), COMPONENT_CASES)
 def test_every_variable_the_chart_sets_is_read_by_the_contract(
     renders: Renders, name: str, case: str
 ) -> None:
@@ -259,8 +317,7 @@ def test_the_chart_sets_every_contract_variable(renders: Renders, name: str) -> 
     assert not missing, f"{name}: the chart does not set {sorted(missing)}"
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", COMPONENTS)
+@pytest.mark.parametrize(("name", "case"), COMPONENT_CASES)
 def test_the_values_the_chart_sets_parse_with_the_contract(renders: Renders, name: str, case: str) -> None:
     loaded(renders(case), name)  # raises ConfigError naming every bad variable
 
@@ -313,6 +370,7 @@ def test_custom_values_reach_the_components(renders: Renders) -> None:
     assert router.trusted_proxies == ("10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32")
     assert (router.port, router.admin_port, router.log_level) == (8088, 9099, "DEBUG")
     assert named(objects, "Deployment", "router")["spec"]["replicas"] == 3
+    assert router.cluster_domain == controller.cluster_domain == "k8s.internal"
     service = named(objects, "Service", "router")
     assert service["spec"]["type"] == "NodePort"
     assert service["spec"]["externalTrafficPolicy"] == "Local"
@@ -320,12 +378,28 @@ def test_custom_values_reach_the_components(renders: Renders) -> None:
     assert service["spec"]["ports"][0]["nodePort"] == 30080
     assert service["metadata"]["annotations"] == {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
 
+    eventing = loaded(objects, "eventing")
+    assert (eventing.bind_address, eventing.port, eventing.admin_port) == ("::", 8085, 9095)
+    assert (eventing.log_format, eventing.log_level) == ("text", "WARNING")
+    assert eventing.platform_url == "http://controller.serving-system.svc.k8s.internal:8091"
+    assert controller.eventing_feed_port == 8091
+    assert eventing.ingress_address == "router.serving-system.svc.k8s.internal:8000"
+    stateful = named(objects, "StatefulSet", "eventing")
+    (claim,) = stateful["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    pod = stateful["spec"]["template"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 45
+    assert pod["spec"]["nodeSelector"] == {"topology.kubernetes.io/zone": "zone-a"}
+    assert pod["metadata"]["annotations"]["example.org/team"] == "eventing"
+    assert container(objects, "eventing")["resources"]["requests"] == {"cpu": "500m", "memory": "256Mi"}
+
     for name in COMPONENTS:
         c = container(objects, name)
         assert c["image"] == "registry.example.org/platform/serving:2.3.4", name
         assert c["imagePullPolicy"] == "Always", name
-        pod = named(objects, "Deployment", name)["spec"]["template"]["spec"]
-        assert pod["imagePullSecrets"] == [{"name": "registry-example-org"}], name
+        pod_spec = workload(objects, name)["spec"]["template"]["spec"]
+        assert pod_spec["imagePullSecrets"] == [{"name": "registry-example-org"}], name
 
 
 def test_default_image_is_the_chart_version_for_components_and_sidecar(renders: Renders) -> None:
@@ -336,8 +410,7 @@ def test_default_image_is_the_chart_version_for_components_and_sidecar(renders: 
         assert container(objects, name)["image"] == image, name
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", COMPONENTS)
+@pytest.mark.parametrize(("name", "case"), COMPONENT_CASES)
 def test_each_component_runs_its_serving_command(renders: Renders, name: str, case: str) -> None:
     c = container(renders(case), name)
     assert tuple(c["args"]) == COMPONENTS[name].args
@@ -348,16 +421,32 @@ def test_each_component_runs_its_serving_command(renders: Renders, name: str, ca
 # --- wiring ------------------------------------------------------------------------------------------------
 
 
-def service_port(objects: list[Obj], name: str, port: int) -> tuple[Obj, Obj]:
-    """The Service `name` and its port `port`, checked to send to a pod of the Deployment `name` (the label
-    the leader of a Lease puts on its own pod at run time aside)."""
+def service_port(objects: list[Obj], name: str, port: int, component: str | None = None) -> tuple[Obj, Obj]:
+    """The Service `name` and its port `port`, checked to send to a pod of the component `component` (by
+    default `name`; the label the leader of a Lease puts on its own pod at run time aside)."""
+    component = component or name
     service = named(objects, "Service", name)
-    pod_labels = named(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+    pod_labels = workload(objects, component)["spec"]["template"]["metadata"]["labels"]
     selector = {k: v for k, v in service["spec"]["selector"].items() if k != LEADER_LABEL}
-    assert selector.items() <= pod_labels.items(), f"Service {name} selects no {name} pod"
+    assert selector.items() <= pod_labels.items(), f"Service {name} selects no {component} pod"
+    for other in deployed_in(objects):
+        if other != component:
+            other_labels = workload(objects, other)["spec"]["template"]["metadata"]["labels"]
+            assert not selector.items() <= other_labels.items(), f"Service {name} also selects {other} pods"
     ports = [p for p in service["spec"]["ports"] if p["port"] == port]
     assert ports, f"Service {name} has no port {port}"
     return service, ports[0]
+
+
+def deployed_in(objects: list[Obj]) -> list[str]:
+    """The components a rendering runs (by their Deployment's or StatefulSet's name)."""
+    return [o["metadata"]["name"] for o in objects if o["kind"] in WORKLOADS]
+
+
+def url_host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None, url
+    return parts.hostname, parts.port or 80
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -386,7 +475,7 @@ def test_components_reach_each_other_through_the_chart_services(renders: Renders
     )
 
     autoscaler_env = component_env(objects, "autoscaler")
-    if case == "default":
+    if values_of(case)["autoscaler"]["probeActivator"]:
         assert autoscaler_env["ACTIVATOR_URL"] == f"http://{host('activator')}:{activator_port}"
     else:
         assert "ACTIVATOR_URL" not in autoscaler_env  # autoscaler.probeActivator: false
@@ -405,6 +494,36 @@ def test_components_reach_each_other_through_the_chart_services(renders: Renders
     controller_env = component_env(objects, "controller")
     assert controller_env["SYSTEM_NAMESPACE"] == NAMESPACE  # where the controller finds the activator Service
     assert controller_env["SERVING_DOMAIN"] == component_env(objects, "router")["SERVING_DOMAIN"]
+    # A Service's in-cluster address is an ExternalName alias of the router Service, which answers its Host.
+    controller = loaded(objects, "controller")
+    router = loaded(objects, "router")
+    assert controller.cluster_domain == router.cluster_domain == cluster_domain
+    assert named(objects, "Service", controller.router_service)["metadata"]["namespace"] == NAMESPACE
+    service_port(objects, controller.router_service, values_of(case)["router"]["service"]["port"], "router")
+
+    if eventing_enabled(case):
+        eventing = loaded(objects, "eventing")
+        # The eventing component follows the controller's feed through the controller Service, with its token.
+        feed_host, feed_port = url_host_port(eventing.platform_url)
+        assert feed_host == host("controller")
+        _, port = service_port(objects, "controller", feed_port)
+        assert (
+            port_named(container(objects, "controller"), port["targetPort"]) == controller.eventing_feed_port
+        )
+        assert eventing.token == controller.eventing_token  # the same Secret and key
+        # Events for a Knative Service go through the router Service.
+        ingress_host, _, ingress_port = eventing.ingress_address.rpartition(":")
+        assert ingress_host == host("router")
+        _, port = service_port(objects, "router", int(ingress_port))
+        assert port_named(container(objects, "router"), port["targetPort"]) == router.port
+        # The addresses the controller writes into Brokers' and GitHubSources' status reach the component.
+        addresses = KubeAddresses(controller.system_namespace, controller.cluster_domain)
+        for address in (addresses.broker("default", "default"), addresses.webhook("default", "github")):
+            service_host, service_port_number = url_host_port(address)
+            name, _, rest = service_host.partition(".")
+            assert rest == f"{NAMESPACE}.svc.{cluster_domain}", address
+            _, port = service_port(objects, name, service_port_number, "eventing")
+            assert port_named(container(objects, "eventing"), port["targetPort"]) == eventing.port, address
 
     hpa = named(objects, "HorizontalPodAutoscaler", "activator")["spec"]["scaleTargetRef"]
     assert (hpa["kind"], hpa["name"]) == ("Deployment", "activator")
@@ -412,13 +531,14 @@ def test_components_reach_each_other_through_the_chart_services(renders: Renders
     pdb = named(objects, "PodDisruptionBudget", "activator")["spec"]["selector"]["matchLabels"]
     pod_labels = named(objects, "Deployment", "activator")["spec"]["template"]["metadata"]["labels"]
     assert pdb.items() <= pod_labels.items()
-    for deployment in of_kind(objects, "Deployment"):
-        spec = deployment["spec"]
+    for name in deployed_in(objects):
+        spec = workload(objects, name)["spec"]
         assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("name", ["autoscaler", "activator", "router"])
+@pytest.mark.parametrize(
+    ("name", "case"), [param for param in COMPONENT_CASES if param.values[0] != "controller"]
+)
 def test_probes_and_scrape_annotations_use_the_port_the_component_serves(
     renders: Renders, name: str, case: str
 ) -> None:
@@ -430,18 +550,33 @@ def test_probes_and_scrape_annotations_use_the_port_the_component_serves(
         get = c[probe]["httpGet"]
         assert get["path"] == path, f"{name} {probe}"
         assert port_named(c, get["port"]) == admin_port, f"{name} {probe}"
-    annotations = named(objects, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+    annotations = workload(objects, name)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(admin_port)
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_the_controller_has_no_port_and_no_probe(renders: Renders) -> None:
-    """It serves nothing over HTTP: a failed reconciler ends the process and the kubelet restarts it."""
-    c = container(renders("default"), "controller")
-    assert not {"ports", "livenessProbe", "readinessProbe", "startupProbe"} & c.keys()
-    template = named(renders("default"), "Deployment", "controller")["spec"]["template"]
+@pytest.mark.parametrize("case", CASES)
+def test_the_controller_serves_only_the_eventing_feed_and_has_no_probe(renders: Renders, case: str) -> None:
+    """Its one port is the Eventing feed, with eventing only; a failed reconciler or feed ends the process and
+    the kubelet restarts it."""
+    objects = renders(case)
+    c = container(objects, "controller")
+    assert not {"livenessProbe", "readinessProbe", "startupProbe"} & c.keys()
+    template = named(objects, "Deployment", "controller")["spec"]["template"]
     assert "prometheus.io/scrape" not in template["metadata"].get("annotations", {})
+    services = [o for o in of_kind(objects, "Service") if o["metadata"]["name"] == "controller"]
+    if eventing_enabled(case):
+        feed_port = values_of(case)["controller"]["eventingFeedPort"]
+        assert c["ports"] == [{"name": "http-eventing", "containerPort": feed_port, "protocol": "TCP"}]
+        assert loaded(objects, "controller").eventing_feed_port == feed_port
+        (service,) = services
+        assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+            ("http-eventing", feed_port, "http-eventing")
+        ]
+    else:
+        assert "ports" not in c
+        assert services == []
 
 
 # --- security ----------------------------------------------------------------------------------------------
@@ -450,7 +585,7 @@ def test_the_controller_has_no_port_and_no_probe(renders: Renders) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_every_pod_runs_locked_down(renders: Renders, case: str) -> None:
     pods = list(pod_specs(renders(case)))
-    assert len(pods) == 5  # four components and the test pod
+    assert len(pods) == len(deployed(case)) + 1  # the components and the test pod
     for where, pod in pods:
         context = pod["securityContext"]
         assert context["runAsNonRoot"] is True, where
@@ -493,6 +628,18 @@ SERVING_RESOURCES: Final = tuple(
 LEASES: Final = grants(
     NAMESPACE, "coordination.k8s.io", ("leases",), ("get", "list", "watch", "create", "update", "patch")
 )
+
+EVENTING_GRANTS: Final = (
+    grants("cluster", "eventing.knative.dev", ("brokers", "triggers"), READ)
+    | grants("cluster", "eventing.knative.dev", ("brokers/status", "triggers/status"), ("update", "patch"))
+    | grants("cluster", "sources.knative.dev", ("pingsources", "githubsources"), READ)
+    | grants(
+        "cluster", "sources.knative.dev", ("pingsources/status", "githubsources/status"), ("update", "patch")
+    )
+    | grants("cluster", "", ("configmaps", "secrets"), READ)
+)
+"""The controller's with eventing: it reads the Eventing objects and the ConfigMaps and Secrets they name, and
+writes their status."""
 
 EXPECTED_GRANTS: Final = {
     "controller": grants("cluster", "serving.knative.dev", SERVING_RESOURCES, ALL)
@@ -541,9 +688,33 @@ def granted(objects: list[Obj]) -> dict[str, set[Grant]]:
     return found
 
 
-def test_each_component_is_granted_exactly_what_it_needs(renders: Renders) -> None:
-    found = granted(renders("default"))
-    assert found == {f"{NAMESPACE}/{name}": expected for name, expected in EXPECTED_GRANTS.items()}
+@pytest.mark.parametrize("case", ["default", "no-eventing"])
+def test_each_component_is_granted_exactly_what_it_needs(renders: Renders, case: str) -> None:
+    """The eventing component is bound to nothing: it reads the controller's feed, not the API."""
+    found = granted(renders(case))
+    expected = {f"{NAMESPACE}/{name}": rules for name, rules in EXPECTED_GRANTS.items()}
+    if eventing_enabled(case):
+        expected[f"{NAMESPACE}/controller"] = expected[f"{NAMESPACE}/controller"] | EVENTING_GRANTS
+    assert found == expected
+
+
+@pytest.mark.parametrize("case", ["default", "no-eventing"])
+def test_the_controller_gets_the_eventing_crds_it_watches(renders: Renders, case: str) -> None:
+    """Every Eventing kind the controller watches has its CRD in the chart, at the version it reads, with the
+    status subresource it writes; and it is granted the watch only when eventing is on."""
+    objects = renders(case)
+    crds = {
+        (o["spec"]["group"], o["spec"]["names"]["plural"]): o
+        for o in of_kind(objects, "CustomResourceDefinition")
+    }
+    found = granted(objects)[f"{NAMESPACE}/controller"]
+    for resource in EVENT_RESOURCES:
+        crd = crds[resource.group, resource.plural]
+        versions = {v["name"]: v for v in crd["spec"]["versions"]}
+        assert versions[resource.version]["served"] is True, resource.plural
+        assert "status" in versions[resource.version].get("subresources", {}), resource.plural
+        watch = ("cluster", resource.group, resource.plural, "watch")
+        assert (watch in found) == eventing_enabled(case), resource.plural
 
 
 def test_only_the_controller_writes_workloads_and_the_router_only_reads(renders: Renders) -> None:
@@ -558,20 +729,82 @@ def test_only_the_controller_writes_workloads_and_the_router_only_reads(renders:
             assert not can(name, "", "services", verb), f"{name} may {verb} Services"
     assert {g[3] for g in found[f"{NAMESPACE}/router"]} <= set(READ), "the router may write"
     assert {g[3] for g in found[f"{NAMESPACE}/activator"]} <= set(READ), "the activator may write"
-    assert not any(g[2] == "secrets" for grant in found.values() for g in grant), "a component reads Secrets"
+    secrets = {(account, g[3]) for account, grant in found.items() for g in grant if g[2] == "secrets"}
+    assert secrets == {(f"{NAMESPACE}/controller", verb) for verb in READ}, (
+        "only the controller reads Secrets"
+    )
+    assert not any(g[2] == "secrets" for g in granted(renders("no-eventing"))[f"{NAMESPACE}/controller"])
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_each_pod_runs_as_its_own_service_account(renders: Renders, case: str) -> None:
+    """Each component's pod has its own ServiceAccount; the eventing component's mounts no token (it reads
+    the controller's feed, never the API)."""
     objects = renders(case)
-    accounts = {o["metadata"]["name"] for o in of_kind(objects, "ServiceAccount")}
-    assert accounts == set(COMPONENTS)
-    for name in COMPONENTS:
-        pod = named(objects, "Deployment", name)["spec"]["template"]["spec"]
+    accounts = {o["metadata"]["name"]: o for o in of_kind(objects, "ServiceAccount")}
+    assert set(accounts) == set(deployed(case))
+    for name in deployed(case):
+        pod = workload(objects, name)["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == name
+        uses_api = name != "eventing"
+        assert pod["automountServiceAccountToken"] is uses_api, name
+        assert accounts[name]["automountServiceAccountToken"] is uses_api, name
     test_pod = of_kind(objects, "Pod")[0]["spec"]
     assert test_pod["automountServiceAccountToken"] is False, "the test pod needs no API access"
     assert "serviceAccountName" not in test_pod
+
+
+# --- eventing ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_eventing_renders_only_when_enabled(renders: Renders, case: str) -> None:
+    """`eventing.enabled: false` renders none of its objects and the controller neither watches the Eventing
+    objects nor serves their feed; the CRDs are installed either way (Helm does not template crds/)."""
+    objects = renders(case)
+    enabled = eventing_enabled(case)
+    rendered = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert rendered & EVENTING_OBJECTS == (EVENTING_OBJECTS if enabled else set())
+    components = {o["metadata"]["labels"].get("app.kubernetes.io/component") for o in objects}
+    assert ("eventing" in components) == enabled
+    env = component_env(objects, "controller")
+    assert env["EVENTING"] == ("true" if enabled else "false")
+    feed = {"EVENTING_FEED_PORT", "EVENTING_TOKEN"}
+    assert env.keys() & feed == (feed if enabled else set())
+    assert loaded(objects, "controller").eventing is enabled
+    crds = {o["metadata"]["name"] for o in of_kind(objects, "CustomResourceDefinition")}
+    assert {"brokers.eventing.knative.dev", "triggers.eventing.knative.dev"} <= crds
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if eventing_enabled(c)])
+def test_the_eventing_component_is_one_pod_with_its_logs_on_a_claim(renders: Renders, case: str) -> None:
+    """The embedded Brokers' logs are one node's disk: exactly one replica of a StatefulSet, its data
+    directory on the claim `data-eventing-0` (so it outlives the pod), the claim's labels fixed (a claim
+    template cannot change on upgrade)."""
+    objects = renders(case)
+    values = values_of(case)["eventing"]
+    stateful = named(objects, "StatefulSet", "eventing")["spec"]
+    assert stateful["replicas"] == 1
+    # A StatefulSet's rolling update stops the old pod before the new one starts.
+    assert stateful["updateStrategy"]["type"] == "RollingUpdate"
+    governing = named(objects, "Service", stateful["serviceName"])["spec"]
+    assert governing["clusterIP"] == "None"
+    assert governing["selector"].items() <= stateful["template"]["metadata"]["labels"].items()
+
+    (claim,) = stateful["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["metadata"]["labels"] == stateful["selector"]["matchLabels"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == values["storage"]["size"]
+    if values["storage"]["className"]:
+        assert claim["spec"]["storageClassName"] == values["storage"]["className"]
+    else:
+        assert "storageClassName" not in claim["spec"], "an empty class would turn dynamic provisioning off"
+    mounts = {m["name"]: m["mountPath"] for m in container(objects, "eventing")["volumeMounts"]}
+    assert mounts["data"] == loaded(objects, "eventing").data_dir == "/var/lib/serving/eventing"
+    pod = stateful["template"]["spec"]
+    assert "data" not in {v["name"] for v in pod["volumes"]}, "the data directory must be the claim"
+    assert pod["terminationGracePeriodSeconds"] == values["terminationGracePeriodSeconds"]
 
 
 # --- invalid values ----------------------------------------------------------------------------------------
@@ -596,6 +829,10 @@ INVALID: Final = [
         id="no-autoscaler-lease",
     ),
     pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest"),
+    pytest.param({"eventing": {"enabled": "yes"}}, "/eventing/enabled", id="eventing-enabled"),
+    pytest.param({"eventing": {"storage": {"size": "lots"}}}, "/eventing/storage/size", id="storage-size"),
+    pytest.param({"eventing": {"storage": {"className": "Fast SSD"}}}, "className", id="storage-class"),
+    pytest.param({"controller": {"eventingFeedPort": 0}}, "eventingFeedPort", id="feed-port"),
 ]
 """Values values.schema.json refuses: `helm lint`, `helm template` and `helm install` fail, naming them."""
 
@@ -614,6 +851,11 @@ CROSS_CHECKED: Final = [
         {"router": {"service": {"type": "ClusterIP", "nodePort": 30080}}},
         "router.service.nodePort",
         id="node-port",
+    ),
+    pytest.param(
+        {"eventing": {"adminPort": 8080}},
+        "eventing.port and eventing.adminPort are both 8080",
+        id="same-eventing-ports",
     ),
 ]
 """Relations between values a JSON schema cannot state, checked by the templates (`fail`): `helm template` and

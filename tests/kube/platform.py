@@ -23,6 +23,7 @@ from serving.kube.api import NAMESPACES, SERVICES, ApiError, Kube, Resource
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "charts/serving/crds/serving.knative.dev.yaml"
+EVENTING_CRDS = ROOT / "charts/serving/crds/eventing.knative.dev.yaml"
 DOMAIN = "example.com"
 SYSTEM_NAMESPACE = "knative-serving"
 
@@ -103,6 +104,12 @@ class Platform:
     activator_admin_port: int = field(default_factory=free_port)
     autoscaler_port: int = field(default_factory=free_port)
     router_admin_port: int = field(default_factory=free_port)
+    eventing: bool = False
+    """Also run Eventing: the controller with `EVENTING=true` and its feed, and the eventing component."""
+    eventing_token: str = "eventing-token-of-the-test-platform"
+    eventing_feed_port: int = field(default_factory=free_port)
+    eventing_port: int = field(default_factory=free_port)
+    eventing_admin_port: int = field(default_factory=free_port)
     components: dict[str, Component] = field(default_factory=dict)
 
     def _base_env(self, component: str) -> dict[str, str]:
@@ -162,6 +169,25 @@ class Platform:
                 },
             ),
         }
+        if self.eventing:
+            specs["controller"][1].update(
+                EVENTING="true",
+                EVENTING_FEED_PORT=str(self.eventing_feed_port),
+                EVENTING_TOKEN=self.eventing_token,
+            )
+            specs["eventing"] = (
+                [*cli, "eventing"],
+                {
+                    "EVENTING_BIND_ADDRESS": "127.0.0.1",
+                    "EVENTING_PORT": str(self.eventing_port),
+                    "EVENTING_ADMIN_PORT": str(self.eventing_admin_port),
+                    "EVENTING_DATA_DIR": str(self.log_dir / "eventing-data"),
+                    "SERVING_PLATFORM_URL": f"http://127.0.0.1:{self.eventing_feed_port}",
+                    "EVENTING_TOKEN": self.eventing_token,
+                    # No cluster DNS here: Services' in-cluster addresses connect to the router directly.
+                    "INGRESS_ADDRESS": f"127.0.0.1:{self.router_port}",
+                },
+            )
         for name, (argv, env) in specs.items():
             log = self.log_dir / f"{name}.log"
             self.components[name] = Component(name, argv, {**self._base_env(name), **env}, log)
@@ -218,7 +244,8 @@ async def install_crds(kubeconfig: Path, namespace: str) -> None:
     """The chart's CRDs, established, and the platform's `namespace` (both may exist already)."""
     kube = await Kube.connect(str(kubeconfig))
     try:
-        for doc in yaml.safe_load_all(CRDS.read_text()):
+        docs = [d for path in (CRDS, EVENTING_CRDS) for d in yaml.safe_load_all(path.read_text())]
+        for doc in docs:
             try:
                 await kube.create(CRD, None, doc)
             except ApiError as exc:
@@ -234,7 +261,7 @@ async def install_crds(kubeconfig: Path, namespace: str) -> None:
             if not exc.conflict:
                 raise
         deadline = time.monotonic() + 30
-        for doc in yaml.safe_load_all(CRDS.read_text()):
+        for doc in docs:
             while True:
                 crd = await kube.get(CRD, None, doc["metadata"]["name"])
                 conditions = (crd.get("status") or {}).get("conditions") or []

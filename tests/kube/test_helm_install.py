@@ -1,19 +1,25 @@
 """The Helm chart installed on a real control plane: `helm install` creates every object (the apiserver admits
-the CRDs, the RBAC, the Deployments, PodDisruptionBudgets and the rest); the platform then runs with the
-chart's ServiceAccounts (a token from the TokenRequest API for each component, authorized by the real RBAC
-authorizer) and the controller with the environment the chart gives it, and serves the hello-world Service;
-`helm uninstall` removes the release.
+the CRDs, the RBAC, the Deployments, the eventing StatefulSet with its claim template, PodDisruptionBudgets
+and the rest); the platform then runs with the chart's ServiceAccounts (a token from the TokenRequest API for
+each component, authorized by the real RBAC authorizer) and the controller with the environment the chart
+gives it, Eventing included, and serves the hello-world Service and an event through a Broker; `helm upgrade`
+keeps the generated secrets; `helm uninstall` removes the release.
 
 The chart's own pods are kept off the test node (a nodeSelector no node matches): the node agent runs
 commands, not images, and a pod here has no in-cluster API address to talk to. What the pods would do, the
-same `serving` processes do on the host with the pods' identities.
+same `serving` processes do on the host with the pods' identities; the eventing component, which uses no
+API, runs there with the token from the chart's Secret. The test control plane runs no StatefulSet
+controller, so the eventing StatefulSet makes neither its pod nor its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,19 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
-from serving.kube.api import CORE_SERVICES, DEPLOYMENTS, PODS, REVISIONS, SERVICES, ApiError, Kube, Resource
+from serving.kube.api import (
+    BROKERS,
+    CORE_SERVICES,
+    DEPLOYMENTS,
+    PODS,
+    REVISIONS,
+    SECRETS,
+    SERVICES,
+    TRIGGERS,
+    ApiError,
+    Kube,
+    Resource,
+)
 from tests.kube.platform import (
     CRD,
     DOMAIN,
@@ -32,6 +50,7 @@ from tests.kube.platform import (
     answer,
     eventually,
     hello_service,
+    ready,
     service_ready,
 )
 
@@ -42,10 +61,19 @@ RELEASE = "serving"
 RELEASE_NS = "serving-system"
 APP_NS = "helm-apps"
 COMPONENTS = ("controller", "autoscaler", "activator", "router")
+"""The components that talk to the API, each with a token of its ServiceAccount; all run as Deployments."""
+EVENTING = "eventing"
+"""The eventing component: a StatefulSet whose ServiceAccount mounts no token and is bound to nothing."""
 NOWHERE = "serving.test/nowhere"
 """A node label no node has: the chart's pods stay Pending."""
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True)
+STATEFUL_SETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 CLUSTER_ROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
+RECORDER = ROOT / "tests/kube/apps"
+BROKER_HOST = f"broker-ingress.{RELEASE_NS}.svc.cluster.local"
+SECRETS_KEPT = {"serving-probe-secret": "secret", "serving-eventing-token": "token"}
+"""The chart's generated Secrets and their keys: `helm upgrade` must not change them."""
 
 
 def helm(kube_cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -62,7 +90,9 @@ def helm(kube_cluster: Any, *args: str, timeout: float = 120) -> subprocess.Comp
 def release(kube_cluster: Any) -> Iterator[str]:
     # Helm's --set splits keys at dots: the label's dot is escaped.
     key = NOWHERE.replace(".", "\\.")
-    pinned = [arg for c in COMPONENTS for arg in ("--set-string", f"{c}.nodeSelector.{key}=true")]
+    pinned = [
+        arg for c in (*COMPONENTS, EVENTING) for arg in ("--set-string", f"{c}.nodeSelector.{key}=true")
+    ]
     done = helm(
         kube_cluster,
         "install",
@@ -91,6 +121,13 @@ def test_helm_install_creates_the_release(kube_cluster: Any, release: str) -> No
     for component in COMPONENTS:
         assert ("Deployment", component) in kinds
         assert ("ServiceAccount", component) in kinds
+    assert {
+        ("StatefulSet", EVENTING),
+        ("ServiceAccount", EVENTING),
+        ("Service", "broker-ingress"),
+        ("Service", "controller"),
+        ("Secret", "serving-eventing-token"),
+    } <= kinds
     assert {kind for kind, _ in kinds} >= {
         "ClusterRole",
         "ClusterRoleBinding",
@@ -100,9 +137,23 @@ def test_helm_install_creates_the_release(kube_cluster: Any, release: str) -> No
     }
 
 
+async def test_the_eventing_statefulset_is_admitted_with_its_claim(kube: Kube, release: str) -> None:
+    stateful = await kube.get(STATEFUL_SETS, RELEASE_NS, EVENTING)
+    assert stateful["spec"]["replicas"] == 1
+    (claim,) = stateful["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    mounts = stateful["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "data", "mountPath": "/var/lib/serving/eventing"} in mounts
+    account = await kube.get(SERVICE_ACCOUNTS, RELEASE_NS, EVENTING)
+    assert account["automountServiceAccountToken"] is False
+
+
 @pytest.fixture(scope="module")
 def kubeconfigs(kube_cluster: Any, release: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """For each component, a kubeconfig that authenticates as the chart's ServiceAccount for it."""
+    """For each component, a kubeconfig that authenticates as the chart's ServiceAccount for it (the eventing
+    component's too, which is bound to nothing)."""
     folder = tmp_path_factory.mktemp("serviceaccounts")
     admin = yaml.safe_load(Path(kube_cluster.kubeconfig).read_text())
     cluster = admin["clusters"][0]["cluster"]
@@ -126,7 +177,7 @@ async def _tokens(kube_cluster: Any) -> dict[str, str]:
     async with kube_cluster.api_client() as api:
         core = client.CoreV1Api(api)
         tokens: dict[str, str] = {}
-        for component in COMPONENTS:
+        for component in (*COMPONENTS, EVENTING):
             request = client.AuthenticationV1TokenRequest(
                 spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
             )
@@ -142,24 +193,38 @@ async def _chart_env(kube: Kube, component: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
+async def _chart_secrets(kube: Kube) -> dict[str, str]:
+    """The values of the chart's generated Secrets, by Secret name."""
+    found: dict[str, str] = {}
+    for name, key in SECRETS_KEPT.items():
+        secret = await kube.get(SECRETS, RELEASE_NS, name)
+        found[name] = base64.b64decode(secret["data"][key]).decode()
+    return found
+
+
 @pytest.fixture(scope="module")
 def platform(
     kube_cluster: Any, kubeconfigs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
-    async def controller_env() -> dict[str, str]:
+    async def chart() -> tuple[dict[str, str], dict[str, str]]:
         kube = await Kube.connect(str(kube_cluster.kubeconfig))
         try:
-            return await _chart_env(kube, "controller")
+            return await _chart_env(kube, "controller"), await _chart_secrets(kube)
         finally:
             await kube.close()
 
-    env = asyncio.run(controller_env())
+    env, secrets = asyncio.run(chart())
+    assert env["EVENTING"] == "true"
+    # The controller's feed and the eventing component listen on free host ports (the platform's); the token
+    # is the chart's.
     running = Platform(
         kubeconfig=Path(kube_cluster.kubeconfig),
         kubeconfigs=kubeconfigs,
         log_dir=tmp_path_factory.mktemp("helm-platform"),
         system_namespace=RELEASE_NS,
         controller_env={**env, "POD_NAME": "controller-helm-test"},
+        eventing=True,
+        eventing_token=secrets["serving-eventing-token"],
     )
     running.start()
     try:
@@ -195,16 +260,27 @@ async def test_the_chart_pods_are_held_and_their_identities_are_real(kube: Kube,
         assert denied.value.status == 403
     finally:
         await activator.close()
-
-
-async def test_the_platform_serves_with_the_charts_service_accounts(kube: Kube, platform: Platform) -> None:
+    # The eventing component's identity is bound to nothing: not even the Eventing objects or Secrets.
+    eventing = await Kube.connect(str(platform.kubeconfigs[EVENTING]))
     try:
-        await kube.create(
-            Resource("", "v1", "namespaces", "Namespace", False), None, {"metadata": {"name": APP_NS}}
-        )
+        for resource in (BROKERS, SECRETS):
+            with pytest.raises(ApiError) as denied:
+                await eventing.list(resource, APP_NS)
+            assert denied.value.status == 403, resource.plural
+    finally:
+        await eventing.close()
+
+
+async def _app_namespace(kube: Kube) -> None:
+    try:
+        await kube.create(NAMESPACES, None, {"metadata": {"name": APP_NS}})
     except ApiError as exc:
         if not exc.conflict:
             raise
+
+
+async def test_the_platform_serves_with_the_charts_service_accounts(kube: Kube, platform: Platform) -> None:
+    await _app_namespace(kube)
     hello = hello_service()
     hello["metadata"]["namespace"] = APP_NS
     await kube.create(SERVICES, APP_NS, hello)
@@ -239,6 +315,115 @@ async def test_the_platform_serves_with_the_charts_service_accounts(kube: Kube, 
     await eventually(gone, 60, "Service hello's objects deleted", platform)
 
 
+def recorder_service(record: Path) -> dict[str, Any]:
+    """A Service whose app appends every event it receives to `record` (tests/kube/apps/recorder.py)."""
+    container = {
+        "image": "docker.io/example/recorder",
+        "command": [sys.executable, "recorder.py"],
+        "workingDir": str(RECORDER),
+        "env": [{"name": "RECORD_FILE", "value": str(record)}],
+    }
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "recorder", "namespace": APP_NS},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+    }
+
+
+async def test_eventing_runs_with_the_charts_identity_and_token(
+    kube: Kube, platform: Platform, tmp_path: Path
+) -> None:
+    """As the chart's ServiceAccount, the controller reads a Broker and a Trigger and writes their status
+    (the Broker's address is the chart's `broker-ingress` Service); behind the token of the chart's Secret it
+    serves them to the eventing component, which takes an event and delivers it to the Trigger's Service."""
+    await _app_namespace(kube)
+    record = tmp_path / "events.jsonl"
+    await kube.create(SERVICES, APP_NS, recorder_service(record))
+    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "default"}}
+    await kube.create(BROKERS, APP_NS, broker)
+    subscriber = {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "recorder"}}
+    trigger = {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": "to-recorder"},
+        "spec": {"broker": "default", "subscriber": subscriber},
+    }
+    await kube.create(TRIGGERS, APP_NS, trigger)
+    await eventually(
+        lambda: service_ready(kube, "recorder", namespace=APP_NS), 120, "Service recorder Ready", platform
+    )
+
+    def ready_one(resource: Resource, name: str) -> Any:
+        async def check() -> dict[str, Any] | None:
+            obj = await kube.get(resource, APP_NS, name)
+            return obj if ready(obj) else None
+
+        return check
+
+    found = await eventually(ready_one(BROKERS, "default"), 60, "the Broker Ready", platform)
+    assert found["status"]["address"]["url"] == f"http://{BROKER_HOST}/{APP_NS}/default"
+    found = await eventually(ready_one(TRIGGERS, "to-recorder"), 60, "the Trigger Ready", platform)
+    assert found["status"]["subscriberUri"] == f"http://recorder.{APP_NS}.svc.cluster.local"
+
+    event_id = str(uuid.uuid4())
+    async with aiohttp.ClientSession() as session:
+
+        async def accepted() -> bool:
+            async with session.post(
+                f"http://127.0.0.1:{platform.eventing_port}/{APP_NS}/default",
+                data=b"from the chart",
+                headers={
+                    "Host": BROKER_HOST,
+                    "Content-Type": "text/plain",
+                    "ce-specversion": "1.0",
+                    "ce-id": event_id,
+                    "ce-source": "tests/kube/test_helm_install",
+                    "ce-type": "dev.example.chart",
+                },
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as response:
+                return response.status == 202
+
+        # Until the component has read the Broker from the feed it answers 404: retried.
+        await eventually(accepted, 30, "the Broker ingress accepting the event", platform)
+
+    async def delivered() -> list[dict[str, Any]]:
+        lines = record.read_text().splitlines() if record.exists() else []
+        return [e for e in map(json.loads, lines) if e["attributes"].get("id") == event_id]
+
+    events = await eventually(delivered, 60, "the event delivered to Service recorder", platform)
+    assert events[0]["data"] == "from the chart"
+    assert events[0]["host"] == f"recorder.{APP_NS}.svc.cluster.local"
+
+    await kube.delete(TRIGGERS, APP_NS, "to-recorder")
+    await kube.delete(BROKERS, APP_NS, "default")
+    await kube.delete(SERVICES, APP_NS, "recorder")
+
+
+async def test_helm_upgrade_keeps_the_generated_secrets(kube_cluster: Any, kube: Kube, release: str) -> None:
+    """An upgrade re-renders the Secrets from the cluster's (Helm's `lookup`), and updates the eventing
+    StatefulSet in place (its claim template unchanged)."""
+    before = await _chart_secrets(kube)
+    done = await asyncio.to_thread(
+        helm,
+        kube_cluster,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--reuse-values",
+        "--set",
+        "eventing.logLevel=debug",
+    )
+    assert done.returncode == 0, f"helm upgrade failed:\n{done.stdout}\n{done.stderr}"
+    assert await _chart_secrets(kube) == before
+    stateful = await kube.get(STATEFUL_SETS, RELEASE_NS, EVENTING)
+    env = {e["name"]: e.get("value") for e in stateful["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LOG_LEVEL"] == "debug"
+
+
 def test_helm_uninstall_removes_the_release(kube_cluster: Any, release: str, platform: Platform) -> None:
     platform.stop()
     done = helm(kube_cluster, "uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait", "--timeout", "60s")
@@ -248,9 +433,14 @@ def test_helm_uninstall_removes_the_release(kube_cluster: Any, release: str, pla
         kube = await Kube.connect(str(kube_cluster.kubeconfig))
         try:
             found = [
-                f"Deployment {d['metadata']['name']}"
-                for d in (await kube.list(DEPLOYMENTS, RELEASE_NS)).get("items", [])
+                f"{resource.kind} {d['metadata']['name']}"
+                for resource in (DEPLOYMENTS, STATEFUL_SETS)
+                for d in (await kube.list(resource, RELEASE_NS)).get("items", [])
             ]
+            # The eventing token goes with the release; the probe secret is kept for the next install.
+            secrets = {s["metadata"]["name"] for s in (await kube.list(SECRETS, RELEASE_NS)).get("items", [])}
+            found += [f"Secret {name}" for name in secrets if name == "serving-eventing-token"]
+            assert "serving-probe-secret" in secrets
             roles = (
                 await kube.list(CLUSTER_ROLES, None, label_selector=f"app.kubernetes.io/instance={RELEASE}")
             ).get("items", [])

@@ -1,8 +1,8 @@
 {{/*
 Shared pieces of every component's objects. Namespaced objects carry the component's name (`activator`,
-`autoscaler`, `router`, `controller`) because the components find each other by those Service names in the
-release namespace (the controller's SYSTEM_NAMESPACE); cluster-wide RBAC objects are prefixed with the
-release name.
+`autoscaler`, `router`, `controller`, `eventing`) because the components find each other by those Service
+names in the release namespace (the controller's SYSTEM_NAMESPACE); cluster-wide RBAC objects are prefixed
+with the release name.
 */}}
 
 {{- define "serving.chart" -}}
@@ -115,6 +115,11 @@ affinity:
   mountPath: /tmp
 {{- end -}}
 
+{{/* EVENTING_DATA_DIR: where the eventing component's volume is mounted. */}}
+{{- define "serving.eventingDataDir" -}}
+/var/lib/serving/eventing
+{{- end -}}
+
 {{/* POD_NAME from the downward API. */}}
 {{- define "serving.podNameEnv" -}}
 - name: POD_NAME
@@ -135,6 +140,10 @@ affinity:
 {{- $r := .Values.router -}}
 {{- if eq (int64 $r.port) (int64 $r.adminPort) -}}
 {{- fail (printf "router.port and router.adminPort are both %v; they must differ" $r.port) -}}
+{{- end -}}
+{{- $e := .Values.eventing -}}
+{{- if and $e.enabled (eq (int64 $e.port) (int64 $e.adminPort)) -}}
+{{- fail (printf "eventing.port and eventing.adminPort are both %v; they must differ" $e.port) -}}
 {{- end -}}
 {{- if and (gt (int64 .Values.controller.replicas) 1) (not .Values.controller.leaderElect) -}}
 {{- fail (printf "controller.replicas is %v but controller.leaderElect is false: replicas would reconcile against each other" .Values.controller.replicas) -}}

@@ -64,6 +64,27 @@ def test_target_parsing() -> None:
     assert Target.parse("http://user:pw@example.com/") is None
 
 
+def test_an_alias_changes_where_a_target_connects_never_its_host() -> None:
+    aliases = {
+        "hello.default.svc.cluster.local": ("10.0.0.7", 8080),
+        "127.0.0.1:9000": ("127.0.0.1", 9100),
+    }
+    assert Target.parse("http://hello.default.svc.cluster.local/p", aliases) == Target(
+        "10.0.0.7", 8080, "hello.default.svc.cluster.local", "/p"
+    )
+    assert Target.parse("http://HELLO.default.svc.cluster.local/", aliases) == Target(
+        "10.0.0.7", 8080, "HELLO.default.svc.cluster.local", "/"
+    )
+    # An alias names host and port as the URL writes them: another port of the same host is not it.
+    assert Target.parse("http://127.0.0.1:9001/", aliases) == Target("127.0.0.1", 9001, "127.0.0.1:9001", "/")
+    assert Target.parse("http://127.0.0.1:9000/ns/b", aliases) == Target(
+        "127.0.0.1", 9100, "127.0.0.1:9000", "/ns/b"
+    )
+    assert Target.parse("http://other.default.svc.cluster.local/", aliases) == Target(
+        "other.default.svc.cluster.local", 80, "other.default.svc.cluster.local", "/"
+    )
+
+
 async def test_keep_alive_connections_are_reused(client: Client) -> None:
     connections = 0
     seen: list[tuple[bytes, bytes]] = []

@@ -1,0 +1,249 @@
+"""Eventing on a real control plane: Knative Eventing's YAML (Broker, Trigger, PingSource) applied through
+the API gets Knative's status from the controller (a Broker's address, a Trigger's subscriber URI, a
+source's sink, `Ready` with the reason when not), the controller serves the resolved objects to the
+eventing component, and an event posted to the Broker's ingress reaches the Knative Service its Trigger
+names, woken from zero through the router and the activator, while an event the filter refuses reaches
+nobody.
+
+The eventing component runs on the host (`tests/kube/platform.py`); with no cluster DNS here, it connects
+the Services' in-cluster addresses to the router (`INGRESS_ADDRESS`), keeping their Host, as it would
+through the ExternalName Service in a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from serving.kube.api import BROKERS, DEPLOYMENTS, PING_SOURCES, SERVICES, TRIGGERS, ApiError, Kube
+from tests.kube.platform import SYSTEM_NAMESPACE, Platform, eventually, install_crds, ready, service_ready
+
+pytestmark = pytest.mark.kube
+
+NS = "default"
+RECORDER = Path(__file__).resolve().parent / "apps"
+BROKER_HOST = f"broker-ingress.{SYSTEM_NAMESPACE}.svc.cluster.local"
+
+
+@pytest.fixture(scope="module")
+def platform(kube_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    log_dir = tmp_path_factory.mktemp("eventing-platform")
+    asyncio.run(install_crds(Path(kube_cluster.kubeconfig), SYSTEM_NAMESPACE))
+    running = Platform(kubeconfig=Path(kube_cluster.kubeconfig), log_dir=log_dir, eventing=True)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        print(running.logs())
+
+
+def recorder_service(name: str, record_file: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "image": "docker.io/example/recorder",
+                            "command": [sys.executable, "recorder.py"],
+                            "workingDir": str(RECORDER),
+                            "env": [{"name": "RECORD_FILE", "value": str(record_file)}],
+                        }
+                    ]
+                }
+            }
+        },
+    }
+
+
+def service_ref(name: str) -> dict[str, str]:
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}
+
+
+BROKER_REF = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+
+
+def eventing_object(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
+    api = "eventing.knative.dev/v1" if kind in ("Broker", "Trigger") else "sources.knative.dev/v1"
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS, **meta},
+        "spec": spec,
+    }
+
+
+def condition(obj: dict[str, Any]) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Ready"), {})
+
+
+def recorded(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def post_event(platform: Platform, event_id: str, event_type: str, data: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{platform.eventing_port}/{NS}/default",
+            data=data.encode(),
+            headers={
+                "Host": BROKER_HOST,
+                "Content-Type": "text/plain",
+                "ce-specversion": "1.0",
+                "ce-id": event_id,
+                "ce-source": "tests/kube",
+                "ce-type": event_type,
+            },
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as resp,
+    ):
+        return resp.status
+
+
+async def test_an_event_wakes_the_triggered_service_from_zero(
+    kube: Kube, platform: Platform, tmp_path: Path
+) -> None:
+    record = tmp_path / "events.jsonl"
+    await kube.create(SERVICES, NS, recorder_service("recorder", record))
+    await kube.create(BROKERS, NS, eventing_object("Broker", "default", {}))
+    await kube.create(
+        TRIGGERS,
+        NS,
+        eventing_object(
+            "Trigger",
+            "greetings",
+            {
+                "broker": "default",
+                "filter": {"attributes": {"type": "dev.example.greeting"}},
+                "subscriber": {
+                    "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "recorder"}
+                },
+            },
+        ),
+    )
+    await eventually(lambda: service_ready(kube, "recorder"), 90, "the recorder Service ready", platform)
+
+    async def broker_ready() -> dict[str, Any] | None:
+        obj = await kube.get(BROKERS, NS, "default")
+        return obj if ready(obj) else None
+
+    async def trigger_ready() -> dict[str, Any] | None:
+        obj = await kube.get(TRIGGERS, NS, "greetings")
+        return obj if ready(obj) else None
+
+    broker = await eventually(broker_ready, 60, "the Broker ready", platform)
+    assert broker["status"]["address"]["url"] == f"http://{BROKER_HOST}/{NS}/default"
+    trigger = await eventually(trigger_ready, 60, "the Trigger ready", platform)
+    assert trigger["status"]["subscriberUri"] == f"http://recorder.{NS}.svc.cluster.local"
+
+    async def at_zero() -> bool:
+        deployment = await kube.get(DEPLOYMENTS, NS, "recorder-00001-deployment")
+        return int(deployment["spec"].get("replicas") or 0) == 0
+
+    await eventually(at_zero, 120, "the recorder scaled to zero", platform)
+
+    # The eventing component may still be reading its first feed: a 404 (unknown Broker) is retried.
+    wanted, unwanted = str(uuid.uuid4()), str(uuid.uuid4())
+
+    async def accepted() -> bool:
+        return await post_event(platform, wanted, "dev.example.greeting", "hello from the cluster") == 202
+
+    await eventually(accepted, 30, "the Broker ingress accepting the event", platform)
+    assert await post_event(platform, unwanted, "dev.example.other", "for nobody") == 202
+
+    async def delivered() -> list[dict[str, Any]]:
+        return [e for e in recorded(record) if e["attributes"].get("id") == wanted]
+
+    found = await eventually(delivered, 90, "the event delivered to the recorder", platform)
+    assert found[0]["attributes"]["type"] == "dev.example.greeting"
+    assert found[0]["data"] == "hello from the cluster"
+    assert found[0]["host"] == f"recorder.{NS}.svc.cluster.local"
+    deployment = await kube.get(DEPLOYMENTS, NS, "recorder-00001-deployment")
+    assert int(deployment["spec"].get("replicas") or 0) >= 1, "the event woke the revision"
+    assert all(e["attributes"].get("id") != unwanted for e in recorded(record)), "the filter let it through"
+
+
+async def test_status_says_what_is_missing_or_invalid(kube: Kube, platform: Platform) -> None:
+    await kube.create(
+        TRIGGERS,
+        NS,
+        eventing_object(
+            "Trigger",
+            "to-nowhere",
+            {
+                "broker": "default",
+                "subscriber": {
+                    "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "nope"}
+                },
+            },
+        ),
+    )
+    await kube.create(
+        TRIGGERS,
+        NS,
+        eventing_object("Trigger", "no-subscriber", {"broker": "default"}),
+    )
+    await kube.create(
+        PING_SOURCES,
+        NS,
+        eventing_object(
+            "PingSource",
+            "every-minute",
+            {
+                "schedule": "* * * * *",
+                "data": '{"message": "ping"}',
+                "sink": {
+                    "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+                },
+            },
+        ),
+    )
+
+    async def reason(resource: Any, name: str, wanted: str) -> dict[str, Any] | None:
+        try:
+            obj = await kube.get(resource, NS, name)
+        except ApiError:
+            return None
+        found = condition(obj)
+        return found if found.get("status") == wanted else None
+
+    missing = await eventually(lambda: reason(TRIGGERS, "to-nowhere", "False"), 60, "to-nowhere not ready")
+    assert missing["reason"] == "NotResolved"
+    assert "spec.subscriber: Service default/nope not found" in missing["message"]
+
+    invalid = await eventually(
+        lambda: reason(TRIGGERS, "no-subscriber", "False"), 60, "no-subscriber invalid"
+    )
+    assert invalid["reason"] == "InvalidSpec"
+    assert "spec.subscriber" in invalid["message"]
+
+    await eventually(lambda: reason(PING_SOURCES, "every-minute", "True"), 60, "the PingSource ready")
+    ping = await kube.get(PING_SOURCES, NS, "every-minute")
+    assert ping["status"]["sinkUri"] == f"http://{BROKER_HOST}/{NS}/default"
+
+
+async def test_the_feed_needs_the_token(platform: Platform) -> None:
+    url = f"http://127.0.0.1:{platform.eventing_feed_port}/v1/eventing?watch=true"
+    async with aiohttp.ClientSession() as session:
+
+        async def refused() -> int | None:
+            async with session.get(url, headers={"Serving-Eventing-Token": "wrong"}) as resp:
+                return resp.status if resp.status != 503 else None
+
+        assert await eventually(refused, 30, "the feed answering", platform) == 403
