@@ -121,6 +121,9 @@ class KubeEventing:
         self.resolved = Resolved(EventingSpec())
         self.invalid: dict[tuple[str, str, str], list[str]] = {}
         """(kind, namespace, name) -> the problems of an object that cannot be read."""
+        self.snapshot: list[tuple[Resource, Mapping[str, Any]]] = []
+        """The objects the last pass resolved: statuses are written for these, never for an object that
+        reached an informer after the pass (it would read as Ready with no address until the next one)."""
         self._dirty = asyncio.Event()
         self._resolved_version = 0
         self._changed = asyncio.Condition()
@@ -150,8 +153,10 @@ class KubeEventing:
         """One pass: read the objects, resolve them, publish the spec and wake the status writer."""
         events: list[EventObject] = []
         invalid: dict[tuple[str, str, str], list[str]] = {}
+        snapshot: list[tuple[Resource, Mapping[str, Any]]] = []
         for informer in self.objects.values():
             for obj in informer.items():
+                snapshot.append((informer.resource, obj))
                 found, problems = read_object(obj)
                 if found is not None:
                     events.append(found)
@@ -164,7 +169,7 @@ class KubeEventing:
         resolved = resolve(events, services, self._configs(events), self.addresses)
         await self.feed.set(resolved.spec)
         async with self._changed:
-            self.resolved, self.invalid = resolved, invalid
+            self.resolved, self.invalid, self.snapshot = resolved, invalid, snapshot
             self._resolved_version += 1
             self._changed.notify_all()
 
@@ -232,25 +237,23 @@ class KubeEventing:
         triggers = {t.key: t for t in spec.triggers}
         pings = {(p.namespace, p.name): p for p in spec.pings}
         githubs = {(g.namespace, g.name): g for g in spec.githubs}
-        for informer in self.objects.values():
-            resource = informer.resource
-            for obj in informer.items():
-                meta = obj.get("metadata") or {}
-                ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-                key = (resource.kind, ns, name)
-                previous = (obj.get("status") or {}).get("conditions")
-                status: JSON = {"observedGeneration": meta.get("generation", 0)}
-                problems = self.invalid.get(key)
-                if problems is not None:
-                    ready = condition("Ready", "False", "InvalidSpec", "; ".join(problems), previous)
-                elif key in reasons:
-                    ready = condition("Ready", "False", "NotResolved", reasons[key], previous)
-                else:
-                    ready = condition("Ready", "True", "", "", previous)
-                if problems is None:
-                    status.update(self._addresses(resource, ns, name, triggers, pings, githubs))
-                status["conditions"] = [ready]
-                await self._statuses.patch(resource, ns, name, status)
+        for resource, obj in self.snapshot:
+            meta = obj.get("metadata") or {}
+            ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+            key = (resource.kind, ns, name)
+            previous = (obj.get("status") or {}).get("conditions")
+            status: JSON = {"observedGeneration": meta.get("generation", 0)}
+            problems = self.invalid.get(key)
+            if problems is not None:
+                ready = condition("Ready", "False", "InvalidSpec", "; ".join(problems), previous)
+            elif key in reasons:
+                ready = condition("Ready", "False", "NotResolved", reasons[key], previous)
+            else:
+                ready = condition("Ready", "True", "", "", previous)
+            if problems is None:
+                status.update(self._addresses(resource, ns, name, triggers, pings, githubs))
+            status["conditions"] = [ready]
+            await self._statuses.patch(resource, ns, name, status)
 
     def _addresses(
         self,

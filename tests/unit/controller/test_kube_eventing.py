@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.kube.eventing import KubeAddresses, read_object
+from controller.kube.eventing import KubeAddresses, KubeEventing, read_object
 from controller.reconcile.eventing import resolve
+from serving.contract.controller import ControllerConfig
 from serving.events import EventObject
+from serving.kube.api import BROKERS, PING_SOURCES
 
 ADDRESSES = KubeAddresses("knative-serving", "cluster.local")
 
@@ -91,3 +93,39 @@ def test_a_broker_class_this_platform_does_not_run_is_a_problem() -> None:
     found, problems = read_object(obj)
     assert found is None
     assert any("broker.class" in p and "SomeOtherBroker" in p for p in problems), problems
+
+
+class RecordingKube:
+    """The status subresource writes a `KubeEventing` makes, recorded in order."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def merge_patch(
+        self, resource: Any, namespace: str, name: str, body: dict[str, Any], sub: str = ""
+    ) -> dict[str, Any]:
+        assert sub == "status"
+        self.patches.append((resource.kind, name, body["status"]))
+        return body
+
+
+async def test_an_object_newer_than_the_pass_waits_for_the_next_one() -> None:
+    """A PingSource that reached the informer after the last pass resolved is not in that pass's spec: its
+    status is written by the next pass, with its sink, never as Ready without one."""
+    kube = RecordingKube()
+    eventing = KubeEventing(kube, ControllerConfig())  # type: ignore[arg-type]
+    brokers, pings = eventing.objects[BROKERS.plural], eventing.objects[PING_SOURCES.plural]
+    brokers.cache[("team", "default")] = api_object("Broker", "default", {})
+    await eventing.sync()
+    pings.cache[("team", "tick")] = api_object(
+        "PingSource", "tick", {"schedule": "* * * * *", "sink": {"ref": BROKER_REF}}
+    )
+    await eventing._write_all()
+    assert [(kind, name) for kind, name, _ in kube.patches] == [("Broker", "default")]
+
+    await eventing.sync()
+    await eventing._write_all()
+    kind, name, status = kube.patches[-1]
+    assert (kind, name) == ("PingSource", "tick")
+    assert status["sinkUri"] == "http://broker-ingress.knative-serving.svc.cluster.local/team/default"
+    assert status["conditions"][0]["status"] == "True"
