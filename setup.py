@@ -36,15 +36,6 @@ COMPILED = [
     "queueproxy/handler.py",
     "queueproxy/inflight.py",
     "queueproxy/rewrite.py",
-    # The eventing component's per-event path: ingress, dispatch and delivery (the store stays interpreted:
-    # its work is file I/O in threads, and tests subclass it to inject faults).
-    "eventing/client.py",
-    "eventing/cloudevent.py",
-    "eventing/delivery.py",
-    "eventing/dispatcher.py",
-    "eventing/event.py",
-    "eventing/filter.py",
-    "eventing/ingress.py",
 ]
 
 

@@ -952,12 +952,6 @@ def _environment(report: Report) -> Iterator[str]:
         else "**pure Python** (no compiled extensions)"
     )
     yield f"- data plane (router, queue-proxy): {hot}"
-    per_event = (
-        "compiled with mypyc (setup.py)"
-        if any((ROOT / "eventing").glob("ingress.*.so"))
-        else "**interpreted** (no compiled extensions)"
-    )
-    yield f"- eventing component's per-event path (ingress, dispatch, delivery): {per_event}"
     if report.kafka_version:
         yield (
             f"- Kafka {report.kafka_version}, one KRaft node (tests/kafka/broker.py: serial GC, C1 only,"

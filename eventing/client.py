@@ -19,7 +19,7 @@ MAX_IDLE: Final = 256
 """Idle keep-alive connections kept per address: as many as a Trigger's deliveries in flight, with room."""
 
 
-class ClientError(Exception):
+class ClientError(OSError):
     """The exchange failed: no connection, the connection closed before a whole response, a malformed or
     oversized response."""
 
@@ -180,7 +180,7 @@ class Client:
         *,
         timeout: float | None = None,  # noqa: ASYNC109  # a timer per request costs less than asyncio.timeout
     ) -> Response:
-        """One POST; raises `ClientError` when no whole response came, `TimeoutError` when none
+        """One POST; raises `ClientError` (an OSError) when no whole response came, `TimeoutError` when none
         came within `timeout` seconds (connecting included). A request that found its reused connection
         closed before any response byte is sent once more on a new connection (the server closed an idle
         keep-alive connection as it went out: it never saw the request)."""

@@ -89,8 +89,8 @@ def _binary_attributes(headers: Mapping[str, str]) -> dict[str, str]:
 def _structured(body: bytes) -> tuple[dict[str, str], bytes]:
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as bad:
-        raise EventError(f"structured event is not JSON: {bad}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"structured event is not JSON: {exc}") from None
     except RecursionError:
         raise EventError("structured event is nested too deeply") from None
     if not isinstance(doc, dict):
@@ -115,8 +115,8 @@ def _structured(body: bytes) -> tuple[dict[str, str], bytes]:
             raise EventError("data_base64 must be a string")
         try:
             return attributes, base64.b64decode(encoded, validate=True)
-        except binascii.Error as not_base64:
-            raise EventError(f"data_base64 is not base64: {not_base64}") from None
+        except binascii.Error as exc:
+            raise EventError(f"data_base64 is not base64: {exc}") from None
     if "data" not in doc or doc["data"] is None:
         return attributes, b""
     data = doc["data"]
@@ -144,10 +144,10 @@ def _validate(attributes: dict[str, str]) -> None:
         if "time" in typed:
             typed["time"] = isoparse(attributes["time"])  # as the SDK's HTTP binding reads `ce-time`
         CloudEvent(typed, None)
-    except BaseCloudEventException as invalid:
-        raise EventError(f"invalid CloudEvent: {_sdk_message(invalid)}") from None
-    except ValueError as bad_time:  # a `time` that is not RFC 3339
-        raise EventError(f"invalid CloudEvent: time {attributes.get('time')!r}: {bad_time}") from None
+    except BaseCloudEventException as exc:
+        raise EventError(f"invalid CloudEvent: {_sdk_message(exc)}") from None
+    except ValueError as exc:  # a `time` that is not RFC 3339
+        raise EventError(f"invalid CloudEvent: time {attributes.get('time')!r}: {exc}") from None
 
 
 def _sdk_message(exc: BaseCloudEventException) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,8 +21,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
-from eventing.client import Client, ClientError, Target
+from eventing.client import Client, Target
 from eventing.cloudevent import EventError, binary_headers, is_event, read_event
 from eventing.event import Event
 from serving.contract.eventing import DeliverySpec
@@ -80,6 +82,41 @@ class Outcome:
     retries: int = 0
     reply: Event | None = None
     last: Attempt | None = None
+
+
+class LocalResolver(AbstractResolver):
+    """`localhost` and `*.localhost` are 127.0.0.1 (as curl and browsers treat them), so that Service
+    addresses `http://name.namespace.localhost:8080` work with no DNS set-up; other names resolve normally."""
+
+    def __init__(self) -> None:
+        self._default = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if host == "localhost" or host.endswith(".localhost"):
+            return [
+                {
+                    "hostname": host,
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "family": socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            ]
+        return await self._default.resolve(host, port, family)
+
+    async def close(self) -> None:
+        await self._default.close()
+
+
+def client_session(limit: int = 1000) -> aiohttp.ClientSession:
+    """The session every delivery goes through: keep-alive, `*.localhost` on loopback, no cookies."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, resolver=LocalResolver())
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
+    )
 
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -185,37 +222,31 @@ class Deliverer:
                 if 200 <= resp.status < 300 and is_event(resp.headers):
                     try:
                         reply = read_event(resp.headers, body)
-                    except EventError as invalid:
-                        log.warning("reply from %s is not a valid CloudEvent, dropped: %s", url, invalid)
+                    except EventError as exc:
+                        log.warning("reply from %s is not a valid CloudEvent, dropped: %s", url, exc)
                 return Attempt(resp.status, body, reply=reply, retry_after=_retry_after(resp.headers))
         except TimeoutError:
             return Attempt(None, error=f"no response within {timeout:g}s")
-        except (aiohttp.ClientError, OSError) as failed:
-            return Attempt(None, error=f"{type(failed).__name__}: {failed}")
-        except (
-            ValueError,
-            UnicodeError,
-        ) as unsendable:  # what cannot be sent at all: final, to the dead letters
-            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {unsendable}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Attempt(None, error=f"{type(exc).__name__}: {exc}")
+        except (ValueError, UnicodeError) as exc:  # what cannot be sent at all: final, to the dead letters
+            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {exc}")
 
     async def _lean_attempt(self, target: Target, url: str, event: Event, limit_s: float) -> Attempt:
         try:
             resp = await self._client.post(target, binary_headers(event), event.data, timeout=limit_s)
         except TimeoutError:
             return Attempt(None, error=f"no response within {limit_s:g}s")
-        except (ClientError, OSError) as failed:
-            return Attempt(None, error=str(failed))
-        except (
-            ValueError,
-            UnicodeError,
-        ) as unsendable:  # what cannot be sent at all: final, to the dead letters
-            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {unsendable}")
+        except OSError as exc:
+            return Attempt(None, error=str(exc))
+        except (ValueError, UnicodeError) as exc:  # what cannot be sent at all: final, to the dead letters
+            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {exc}")
         reply = None
         if 200 <= resp.status < 300 and is_event(resp.headers):
             try:
                 reply = read_event(resp.headers, resp.body)
-            except EventError as invalid:
-                log.warning("reply from %s is not a valid CloudEvent, dropped: %s", url, invalid)
+            except EventError as exc:
+                log.warning("reply from %s is not a valid CloudEvent, dropped: %s", url, exc)
         return Attempt(resp.status, resp.body, reply=reply, retry_after=_retry_after(resp.headers))
 
     async def deliver(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import unquote
 
 from eventing.backend import BackendError
@@ -20,7 +20,7 @@ from eventing.cloudevent import MAX_EVENT_BYTES, EventError, read_event
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry, UnknownBroker
 from serving.contract.eventing import WEBHOOK_HOST
-from serving.http import Headers, Request
+from serving.http import Exchange, Headers
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +29,6 @@ RETRY_AFTER: Final = "1"
 """Seconds a producer is told to wait after a `503` (the backend could not keep the event)."""
 _TEXT: Final = ("Content-Type", "text/plain; charset=utf-8")
 _WEBHOOK_PREFIX: Final = WEBHOOK_HOST.split(".", 1)[0] + "."
-
-
-class Exchange(Protocol):
-    """What the ingress uses of an engine exchange, HTTP/1.1 (`serving.http.Exchange`) or HTTP/2
-    (`H2Exchange`): the request, its body, and a whole answer. A protocol, not the HTTP/1.1 class: this module
-    is compiled, and a compiled function checks an argument's class against its annotation."""
-
-    @property
-    def request(self) -> Request: ...
-
-    async def read_body(self, limit: int) -> bytes | None: ...
-
-    async def respond(
-        self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b""
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,21 +133,21 @@ class Ingress:
             return Answer(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
         try:
             event = read_event(lower_dict(request.headers), body)
-        except EventError as invalid:
+        except EventError as exc:
             self._metrics.broker(namespace, name, "rejected")
-            return Answer(invalid.status, str(invalid))
+            return Answer(exc.status, str(exc))
         try:
             # Shielded: a producer that goes away mid-write (the engine cancels its handler) does not learn
             # the outcome, but the event is stored and counted all the same (it may send it again: at least
             # once), and a Kafka send is never abandoned half-way.
             await asyncio.shield(self._registry.publish(key, [event]))
-        except UnknownBroker as unknown:
-            return Answer(404, str(unknown))
-        except BackendError as unavailable:
+        except UnknownBroker as exc:
+            return Answer(404, str(exc))
+        except BackendError as exc:
             self._metrics.broker(namespace, name, "unavailable")
-            log.error("broker %s/%s could not keep event %s: %s", namespace, name, event.id, unavailable)
+            log.error("broker %s/%s could not keep event %s: %s", namespace, name, event.id, exc)
             return Answer(
-                503, f"the broker could not store the event: {unavailable}", (("Retry-After", RETRY_AFTER),)
+                503, f"the broker could not store the event: {exc}", (("Retry-After", RETRY_AFTER),)
             )
         self._metrics.broker(namespace, name, "accepted")
         return _ACCEPTED

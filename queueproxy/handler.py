@@ -152,31 +152,38 @@ class QueueHandler:
         self._in_flight.add(task, exchange, upgrade, start + timeout)
         status = CLIENT_GONE
         waited = 0.0
+        failure: BaseException | None = None
         try:
-            # HTTP/2 in, HTTP/2 to the app (only an h2c revision's requests come over HTTP/2), as Knative's
-            # queue-proxy does; HTTP/1.1 otherwise.
-            pool = self._h2_pool if request.version == "2" and self._h2_pool is not None else self._pool
-            breaker = self._breaker
-            if breaker is None:
-                status = await exchange.forward(pool, headers, timeouts=self._timeouts)
-            else:
-                if not breaker.try_acquire():  # the uncontended case creates no coroutine
-                    queued = self._now()
-                    try:
-                        await breaker.acquire()
-                    finally:
-                        waited = self._now() - queued
-                try:
+            try:
+                # HTTP/2 in, HTTP/2 to the app (only an h2c revision's requests come over HTTP/2), as
+                # Knative's queue-proxy does; HTTP/1.1 otherwise.
+                pool = self._h2_pool if request.version == "2" and self._h2_pool is not None else self._pool
+                breaker = self._breaker
+                if breaker is None:
                     status = await exchange.forward(pool, headers, timeouts=self._timeouts)
-                finally:
-                    breaker.release()
-        except asyncio.CancelledError:
-            # A timeout only if the sweeper cancelled the task and nobody else (the client leaving) did too.
-            if not self._in_flight.expired(task) or task.uncancel() > 0:
-                raise
-            status = await self._fail(exchange, RequestTimeout())
-        except HANDLED as error:
-            status = await self._fail(exchange, error)
+                else:
+                    if not breaker.try_acquire():  # the uncontended case creates no coroutine
+                        queued = self._now()
+                        try:
+                            await breaker.acquire()
+                        finally:
+                            waited = self._now() - queued
+                    try:
+                        status = await exchange.forward(pool, headers, timeouts=self._timeouts)
+                    finally:
+                        breaker.release()
+            except asyncio.CancelledError:
+                # A timeout only if the sweeper cancelled the task and nobody else (the client leaving) did.
+                if not self._in_flight.expired(task) or task.uncancel() > 0:
+                    raise
+                failure = RequestTimeout()
+            except HANDLED as error:
+                failure = error
+            if failure is not None:
+                # Answered outside the `except` blocks: a compiled coroutine suspended inside one leaves its
+                # exception marked as handled for whatever else the loop runs meanwhile (mypyc does not swap
+                # it out as CPython does), and the engine's parser errors would then carry it as context.
+                status = await self._fail(exchange, failure)
         finally:
             end = self._now()
             self._stats.request_out(end, proxied)

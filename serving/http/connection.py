@@ -176,6 +176,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._head_unchecked = False
         self._head_started = 0.0
         self._in_head = False
+        self._refused = 0
+        """The status a parser callback refused the request with (`_Reject`), for `data_received`."""
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_step = min(limits.header_read_timeout, limits.keep_alive_timeout)
@@ -245,11 +247,11 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 self._raw_received(rest)
             return
         except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Reject):
-                self._reject(cause.status)
+            refused, self._refused = self._refused, 0
+            if refused:
+                self._reject(refused)
             elif isinstance(exc, httptools.HttpParserCallbackError):
-                logger.error("request parsing failed", exc_info=cause)
+                logger.error("request parsing failed", exc_info=exc.__context__)
                 self._reject(500)
             else:
                 self._reject(400)
@@ -436,6 +438,16 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             self._parsing.trailer_received(name, value)
 
     def on_headers_complete(self) -> None:
+        try:
+            self._head_complete()
+        except _Reject as reject:
+            # Read back in `data_received`: the parser's error carries the callback's exception as its
+            # `__context__`, but raising it replaces that with any exception still marked as handled in the
+            # thread, and a compiled coroutine suspended inside an `except` block leaves one there.
+            self._refused = reject.status
+            raise
+
+    def _head_complete(self) -> None:
         self._in_head = False
         parser = self._parser
         raw_method = parser.get_method()

@@ -71,6 +71,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         # and where the current head starts in them: the head is relayed from these bytes, not rebuilt from
         # per-header callbacks.
         self._pending = b""
+        self._app_refused: UpstreamConnectError | None = None
         self._skip = 0
         # Per response.
         self._status = 0
@@ -125,9 +126,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             self._out.clear()
-            cause = exc.__context__
-            if isinstance(cause, UpstreamConnectError):
-                self._fail(cause)
+            refused, self._app_refused = self._app_refused, None
+            if refused is not None:
+                self._fail(refused)
             else:
                 self._fail(
                     UpstreamError(
@@ -212,7 +213,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         ):
             # The upstream's app refused the connection and no request byte reached it: another pod may take
             # the request (the handler decides), so nothing of this response goes to the client.
-            raise UpstreamConnectError(f"the app behind {self._pool.address} refused the connection")
+            refused = UpstreamConnectError(f"the app behind {self._pool.address} refused the connection")
+            self._app_refused = refused  # for `data_received`: see `ServerConnection.on_headers_complete`
+            raise refused
         self._head_seen = True
         self._status = status
         self._keep_alive = parser.should_keep_alive()
