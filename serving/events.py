@@ -77,6 +77,10 @@ SUBJECT_REFS: Final = frozenset({(SERVING_V1, "Service")})
 """(apiVersion, kind) a SinkBinding's subject may be locally: a Knative Service, whose pods get the binding's
 variables when they start (a ContainerSource binds its own sink)."""
 
+CLUSTER_SUBJECT_REFS: Final = SUBJECT_REFS | {("apps/v1", "Deployment")}
+"""(apiVersion, kind) a SinkBinding's subject may be on Kubernetes: a Knative Service (its revisions'
+Deployments) or a Deployment, whose pod template gets the binding's variables."""
+
 CE_RESERVED: Final = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
 )
@@ -1025,24 +1029,54 @@ def local_event_problems(obj: EventObject, *, container: bool = False) -> list[s
     """What the local platform cannot run in a valid Eventing object (Knative on Kubernetes would run it):
     another broker class, refs to objects it does not resolve, a ContainerSource it cannot start;
     `container`: a ContainerSource's container runs from its image in a container runtime."""
+    out = _platform_problems(obj, SUBJECT_REFS, LOCALLY)
+    if isinstance(obj, ContainerSource):
+        out += _local_container_problems(obj, container=container)
+    return [f"{obj.where}: {path}: {rule}" for path, rule in out]
+
+
+def cluster_event_problems(obj: EventObject) -> list[str]:
+    """What the controller on Kubernetes cannot run in a valid Eventing object: another broker class, refs it
+    does not resolve, a SinkBinding's subject other than a Knative Service or a Deployment, a ContainerSource
+    container without an image (the cluster pulls it)."""
+    out = _platform_problems(obj, CLUSTER_SUBJECT_REFS, ON_KUBERNETES)
+    if isinstance(obj, ContainerSource):
+        for c in (obj.container, *obj.extra_containers):
+            if c.image is None:
+                out.append((f"spec.template.spec.containers[{c.index}].image", "required on Kubernetes"))
+    return [f"{obj.where}: {path}: {rule}" for path, rule in out]
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """How a problem names the platform: `serving up`, or the controller on Kubernetes."""
+
+    unsupported: str
+    resolver: str
+
+
+LOCALLY: Final = _Where("is not supported locally", "the local platform")
+ON_KUBERNETES: Final = _Where("is not supported on Kubernetes", "the controller")
+
+
+def _platform_problems(obj: EventObject, subjects: _Refs, where: _Where) -> list[tuple[str, str]]:
+    """What the platform, local or on a cluster, does not run: (path, rule) pairs."""
     out: list[tuple[str, str]] = []
     if isinstance(obj, Broker) and obj.broker_class not in BROKER_CLASSES:
         out.append(
             (
                 join("metadata.annotations", BROKER_CLASS_ANNOTATION),
-                f"{obj.broker_class!r} is not supported locally: the broker classes here are "
+                f"{obj.broker_class!r} {where.unsupported}: the broker classes here are "
                 f"{EMBEDDED_CLASS} (an embedded durable store) and {KAFKA_CLASS}",
             )
         )
     for path, destination, refs, role in _destinations(obj):
         ref = destination.ref
         if ref is not None and (ref.api_version, ref.kind) not in refs:
-            out.append((join(path, "ref"), _unresolved(ref, refs, role)))
-    if isinstance(obj, SinkBinding) and (obj.subject.api_version, obj.subject.kind) not in SUBJECT_REFS:
-        out.append(("spec.subject", _unresolved(obj.subject, SUBJECT_REFS, "subject")))
-    if isinstance(obj, ContainerSource):
-        out += _local_container_problems(obj, container=container)
-    return [f"{obj.where}: {path}: {rule}" for path, rule in out]
+            out.append((join(path, "ref"), _unresolved(ref, refs, role, where)))
+    if isinstance(obj, SinkBinding) and (obj.subject.api_version, obj.subject.kind) not in subjects:
+        out.append(("spec.subject", _unresolved(obj.subject, subjects, "subject", where)))
+    return out
 
 
 def kubernetes_event_problems(obj: EventObject) -> list[str]:
@@ -1100,12 +1134,12 @@ def _destinations(obj: EventObject) -> Iterable[tuple[str, Destination, _Refs, s
         yield "spec.delivery.deadLetterSink", delivery.dead_letter_sink, SUBSCRIBER_REFS, "dead-letter sink"
 
 
-def _unresolved(ref: ObjectRef, refs: _Refs, role: str) -> str:
+def _unresolved(ref: ObjectRef, refs: _Refs, role: str, where: _Where) -> str:
     ordered = sorted(refs, key=lambda r: (r[1] != "Service", r))  # a Knative Service first
     allowed = " or ".join(f"{api} {kind}" for api, kind in ordered)
     return (
-        f"{ref.api_version} {ref.kind} {ref.name!r} is not supported locally: a {role} here must be a "
-        f"{allowed}, the kinds the local platform resolves"
+        f"{ref.api_version} {ref.kind} {ref.name!r} {where.unsupported}: a {role} here must be a "
+        f"{allowed}, the kinds {where.resolver} resolves"
     )
 
 
@@ -1142,6 +1176,7 @@ __all__ = [
     "API_VERSIONS",
     "BROKER_CLASSES",
     "BROKER_CLASS_ANNOTATION",
+    "CLUSTER_SUBJECT_REFS",
     "EMBEDDED_CLASS",
     "KAFKA_CLASS",
     "KINDS",
@@ -1161,6 +1196,7 @@ __all__ = [
     "SinkBinding",
     "Trigger",
     "brokers",
+    "cluster_event_problems",
     "event_object",
     "kubernetes_event_problems",
     "local_event_problems",

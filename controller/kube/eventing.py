@@ -1,12 +1,15 @@
 """Eventing on Kubernetes: the controller watches Knative Eventing's objects (Broker, Trigger, PingSource,
-GitHubSource), the Knative Services they name and the ConfigMaps and Secrets they read, resolves them with
-the same rules as the local platform (`controller.reconcile.eventing`) and
+GitHubSource, ContainerSource, SinkBinding), the Knative Services they name, the ConfigMaps and Secrets they
+read and the Deployments they bind, resolves them with the same rules as the local platform
+(`controller.reconcile.eventing`) and
 
 - serves the resolved `EventingSpec` to the eventing component (`GET /v1/eventing?watch=true` on
   `EVENTING_FEED_PORT`, with `EVENTING_TOKEN`): every replica serves it, so the component's watch reaches
   whichever the `controller` Service picks;
 - writes each object's status as Knative does (the leader only): a Broker's `status.address.url`, a Trigger's
-  `status.subscriberUri`, a source's `status.sinkUri`, and a `Ready` condition saying what is missing.
+  `status.subscriberUri`, a source's `status.sinkUri`, and a `Ready` condition saying what is missing;
+- runs ContainerSources as Deployments and puts SinkBindings' variables into their subjects (the leader
+  only, `controller.kube.sources`).
 
 Addresses are in-cluster names: a Service is `http://{name}.{namespace}.svc.{cluster domain}` (the router
 answers it), a Broker `http://broker-ingress.{system namespace}.svc.{cluster domain}/{namespace}/{name}` (the
@@ -27,6 +30,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from controller.kube.controller import StatusWriter, condition
+from controller.kube.sources import Workloads
 from controller.reconcile.eventing import EventingFeed, Resolved, resolve, stream_feed
 from serving.configdata import ConfigData, parse_config_data
 from serving.contract.controller import ControllerConfig
@@ -36,17 +40,20 @@ from serving.events import (
     Broker,
     EventObject,
     GitHubSource,
+    cluster_event_problems,
     event_object,
-    local_event_problems,
 )
 from serving.kube.api import (
     BROKERS,
     CONFIG_MAPS,
+    CONTAINER_SOURCES,
+    DEPLOYMENTS,
     GITHUB_SOURCES,
     JSON,
     PING_SOURCES,
     SECRETS,
     SERVICES,
+    SINK_BINDINGS,
     TRIGGERS,
     ApiError,
     Kube,
@@ -56,8 +63,8 @@ from serving.kube.informer import Informer
 
 log = logging.getLogger(__name__)
 
-EVENT_RESOURCES: Final = (BROKERS, TRIGGERS, PING_SOURCES, GITHUB_SOURCES)
-"""The Eventing kinds the controller reconciles on a cluster (SinkBinding and ContainerSource: local only)."""
+EVENT_RESOURCES: Final = (BROKERS, TRIGGERS, PING_SOURCES, GITHUB_SOURCES, CONTAINER_SOURCES, SINK_BINDINGS)
+"""The Eventing kinds the controller reconciles on a cluster."""
 RETRY_FIRST: Final = 0.5
 RETRY_MAX: Final = 30.0
 
@@ -88,7 +95,7 @@ def read_object(obj: Mapping[str, Any]) -> tuple[EventObject | None, list[str]]:
     problems: list[str] = []
     found = event_object(obj, source, 1, problems)
     if found is not None:
-        problems += local_event_problems(found)
+        problems += cluster_event_problems(found)
     return (None if problems else found), [_bare(p) for p in problems]
 
 
@@ -117,6 +124,9 @@ class KubeEventing:
         self.services = Informer(kube, SERVICES)
         self.config_maps = Informer(kube, CONFIG_MAPS)
         self.secrets = Informer(kube, SECRETS)
+        self.deployments = Informer(kube, DEPLOYMENTS)
+        """SinkBindings' subjects (and the Deployments they bound before), ContainerSources' Deployments."""
+        self.workloads = Workloads(kube)
         self.feed = EventingFeed()
         self.resolved = Resolved(EventingSpec())
         self.invalid: dict[tuple[str, str, str], list[str]] = {}
@@ -132,7 +142,7 @@ class KubeEventing:
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Watch, resolve and publish the spec on every change; runs until cancelled (every replica)."""
-        informers = [*self.objects.values(), self.services, self.config_maps, self.secrets]
+        informers = [*self.objects.values(), self.services, self.config_maps, self.secrets, self.deployments]
         async with asyncio.TaskGroup() as group:
             for informer in informers:
                 group.create_task(informer.run())
@@ -166,7 +176,8 @@ class KubeEventing:
                         problems
                     )
         services = [key for key in self.services.cache if key[0] and key[1]]
-        resolved = resolve(events, services, self._configs(events), self.addresses)
+        deployments = [key for key in self.deployments.cache if key[0] and key[1]]
+        resolved = resolve(events, services, self._configs(events), self.addresses, deployments)
         await self.feed.set(resolved.spec)
         async with self._changed:
             self.resolved, self.invalid, self.snapshot = resolved, invalid, snapshot
@@ -232,49 +243,59 @@ class KubeEventing:
         return self._resolved_version != version
 
     async def _write_all(self) -> None:
-        spec = self.resolved.spec
-        reasons = self.resolved.not_ready
-        triggers = {t.key: t for t in spec.triggers}
-        pings = {(p.namespace, p.name): p for p in spec.pings}
-        githubs = {(g.namespace, g.name): g for g in spec.githubs}
-        for resource, obj in self.snapshot:
+        # One resolution, the objects it read and their problems, taken together before anything awaits.
+        resolved, snapshot, invalid = self.resolved, self.snapshot, self.invalid
+        sources = self.objects[CONTAINER_SOURCES.plural].cache
+        await self.workloads.apply(resolved, sources, self.deployments.cache)
+        unavailable = self.workloads.not_ready
+        addresses = _StatusAddresses(resolved, self.addresses)
+        for resource, obj in snapshot:
             meta = obj.get("metadata") or {}
             ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
             key = (resource.kind, ns, name)
             previous = (obj.get("status") or {}).get("conditions")
             status: JSON = {"observedGeneration": meta.get("generation", 0)}
-            problems = self.invalid.get(key)
+            problems = invalid.get(key)
             if problems is not None:
                 ready = condition("Ready", "False", "InvalidSpec", "; ".join(problems), previous)
-            elif key in reasons:
-                ready = condition("Ready", "False", "NotResolved", reasons[key], previous)
+            elif key in resolved.not_ready:
+                ready = condition("Ready", "False", "NotResolved", resolved.not_ready[key], previous)
+            elif key in unavailable:
+                ready = condition("Ready", "False", "DeploymentUnavailable", unavailable[key], previous)
             else:
                 ready = condition("Ready", "True", "", "", previous)
             if problems is None:
-                status.update(self._addresses(resource, ns, name, triggers, pings, githubs))
+                status.update(addresses.of(resource, ns, name))
             status["conditions"] = [ready]
             await self._statuses.patch(resource, ns, name, status)
 
-    def _addresses(
-        self,
-        resource: Resource,
-        ns: str,
-        name: str,
-        triggers: Mapping[tuple[str, str], Any],
-        pings: Mapping[tuple[str, str], Any],
-        githubs: Mapping[tuple[str, str], Any],
-    ) -> JSON:
+
+class _StatusAddresses:
+    """The addresses Knative's status shows, from one resolution: a Broker's own, where a Trigger or a
+    source sends."""
+
+    def __init__(self, resolved: Resolved, addresses: KubeAddresses) -> None:
+        spec = resolved.spec
+        self._addresses = addresses
+        self._triggers = {t.key: t for t in spec.triggers}
+        self._pings = {(p.namespace, p.name): p.sink for p in spec.pings}
+        self._githubs = {(g.namespace, g.name): g.sink for g in spec.githubs}
+        self._sinks = resolved.sinks
+
+    def of(self, resource: Resource, ns: str, name: str) -> JSON:
+        key = (ns, name)
         if resource is BROKERS:
-            url = self.addresses.broker(ns, name)
+            url = self._addresses.broker(ns, name)
             return {"address": {"name": "http", "url": url}, "addresses": [{"name": "http", "url": url}]}
-        if resource is TRIGGERS and (ns, name) in triggers:
-            trigger = triggers[(ns, name)]
+        if resource is TRIGGERS and key in self._triggers:
+            trigger = self._triggers[key]
             found: JSON = {"subscriberUri": trigger.subscriber}
             if trigger.delivery.dead_letter_sink:
                 found["deadLetterSinkUri"] = trigger.delivery.dead_letter_sink
             return found
-        if resource is PING_SOURCES and (ns, name) in pings:
-            return {"sinkUri": pings[(ns, name)].sink}
-        if resource is GITHUB_SOURCES and (ns, name) in githubs:
-            return {"sinkUri": githubs[(ns, name)].sink, "webhookUrl": self.addresses.webhook(ns, name)}
-        return {}
+        if resource is PING_SOURCES and key in self._pings:
+            return {"sinkUri": self._pings[key]}
+        if resource is GITHUB_SOURCES and key in self._githubs:
+            return {"sinkUri": self._githubs[key], "webhookUrl": self._addresses.webhook(ns, name)}
+        sink = self._sinks.get((resource.kind, ns, name))
+        return {"sinkUri": sink} if sink is not None else {}

@@ -72,6 +72,8 @@ BROKERS: Final = Resource("eventing.knative.dev", "v1", "brokers", "Broker")
 TRIGGERS: Final = Resource("eventing.knative.dev", "v1", "triggers", "Trigger")
 PING_SOURCES: Final = Resource("sources.knative.dev", "v1", "pingsources", "PingSource")
 GITHUB_SOURCES: Final = Resource("sources.knative.dev", "v1alpha1", "githubsources", "GitHubSource")
+CONTAINER_SOURCES: Final = Resource("sources.knative.dev", "v1", "containersources", "ContainerSource")
+SINK_BINDINGS: Final = Resource("sources.knative.dev", "v1", "sinkbindings", "SinkBinding")
 
 
 class ApiError(Exception):

@@ -629,17 +629,17 @@ LEASES: Final = grants(
     NAMESPACE, "coordination.k8s.io", ("leases",), ("get", "list", "watch", "create", "update", "patch")
 )
 
+SOURCES: Final = ("pingsources", "githubsources", "containersources", "sinkbindings")
 EVENTING_GRANTS: Final = (
     grants("cluster", "eventing.knative.dev", ("brokers", "triggers"), READ)
     | grants("cluster", "eventing.knative.dev", ("brokers/status", "triggers/status"), ("update", "patch"))
-    | grants("cluster", "sources.knative.dev", ("pingsources", "githubsources"), READ)
-    | grants(
-        "cluster", "sources.knative.dev", ("pingsources/status", "githubsources/status"), ("update", "patch")
-    )
+    | grants("cluster", "sources.knative.dev", SOURCES, READ)
+    | grants("cluster", "sources.knative.dev", tuple(f"{s}/status" for s in SOURCES), ("update", "patch"))
     | grants("cluster", "", ("configmaps", "secrets"), READ)
 )
 """The controller's with eventing: it reads the Eventing objects and the ConfigMaps and Secrets they name, and
-writes their status."""
+writes their status (the ContainerSources' Deployments and the SinkBindings' variables are written with its
+grant on Deployments)."""
 
 EXPECTED_GRANTS: Final = {
     "controller": grants("cluster", "serving.knative.dev", SERVING_RESOURCES, ALL)

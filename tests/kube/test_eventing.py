@@ -23,13 +23,25 @@ from typing import Any
 import aiohttp
 import pytest
 
-from serving.kube.api import BROKERS, DEPLOYMENTS, PING_SOURCES, SERVICES, TRIGGERS, ApiError, Kube
+from controller.kube.sources import BINDING_MANAGER
+from serving.kube.api import (
+    BROKERS,
+    CONTAINER_SOURCES,
+    DEPLOYMENTS,
+    PING_SOURCES,
+    SERVICES,
+    SINK_BINDINGS,
+    TRIGGERS,
+    ApiError,
+    Kube,
+)
 from tests.kube.platform import SYSTEM_NAMESPACE, Platform, eventually, install_crds, ready, service_ready
 
 pytestmark = pytest.mark.kube
 
 NS = "default"
 RECORDER = Path(__file__).resolve().parent / "apps"
+ENV_RECORDER = [sys.executable, str(RECORDER / "envrecorder.py")]
 BROKER_HOST = f"broker-ingress.{SYSTEM_NAMESPACE}.svc.cluster.local"
 
 
@@ -179,12 +191,16 @@ async def test_an_event_wakes_the_triggered_service_from_zero(
     assert all(e["attributes"].get("id") != unwanted for e in recorded(record)), "the filter let it through"
 
 
-async def test_status_says_what_is_missing_or_invalid(kube: Kube, platform: Platform) -> None:
-    try:  # the PingSource's sink; the first test may have made it already
+async def make_default_broker(kube: Kube) -> None:
+    try:  # the first test may have made it already
         await kube.create(BROKERS, NS, eventing_object("Broker", "default", {}))
     except ApiError as exc:
         if not exc.conflict:
             raise
+
+
+async def test_status_says_what_is_missing_or_invalid(kube: Kube, platform: Platform) -> None:
+    await make_default_broker(kube)  # the PingSource's sink
     await kube.create(
         TRIGGERS,
         NS,
@@ -252,3 +268,133 @@ async def test_the_feed_needs_the_token(platform: Platform) -> None:
                 return resp.status if resp.status != 503 else None
 
         assert await eventually(refused, 30, "the feed answering", platform) == 403
+
+
+def env_recorder(record_file: Path) -> dict[str, Any]:
+    return {
+        "name": "main",
+        "image": "docker.io/example/env-recorder",
+        "command": ENV_RECORDER,
+        "env": [{"name": "RECORD_FILE", "value": str(record_file)}],
+    }
+
+
+def started_with(path: Path, sink: str) -> list[dict[str, Any]]:
+    """The lines of pods that started with `sink` as their K_SINK."""
+    return [line for line in recorded(path) if line.get("K_SINK") == sink]
+
+
+async def test_a_container_source_runs_as_a_deployment_with_its_sink(
+    kube: Kube, platform: Platform, tmp_path: Path
+) -> None:
+    """The controller makes the source's Deployment, owned by it, whose pod starts with `K_SINK` (the Broker's
+    in-cluster address) and `K_CE_OVERRIDES`; the source is Ready once that pod is available, and deleting
+    the source deletes its Deployment. (The pod cannot post to its sink here: the test cluster has no DNS;
+    the local suite sends a ContainerSource's events end to end.)"""
+    await make_default_broker(kube)
+    record = tmp_path / "source.jsonl"
+    await kube.create(
+        CONTAINER_SOURCES,
+        NS,
+        eventing_object(
+            "ContainerSource",
+            "heartbeats",
+            {
+                "template": {"spec": {"containers": [env_recorder(record)]}},
+                "sink": {"ref": BROKER_REF},
+                "ceOverrides": {"extensions": {"origin": "cluster"}},
+            },
+        ),
+    )
+
+    async def source_ready() -> dict[str, Any] | None:
+        obj = await kube.get(CONTAINER_SOURCES, NS, "heartbeats")
+        return obj if ready(obj) else None
+
+    source = await eventually(source_ready, 90, "the ContainerSource ready", platform)
+    assert source["status"]["sinkUri"] == f"http://{BROKER_HOST}/{NS}/default"
+    deployment = await kube.get(DEPLOYMENTS, NS, "heartbeats-deployment")
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("ContainerSource", "heartbeats")
+
+    async def pod_started() -> list[dict[str, Any]]:
+        return started_with(record, f"http://{BROKER_HOST}/{NS}/default")
+
+    lines = await eventually(pod_started, 60, "the source's pod started with K_SINK", platform)
+    assert json.loads(lines[0]["K_CE_OVERRIDES"]) == {"extensions": {"origin": "cluster"}}
+
+    await kube.delete(CONTAINER_SOURCES, NS, "heartbeats")
+
+    async def deployment_gone() -> bool:
+        try:
+            await kube.get(DEPLOYMENTS, NS, "heartbeats-deployment")
+        except ApiError as exc:
+            return exc.not_found
+        return False
+
+    await eventually(deployment_gone, 60, "the source's Deployment garbage-collected", platform)
+
+
+async def test_a_sink_binding_gives_a_deployment_its_sink_and_takes_it_back(
+    kube: Kube, platform: Platform, tmp_path: Path
+) -> None:
+    """A SinkBinding whose subject is a Deployment: the controller applies `K_SINK` to the Deployment's
+    containers under a field manager of its own, the rolled pod starts with it, and deleting the binding
+    takes it back (and nothing else: the Deployment's own variable stays)."""
+    record = tmp_path / "worker.jsonl"
+    await kube.create(
+        DEPLOYMENTS,
+        NS,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "worker", "namespace": NS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "worker"}},
+                "template": {
+                    "metadata": {"labels": {"app": "worker"}},
+                    "spec": {"containers": [env_recorder(record)]},
+                },
+            },
+        },
+    )
+    sink = "http://events.example.com/ingest"
+    await kube.create(
+        SINK_BINDINGS,
+        NS,
+        eventing_object(
+            "SinkBinding",
+            "bind-worker",
+            {
+                "subject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"},
+                "sink": {"uri": sink},
+            },
+        ),
+    )
+
+    async def binding_ready() -> dict[str, Any] | None:
+        obj = await kube.get(SINK_BINDINGS, NS, "bind-worker")
+        return obj if ready(obj) else None
+
+    binding = await eventually(binding_ready, 60, "the SinkBinding ready", platform)
+    assert binding["status"]["sinkUri"] == sink
+
+    async def bound_pod() -> list[dict[str, Any]]:
+        return started_with(record, sink)
+
+    await eventually(bound_pod, 90, "a worker pod started with the binding's K_SINK", platform)
+    deployment = await kube.get(DEPLOYMENTS, NS, "worker")
+    managers = {f["manager"] for f in deployment["metadata"].get("managedFields") or []}
+    assert BINDING_MANAGER in managers
+
+    await kube.delete(SINK_BINDINGS, NS, "bind-worker")
+
+    async def unbound() -> dict[str, str] | None:
+        obj = await kube.get(DEPLOYMENTS, NS, "worker")
+        (container,) = obj["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
+        return env if "K_SINK" not in env else None
+
+    env = await eventually(unbound, 60, "K_SINK taken back from the worker Deployment", platform)
+    assert env == {"RECORD_FILE": str(record)}

@@ -1,0 +1,258 @@
+"""ContainerSources and SinkBindings on Kubernetes: a source's Deployment (owned by it, its containers given
+the sink), a binding's variables applied under a field manager of their own to a Deployment or to a Knative
+Service's revision Deployments (never the queue-proxy), taken back from a Deployment no binding names, and
+nothing written when nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from controller.kube.eventing import KubeAddresses, read_object
+from controller.kube.sources import (
+    BINDING_MANAGER,
+    SOURCE_LABEL,
+    SOURCE_MANAGER,
+    Workloads,
+    binding_apply,
+    bound_by_us,
+    current_binding,
+    source_deployment,
+)
+from controller.reconcile.eventing import Resolved, resolve
+from serving.events import ContainerSource, EventObject
+from serving.kube.api import ApiError
+
+ADDRESSES = KubeAddresses("knative-serving", "cluster.local")
+BROKER = "http://broker-ingress.knative-serving.svc.cluster.local/team/default"
+BROKER_REF = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+
+
+def api_object(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "eventing.knative.dev/v1" if kind == "Broker" else "sources.knative.dev/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "generation": 1},
+        "spec": spec,
+    }
+
+
+def read(obj: dict[str, Any]) -> EventObject:
+    found, problems = read_object(obj)
+    assert problems == []
+    assert found is not None
+    return found
+
+
+def deployment(name: str, containers: list[dict[str, Any]], **labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "team", "uid": f"uid-{name}", "labels": labels},
+        "spec": {"template": {"spec": {"containers": containers}}},
+    }
+
+
+SOURCE = api_object(
+    "ContainerSource",
+    "heartbeats",
+    {
+        "template": {
+            "metadata": {"labels": {"app": "heartbeats"}},
+            "spec": {
+                "containers": [
+                    {
+                        "image": "example/heartbeats",
+                        "args": ["--period=1"],
+                        "env": [{"name": "K_SINK", "value": "stale"}, {"name": "MODE", "value": "x"}],
+                    }
+                ]
+            },
+        },
+        "sink": {"ref": BROKER_REF},
+        "ceOverrides": {"extensions": {"team": "a"}},
+    },
+)
+
+
+def test_a_container_source_runs_as_a_deployment_it_owns() -> None:
+    source = read(SOURCE)
+    assert isinstance(source, ContainerSource)
+    env = {"K_SINK": BROKER, "K_CE_OVERRIDES": '{"extensions":{"team":"a"}}'}
+    body = source_deployment(SOURCE, source, env)
+    assert body["metadata"]["name"] == "heartbeats-deployment"
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-heartbeats"
+    assert body["metadata"]["ownerReferences"][0]["kind"] == "ContainerSource"
+    assert body["spec"]["replicas"] == 1
+    assert body["spec"]["selector"] == {"matchLabels": {SOURCE_LABEL: "heartbeats"}}
+    pod = body["spec"]["template"]
+    assert pod["metadata"]["labels"] == {"app": "heartbeats", SOURCE_LABEL: "heartbeats"}
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == "heartbeats-0", "Knative names an unnamed container <source>-<index>"
+    assert container["image"] == "example/heartbeats"
+    assert container["env"] == [
+        {"name": "MODE", "value": "x"},
+        {"name": "K_SINK", "value": BROKER},
+        {"name": "K_CE_OVERRIDES", "value": '{"extensions":{"team":"a"}}'},
+    ]
+    assert SOURCE["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] == "stale", "not mutated"
+
+
+def test_on_kubernetes_a_container_source_needs_an_image_not_a_command() -> None:
+    no_image = api_object(
+        "ContainerSource",
+        "x",
+        {"template": {"spec": {"containers": [{"command": ["run"]}]}}, "sink": {"ref": BROKER_REF}},
+    )
+    found, problems = read_object(no_image)
+    assert found is None
+    assert problems == ["spec.template.spec.containers[0].image: required on Kubernetes"]
+
+
+def test_a_binding_subject_may_be_a_deployment_but_not_a_job() -> None:
+    job = api_object(
+        "SinkBinding",
+        "b",
+        {"subject": {"apiVersion": "batch/v1", "kind": "Job", "name": "j"}, "sink": {"ref": BROKER_REF}},
+    )
+    found, problems = read_object(job)
+    assert found is None
+    assert problems == [
+        "spec.subject: batch/v1 Job 'j' is not supported on Kubernetes: a subject here must be a "
+        "serving.knative.dev/v1 Service or apps/v1 Deployment, the kinds the controller resolves"
+    ]
+
+
+def test_the_apply_body_owns_only_the_variables() -> None:
+    body = binding_apply("team", "worker", ["main"], {"K_SINK": BROKER})
+    assert body == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "worker", "namespace": "team"},
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "main", "env": [{"name": "K_SINK", "value": BROKER}]}]}
+            }
+        },
+    }
+    assert "spec" not in binding_apply("team", "worker", [], {}), "an empty apply takes back what it owned"
+
+
+def test_current_binding_reads_only_the_binding_variables() -> None:
+    live = deployment(
+        "worker",
+        [
+            {"name": "main", "env": [{"name": "K_SINK", "value": BROKER}, {"name": "OTHER", "value": "1"}]},
+            {"name": "side"},
+        ],
+    )
+    assert current_binding(live, ["main", "side"]) == {"main": {"K_SINK": BROKER}, "side": {}}
+
+
+class RecordingKube:
+    def __init__(self, refuse: int | None = None) -> None:
+        self.applied: list[tuple[str, dict[str, Any]]] = []
+        self.refuse = refuse
+
+    async def apply(self, resource: Any, obj: dict[str, Any], *, manager: str) -> dict[str, Any]:
+        if self.refuse is not None:
+            raise ApiError(self.refuse, "Invalid", "spec.template.spec.containers[0].image: Required value")
+        self.applied.append((manager, obj))
+        return obj
+
+
+def binding(name: str, subject: dict[str, str]) -> dict[str, Any]:
+    return api_object("SinkBinding", name, {"subject": subject, "sink": {"ref": BROKER_REF}})
+
+
+def resolved_with(*objs: dict[str, Any], deployments: Sequence[tuple[str, str]] = ()) -> Resolved:
+    events = [read(api_object("Broker", "default", {})), *(read(o) for o in objs)]
+    return resolve(events, {("team", "display")}, [], ADDRESSES, deployments)
+
+
+async def test_bindings_reach_a_deployment_and_a_services_user_containers() -> None:
+    kube = RecordingKube()
+    workloads = Workloads(kube)  # type: ignore[arg-type]
+    worker = deployment("worker", [{"name": "main"}])
+    revision = deployment(
+        "display-00001-deployment",
+        [{"name": "user-container"}, {"name": "queue-proxy"}],
+        **{"serving.knative.dev/service": "display"},
+    )
+    other = deployment("unrelated", [{"name": "main"}])
+    deployments = {
+        ("team", "worker"): worker,
+        ("team", revision["metadata"]["name"]): revision,
+        ("team", "unrelated"): other,
+    }
+    resolved = resolved_with(
+        binding("to-worker", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"}),
+        binding("to-display", {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "display"}),
+        deployments=list(deployments),
+    )
+    assert resolved.not_ready == {}
+    assert resolved.sinks[("SinkBinding", "team", "to-worker")] == BROKER
+    await workloads.apply(resolved, {}, deployments)
+    applied = {obj["metadata"]["name"]: (manager, obj) for manager, obj in kube.applied}
+    assert set(applied) == {"worker", "display-00001-deployment"}
+    assert all(manager == BINDING_MANAGER for manager, _ in applied.values())
+    containers = applied["display-00001-deployment"][1]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["user-container"], "the queue-proxy gets no K_SINK"
+    assert containers[0]["env"] == [{"name": "K_SINK", "value": BROKER}]
+
+    # Once the Deployments carry the variables, a pass writes nothing.
+    kube.applied.clear()
+    for key, obj in deployments.items():
+        if key[1] != "unrelated":
+            for c in obj["spec"]["template"]["spec"]["containers"]:
+                if c["name"] != "queue-proxy":
+                    c["env"] = [{"name": "K_SINK", "value": BROKER}]
+    await workloads.apply(resolved, {}, deployments)
+    assert kube.applied == []
+
+
+async def test_a_deployment_no_binding_names_gets_the_variables_taken_back() -> None:
+    kube = RecordingKube()
+    workloads = Workloads(kube)  # type: ignore[arg-type]
+    worker = deployment("worker", [{"name": "main", "env": [{"name": "K_SINK", "value": BROKER}]}])
+    worker["metadata"]["managedFields"] = [{"manager": BINDING_MANAGER, "operation": "Apply"}]
+    assert bound_by_us(worker)
+    await workloads.apply(resolved_with(), {}, {("team", "worker"): worker})
+    assert kube.applied == [(BINDING_MANAGER, binding_apply("team", "worker", [], {}))]
+
+
+async def test_a_missing_subject_is_a_reason() -> None:
+    resolved = resolved_with(binding("lost", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gone"}))
+    assert resolved.not_ready == {
+        ("SinkBinding", "team", "lost"): "spec.subject: Deployment team/gone not found"
+    }
+
+
+async def test_a_source_deployment_is_applied_once_and_ready_when_available() -> None:
+    kube = RecordingKube()
+    workloads = Workloads(kube)  # type: ignore[arg-type]
+    resolved = resolved_with(SOURCE)
+    sources = {("team", "heartbeats"): SOURCE}
+    await workloads.apply(resolved, sources, {})
+    assert [(m, o["metadata"]["name"]) for m, o in kube.applied] == [
+        (SOURCE_MANAGER, "heartbeats-deployment")
+    ]
+    assert workloads.not_ready == {
+        (
+            "ContainerSource",
+            "team",
+            "heartbeats",
+        ): "Deployment team/heartbeats-deployment has no available pod yet"
+    }
+    live = dict(kube.applied[0][1], status={"availableReplicas": 1})
+    kube.applied.clear()
+    await workloads.apply(resolved, sources, {("team", "heartbeats-deployment"): live})
+    assert kube.applied == [], "the same body is not applied again"
+    assert workloads.not_ready == {}
+
+
+async def test_a_refused_source_deployment_is_a_reason_not_a_stalled_pass() -> None:
+    workloads = Workloads(RecordingKube(refuse=422))  # type: ignore[arg-type]
+    await workloads.apply(resolved_with(SOURCE), {("team", "heartbeats"): SOURCE}, {})
+    (reason,) = workloads.not_ready.values()
+    assert reason.startswith("Deployment team/heartbeats-deployment refused: spec.template")
