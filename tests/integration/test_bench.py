@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.load
+
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

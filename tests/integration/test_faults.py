@@ -16,8 +16,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.integration.conftest import Load, ServingUp, marked_processes, write_app_service
+
+pytestmark = pytest.mark.load
+
 
 Start = Callable[..., Awaitable[ServingUp]]
 

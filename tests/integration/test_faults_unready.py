@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.local.runtime.backoff import BackoffPolicy
@@ -24,6 +25,9 @@ from tests.integration.conftest import ServingUp, marked_processes, write_app_se
 from tests.integration.test_faults import _process_usage
 from tests.integration.test_up import run_cli
 from tests.integration.test_up_reasons import NOT_LISTENING, revision, status_json
+
+pytestmark = pytest.mark.load
+
 
 Start = Callable[..., Awaitable[ServingUp]]
 
