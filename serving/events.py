@@ -1039,12 +1039,19 @@ def cluster_event_problems(obj: EventObject) -> list[str]:
     """What the controller on Kubernetes cannot run in a valid Eventing object: another broker class, refs it
     does not resolve, a SinkBinding's subject other than a Knative Service or a Deployment, a ContainerSource
     container without an image (the cluster pulls it)."""
-    out = _platform_problems(obj, CLUSTER_SUBJECT_REFS, ON_KUBERNETES)
-    if isinstance(obj, ContainerSource):
-        for c in (obj.container, *obj.extra_containers):
-            if c.image is None:
-                out.append((f"spec.template.spec.containers[{c.index}].image", "required on Kubernetes"))
+    out = _platform_problems(obj, CLUSTER_SUBJECT_REFS, ON_KUBERNETES) + _image_problems(obj)
     return [f"{obj.where}: {path}: {rule}" for path, rule in out]
+
+
+def _image_problems(obj: EventObject) -> list[tuple[str, str]]:
+    """A ContainerSource's containers without an image: the cluster pulls one."""
+    if not isinstance(obj, ContainerSource):
+        return []
+    return [
+        (f"spec.template.spec.containers[{c.index}].image", "required on Kubernetes")
+        for c in (obj.container, *obj.extra_containers)
+        if c.image is None
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1082,13 +1089,7 @@ def _platform_problems(obj: EventObject, subjects: _Refs, where: _Where) -> list
 def kubernetes_event_problems(obj: EventObject) -> list[str]:
     """What Knative on Kubernetes needs beyond what the local platform does: images to pull, and the access
     token the GitHubSource CRD requires (it registers the webhook with it)."""
-    out: list[str] = []
-    if isinstance(obj, ContainerSource):
-        for c in (obj.container, *obj.extra_containers):
-            if c.image is None:
-                out.append(
-                    f"{obj.where}: spec.template.spec.containers[{c.index}].image: required on Kubernetes"
-                )
+    out = [f"{obj.where}: {path}: {rule}" for path, rule in _image_problems(obj)]
     if isinstance(obj, GitHubSource) and obj.access_token is None:
         out.append(f"{obj.where}: spec.accessToken: required on Kubernetes: the source registers its webhook")
     return out

@@ -38,10 +38,19 @@ def source_deployment_name(source: str) -> str:
     return f"{source}-deployment"
 
 
+def _entries(binding: Mapping[str, str]) -> list[JSON]:
+    return [{"name": k, "value": v} for k, v in binding.items()]
+
+
 def _env(existing: Iterable[Mapping[str, Any]], binding: Mapping[str, str]) -> list[JSON]:
     """A container's env with the binding's variables in place of any it had."""
-    kept = [dict(e) for e in existing if e.get("name") not in BINDING_VARIABLES]
-    return kept + [{"name": k, "value": v} for k, v in binding.items()]
+    return [dict(e) for e in existing if e.get("name") not in BINDING_VARIABLES] + _entries(binding)
+
+
+def _containers(deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The containers of `deployment`'s pod template."""
+    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return list(spec.get("containers") or [])
 
 
 def source_deployment(
@@ -88,7 +97,7 @@ def binding_apply(namespace: str, name: str, containers: Iterable[str], binding:
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace},
     }
-    listed = [{"name": c, "env": [{"name": k, "value": v} for k, v in binding.items()]} for c in containers]
+    listed = [{"name": c, "env": _entries(binding)} for c in containers]
     if listed:
         body["spec"] = {"template": {"spec": {"containers": listed}}}
     return body
@@ -103,21 +112,19 @@ def bound_by_us(deployment: Mapping[str, Any]) -> bool:
 def current_binding(deployment: Mapping[str, Any], containers: Iterable[str]) -> dict[str, dict[str, str]]:
     """container -> the binding variables it has now."""
     wanted = set(containers)
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
     return {
         str(c.get("name")): {
             str(e.get("name")): str(e.get("value", ""))
             for e in c.get("env") or []
             if e.get("name") in BINDING_VARIABLES
         }
-        for c in spec.get("containers") or []
+        for c in _containers(deployment)
         if c.get("name") in wanted
     }
 
 
 def _container_names(deployment: Mapping[str, Any], *, user_only: bool) -> list[str]:
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    names = [str(c.get("name")) for c in spec.get("containers") or [] if c.get("name")]
+    names = [str(c.get("name")) for c in _containers(deployment) if c.get("name")]
     return [n for n in names if not (user_only and n == QUEUE_PROXY)]
 
 
@@ -201,7 +208,7 @@ class Workloads:
                     _container_names(deployment, user_only=True),
                     resolved.bindings[(key[0], service)],
                 )
-        for key, (_, binding) in resolved.deployment_bindings.items():
+        for key, binding in resolved.deployment_bindings.items():
             subject = deployments.get(key)
             if subject is not None:
                 wanted[key] = (_container_names(subject, user_only=False), binding)

@@ -70,10 +70,8 @@ class Resolved:
     """(namespace, Service) -> `K_SINK` and `K_CE_OVERRIDES` of the SinkBinding whose subject it is."""
     container_sources: list[tuple[ContainerSource, dict[str, str]]] = field(default_factory=list)
     """Each ContainerSource whose sink resolves, with the binding variables of that sink."""
-    deployment_bindings: dict[tuple[str, str], tuple[SinkBinding, dict[str, str]]] = field(
-        default_factory=dict
-    )
-    """(namespace, Deployment) -> the SinkBinding whose subject it is and its variables (Kubernetes)."""
+    deployment_bindings: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """(namespace, Deployment) -> the variables of the SinkBinding whose subject it is (Kubernetes)."""
     sinks: dict[tuple[str, str, str], str] = field(default_factory=dict)
     """(kind, namespace, name) of each SinkBinding and ContainerSource whose sink resolves -> that sink."""
 
@@ -185,7 +183,7 @@ def resolve(
     pings: list[PingSpec] = []
     githubs: list[GitHubSpec] = []
     bindings: dict[tuple[str, str], dict[str, str]] = {}
-    deployment_bindings: dict[tuple[str, str], tuple[SinkBinding, dict[str, str]]] = {}
+    deployment_bindings: dict[tuple[str, str], dict[str, str]] = {}
     sources: list[tuple[ContainerSource, dict[str, str]]] = []
     sinks: dict[tuple[str, str, str], str] = {}
     workloads = set(deployments)
@@ -252,7 +250,7 @@ def resolve(
                 bindings[(obj.subject.namespace, obj.subject.name)] = binding
                 sinks[obj.key] = sink
             elif obj.subject.kind == "Deployment" and subject_key in workloads:
-                deployment_bindings[(obj.subject.namespace, obj.subject.name)] = (obj, binding)
+                deployment_bindings[(obj.subject.namespace, obj.subject.name)] = binding
                 sinks[obj.key] = sink
             else:
                 subject = obj.subject
