@@ -12,6 +12,7 @@ Two backends implement it: `eventing.store` (the embedded default: segment files
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,6 +62,11 @@ class Backend(Protocol):
 
     async def publish(self, broker: BrokerKey, events: list[Event]) -> None:
         """Append `events` to `broker`'s log; returns once they are durable (raises `BackendError` if not)."""
+        ...
+
+    def submit(self, broker: BrokerKey, events: list[Event]) -> asyncio.Future[None] | None:
+        """`publish` without a coroutine where the backend can (a future done once the events are durable,
+        whoever awaits it); None where it cannot right now, and `publish` is the way."""
         ...
 
     async def subscribe(self, broker: BrokerKey, trigger: TriggerKey) -> Subscription:

@@ -13,6 +13,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Final
 from urllib.parse import quote, unquote
 
@@ -82,7 +83,7 @@ def _binary_attributes(headers: Mapping[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         lowered = name.lower()
         if lowered.startswith(CE_PREFIX) and len(lowered) > len(CE_PREFIX):
-            attributes[lowered[len(CE_PREFIX) :]] = unquote(value)
+            attributes[lowered[len(CE_PREFIX) :]] = unquote(value) if "%" in value else value
     return attributes
 
 
@@ -139,15 +140,43 @@ def _validate(attributes: dict[str, str]) -> None:
     version = attributes.get("specversion")
     if version != SPECVERSION:
         raise EventError(f"specversion must be {SPECVERSION!r}, not {version!r}")
+    if "id" not in attributes:  # the SDK would make one up (its constructor's default), not refuse
+        raise EventError("invalid CloudEvent: the required attribute id is missing")
+    when = None
+    if "time" in attributes:
+        try:
+            when = isoparse(attributes["time"])  # as the SDK's HTTP binding reads `ce-time`
+        except ValueError as exc:  # a `time` that is not RFC 3339
+            raise EventError(f"invalid CloudEvent: time {attributes['time']!r}: {exc}") from None
+    # The SDK's verdict on string attributes depends only on their names, on which of them are empty, on
+    # `specversion` and on whether `time` has a zone: it is asked once per such shape, not once per event.
+    naive = when is not None and not when.tzinfo
+    shape = (*((name, bool(value)) for name, value in attributes.items()), naive)
+    verdict = _VERDICTS.get(shape)
+    if verdict is None:
+        verdict = _sdk_verdict(attributes, when)
+        if len(_VERDICTS) >= VERDICTS_KEPT:
+            _VERDICTS.clear()
+        _VERDICTS[shape] = verdict
+    if verdict:
+        raise EventError(f"invalid CloudEvent: {verdict}")
+
+
+VERDICTS_KEPT: Final = 1024
+"""Attribute shapes whose SDK verdict is remembered (a producer sends few); the memo is emptied past it."""
+_VERDICTS: dict[tuple[object, ...], str] = {}
+"""The SDK's verdict per attribute shape: "" for valid, else what it found wrong."""
+
+
+def _sdk_verdict(attributes: dict[str, str], when: datetime | None) -> str:
     typed: dict[str, object] = dict(attributes)
+    if when is not None:
+        typed["time"] = when
     try:
-        if "time" in typed:
-            typed["time"] = isoparse(attributes["time"])  # as the SDK's HTTP binding reads `ce-time`
         CloudEvent(typed, None)
     except BaseCloudEventException as exc:
-        raise EventError(f"invalid CloudEvent: {_sdk_message(exc)}") from None
-    except ValueError as exc:  # a `time` that is not RFC 3339
-        raise EventError(f"invalid CloudEvent: time {attributes.get('time')!r}: {exc}") from None
+        return _sdk_message(exc)
+    return ""
 
 
 def _sdk_message(exc: BaseCloudEventException) -> str:

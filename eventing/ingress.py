@@ -78,7 +78,8 @@ def _route(target: str) -> tuple[str, str] | None:
     parts = path.split("/")
     if len(parts) != 3 or parts[0] or not parts[1] or not parts[2]:
         return None
-    return unquote(parts[1]), unquote(parts[2])
+    namespace, name = parts[1], parts[2]
+    return (unquote(namespace) if "%" in namespace else namespace), (unquote(name) if "%" in name else name)
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -140,7 +141,7 @@ class Ingress:
             # Shielded: a producer that goes away mid-write (the engine cancels its handler) does not learn
             # the outcome, but the event is stored and counted all the same (it may send it again: at least
             # once), and a Kafka send is never abandoned half-way.
-            await asyncio.shield(self._registry.publish(key, [event]))
+            await asyncio.shield(self._registry.store(key, [event]))
         except UnknownBroker as exc:
             return Answer(404, str(exc))
         except BackendError as exc:

@@ -407,6 +407,9 @@ class KafkaBackend:
         if client is not None:
             await client.close()
 
+    def submit(self, broker: BrokerKey, events: list[Event]) -> asyncio.Future[None] | None:
+        return None  # a send goes through the producer's coroutines: `publish`
+
     async def publish(self, broker: BrokerKey, events: list[Event]) -> None:
         """Returns once every event is acknowledged by all in-sync replicas of its partition. On failure some
         of them may be stored all the same: a retry by the sender may duplicate them (at least once)."""

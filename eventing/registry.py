@@ -96,7 +96,28 @@ class Registry:
         if broker is None:
             raise UnknownBroker(f"broker {key[0]}/{key[1]} not found")
         await (await self.backend(broker)).publish(key, events)
-        self.accepted[key] = self.accepted.get(key, 0) + len(events)
+        self._count(key, len(events))
+
+    def store(self, key: BrokerKey, events: list[Event]) -> asyncio.Future[None]:
+        """`publish`, started now and carried through whoever awaits the future (or stops awaiting it): the
+        events are stored and counted all the same. An open embedded log takes them without a task."""
+        broker = self.brokers.get(key)
+        if broker is None:
+            raise UnknownBroker(f"broker {key[0]}/{key[1]} not found")
+        done = self._embedded.submit(key, events) if broker.broker_class != KAFKA_CLASS and events else None
+        if done is None:
+            return asyncio.ensure_future(self.publish(key, events))
+        count = len(events)
+
+        def counted(stored: asyncio.Future[None]) -> None:
+            if not stored.cancelled() and stored.exception() is None:
+                self._count(key, count)
+
+        done.add_done_callback(counted)
+        return done
+
+    def _count(self, key: BrokerKey, events: int) -> None:
+        self.accepted[key] = self.accepted.get(key, 0) + events
 
     async def apply(self, spec: EventingSpec) -> None:
         """Make `spec` what runs: new Brokers and Triggers start, changed ones update, removed ones go.

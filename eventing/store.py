@@ -728,16 +728,27 @@ class EventStore:
     async def publish(self, broker: BrokerKey, events: list[Event]) -> None:
         if not events:
             return
-        log = await self._open_log(broker)
+        await self._batch(await self._open_log(broker), events)
+
+    def submit(self, broker: BrokerKey, events: list[Event]) -> asyncio.Future[None] | None:
+        """`publish` without a coroutine when the Broker's log is open: the future is done once `events` are
+        durable (or failed with `BackendError`); its batch is written whoever awaits it. None: the log is not
+        open yet (or failed to open), so `publish` it."""
+        opening = self._logs.get(broker)
+        if opening is None or not opening.done() or opening.cancelled() or opening.exception() is not None:
+            return None
+        return self._batch(opening.result(), events)
+
+    def _batch(self, log: _Log, events: list[Event]) -> asyncio.Future[None]:
         pieces: list[bytes] = []
         sizes: list[int] = []
         for event in events:
             payload = encode(event)
             pieces += (_FRAME.pack(len(payload), zlib.crc32(payload)), payload)
             sizes.append(_FRAME.size + len(payload))
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         log.append(_Batch(pieces, sizes, events, done))
-        await done
+        return done
 
     async def subscribe(self, broker: BrokerKey, trigger: TriggerKey) -> StoreSubscription:
         """At most one open subscription per Trigger (a second one raises `ValueError`)."""

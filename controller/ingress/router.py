@@ -180,8 +180,8 @@ class Router:
         if revision is None:
             return None
         ready = [p for p in revision.pods if p.ready]
-        if not ready:
-            return None
+        if len(ready) < 2:
+            return ready[0] if ready else None
         self._rng.shuffle(ready)
         return min(ready, key=lambda p: self._in_flight.get(p.address, 0))
 
@@ -337,6 +337,8 @@ _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 _FORWARDING: Final = frozenset(
     {header.X_FORWARDED_FOR, header.X_FORWARDED_PROTO, header.X_FORWARDED_HOST, header.FORWARDED}
 )
+_PLATFORM_ONLY_AND_FORWARDED_FOR: Final = _PLATFORM_ONLY | {header.X_FORWARDED_FOR}
+_PLATFORM_ONLY_AND_FORWARDING: Final = _PLATFORM_ONLY | _FORWARDING
 
 TrustedProxies = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
@@ -358,19 +360,16 @@ def sanitize(headers: Headers, client_ip: str, trusted: TrustedProxies = ()) -> 
     trusted hops. A probe-like User-Agent (`kube-probe/...`) travels as `K-Original-User-Agent`, so neither
     the activator nor the queue-proxy answers it as a health check; the queue-proxy gives it back to the
     app."""
-    for name in {
-        n for n, _ in headers.items() if n in _PLATFORM_ONLY or n.startswith(_PLATFORM_ONLY_PREFIXES)
-    }:
-        headers.remove(name)
     if is_trusted(client_ip, trusted):
-        previous = headers.get(header.X_FORWARDED_FOR)
-        headers.set(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
+        dropped = headers.drop(_PLATFORM_ONLY_AND_FORWARDED_FOR, _PLATFORM_ONLY_PREFIXES)
+        previous = next((value for name, value in dropped if name == header.X_FORWARDED_FOR), None)
+        headers.add(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
+        if header.X_FORWARDED_PROTO not in headers:
+            headers.add(header.X_FORWARDED_PROTO, "http")
     else:
-        for name in _FORWARDING:
-            headers.remove(name)
-        headers.set(header.X_FORWARDED_FOR, client_ip)
-    if header.X_FORWARDED_PROTO not in headers:
-        headers.set(header.X_FORWARDED_PROTO, "http")
+        headers.drop(_PLATFORM_ONLY_AND_FORWARDING, _PLATFORM_ONLY_PREFIXES)
+        headers.add(header.X_FORWARDED_FOR, client_ip)
+        headers.add(header.X_FORWARDED_PROTO, "http")
     user_agent = headers.get(header.USER_AGENT)
     if user_agent is not None and header.is_probe_agent(user_agent):
         headers.remove(header.USER_AGENT)

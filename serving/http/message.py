@@ -6,9 +6,14 @@ comparison; values keep their bytes as latin-1 strings so they round-trip exactl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Final
 
 from serving import header
+
+_NAME_BREAKERS: Final = re.compile("[ \t\r\n:]")
+"""What a header name may not hold: it would end the name early or split the head."""
 
 
 class Headers:
@@ -80,10 +85,25 @@ class Headers:
     def copy(self) -> Headers:
         return Headers._trusted(list(self._items))
 
+    def drop(self, names: frozenset[str], prefixes: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """Remove every pair whose name (lower-case) is in `names` or starts with one of `prefixes`, in one
+        pass; the removed pairs, in their order."""
+        kept: list[tuple[str, str]] = []
+        dropped: list[tuple[str, str]] = []
+        for item in self._items:
+            name = item[0]
+            if name in names or (prefixes and name.startswith(prefixes)):
+                dropped.append(item)
+            else:
+                kept.append(item)
+        if dropped:
+            self._items = kept
+        return dropped
+
 
 def _check(name: str, value: str) -> None:
     """Refuse names and values that would split or corrupt the head written to the wire."""
-    if not name or any(c in name for c in " \t\r\n:"):
+    if not name or _NAME_BREAKERS.search(name) is not None:
         raise ValueError(f"invalid header name {name!r}")
     if "\r" in value or "\n" in value or "\0" in value:
         raise ValueError(f"invalid value for header {name!r}")

@@ -9,6 +9,8 @@ from typing import cast
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.ingress.router import Router, sanitize
 from controller.local.store import Store
@@ -425,3 +427,72 @@ def test_an_ordinary_user_agent_is_left_alone() -> None:
     sanitize(headers, "127.0.0.1")
     assert headers.get("user-agent") == "curl/8.5.0"
     assert headers.get("k-original-user-agent") is None
+
+
+def _sanitized_one_rule_at_a_time(
+    pairs: list[tuple[str, str]], client_ip: str, trusted: list[ipaddress.IPv4Network]
+) -> list[tuple[str, str]]:
+    """`sanitize`'s rules applied one after another, each as its own pass: what the one-pass version must
+    match, pair for pair and in order."""
+    headers = Headers(pairs)
+    for name in {n for n, _ in headers.items() if n in PLATFORM_ONLY or n.startswith(PLATFORM_PREFIXES)}:
+        headers.remove(name)
+    if any(ipaddress.ip_address(client_ip) in network for network in trusted):
+        previous = headers.get("x-forwarded-for")
+        headers.set("x-forwarded-for", f"{previous}, {client_ip}" if previous else client_ip)
+    else:
+        for name in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"):
+            headers.remove(name)
+        headers.set("x-forwarded-for", client_ip)
+    if "x-forwarded-proto" not in headers:
+        headers.set("x-forwarded-proto", "http")
+    agent = headers.get("user-agent")
+    if agent is not None and agent.startswith(
+        ("kube-probe/", "Knative-Activator-Probe", "Knative-Autoscaling-Probe")
+    ):
+        headers.remove("user-agent")
+        headers.set("k-original-user-agent", agent)
+    return headers.items()
+
+
+PLATFORM_ONLY = {
+    "k-original-host",
+    "k-original-user-agent",
+    "k-proxy-request",
+    "k-kubelet-probe",
+    "k-app-refused",
+}
+PLATFORM_PREFIXES = ("knative-serving-", "k-network-")
+NAMES = [
+    *PLATFORM_ONLY,
+    "knative-serving-revision",
+    "k-network-probe",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "user-agent",
+    "host",
+    "content-type",
+    "k-other",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.sampled_from(NAMES),
+            st.sampled_from(["a", "kube-probe/1.3", "Knative-Activator-Probe", "1.2.3.4"]),
+        ),
+        max_size=12,
+    ),
+    client_ip=st.sampled_from(["10.1.2.3", "192.0.2.1"]),
+)
+def test_sanitize_in_one_pass_matches_its_rules_one_by_one(
+    pairs: list[tuple[str, str]], client_ip: str
+) -> None:
+    trusted = [ipaddress.IPv4Network("10.0.0.0/8")]
+    headers = Headers(pairs)
+    sanitize(headers, client_ip, trusted)
+    assert headers.items() == _sanitized_one_rule_at_a_time(pairs, client_ip, trusted)

@@ -74,6 +74,12 @@ def test_structured_mode_json_data_and_base64() -> None:
     [
         pytest.param({"Content-Type": "text/plain"}, b"hi", 400, "not a CloudEvent", id="plain-post"),
         pytest.param({"ce-specversion": "1.0", "ce-id": "1"}, b"", 400, "source", id="missing-source"),
+        pytest.param(
+            {"ce-specversion": "1.0", "ce-source": "/s", "ce-type": "t"}, b"", 400, "id", id="missing-id"
+        ),
+        pytest.param({**BINARY, "ce-id": ""}, b"", 400, "'id' must not be None or empty", id="empty-id"),
+        pytest.param({**BINARY, "ce-subject": ""}, b"", 400, "subject", id="empty-subject"),
+        pytest.param({**BINARY, "ce-time": "2026-12-06T10:00:00"}, b"", 400, "timezone", id="naive-time"),
         pytest.param({**BINARY, "ce-specversion": "0.3"}, b"", 400, "specversion", id="old-specversion"),
         pytest.param({**BINARY, "ce-time": "yesterday"}, b"", 400, "time", id="bad-time"),
         pytest.param({**BINARY, "ce-Bad_Ext": "1"}, b"", 400, "bad_ext", id="bad-extension-name"),
@@ -106,6 +112,18 @@ def test_bad_events_say_why(hdrs: dict[str, str], body: bytes, status: int, word
         read_event(CIMultiDict(hdrs), body)
     assert caught.value.status == status
     assert words in str(caught.value)
+
+
+def test_the_sdk_verdict_is_per_event_not_per_shape_of_names() -> None:
+    """Events of one shape share the SDK's verdict; a value that changes it (empty, a zone-less time)
+    changes the shape, so a valid event is never refused for an earlier one, nor a bad one let through."""
+    good = read_event(headers(**{"ce-time": "2026-12-06T10:00:00Z", "ce-subject": "s"}), b"")
+    assert good.attributes["time"] == "2026-12-06T10:00:00Z"
+    for bad in ({"ce-time": "2026-12-06T10:00:00"}, {"ce-subject": ""}, {"ce-time": "noon"}):
+        with pytest.raises(EventError):
+            read_event(headers(**{"ce-time": "2026-12-06T10:00:00Z", "ce-subject": "s", **bad}), b"")
+    again = read_event(headers(**{"ce-time": "2026-12-07T11:00:00+01:00", "ce-subject": "t"}), b"")
+    assert again.attributes["subject"] == "t"
 
 
 def test_binary_headers_round_trip() -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -239,12 +242,19 @@ async def test_webhook_hosts_go_to_the_webhook_receiver(ingress: Setup) -> None:
 
 
 class HeldStore(EventStore):
-    """The real store, whose writes wait until the test lets them go."""
+    """The real store, whose writes wait until the test lets them go: in `publish` (`fast=False`: the open
+    log's path without a task is refused, so the ingress goes through a publishing task), or in the
+    executor thread that writes a batch (`fast=True`: the ingress awaits the batch's future)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fast: bool) -> None:
         super().__init__(root)
+        self.fast = fast
         self.entered = asyncio.Event()
-        self.release = asyncio.Event()
+        self.executor = _HeldWrites(self)
+        self.release: asyncio.Event = _Released(self.executor.go)
+
+    def submit(self, broker: tuple[str, str], events: list[Event]) -> asyncio.Future[None] | None:
+        return super().submit(broker, events) if self.fast else None
 
     async def publish(self, broker: tuple[str, str], events: list[Event]) -> None:
         self.entered.set()
@@ -252,8 +262,44 @@ class HeldStore(EventStore):
         await super().publish(broker, events)
 
 
-async def test_an_event_whose_producer_went_away_mid_write_is_stored_and_counted(tmp_path: Path) -> None:
-    store = HeldStore(tmp_path)
+class _HeldWrites(ThreadPoolExecutor):
+    """A held store's executor: with `fast`, a batch's write waits in its thread for the release."""
+
+    def __init__(self, store: HeldStore) -> None:
+        super().__init__(4)
+        self._store = store
+        self._loop = asyncio.get_running_loop()
+        self.go = threading.Event()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if not self._store.fast or not args or not isinstance(args[-1], bytes):
+            return super().submit(fn, *args, **kwargs)  # not a batch (a position file, a folder)
+
+        def held() -> Any:
+            self._loop.call_soon_threadsafe(self._store.entered.set)
+            self.go.wait(5)
+            return fn(*args, **kwargs)
+
+        return super().submit(held)
+
+
+class _Released(asyncio.Event):
+    """A held store's release, seen by its writing thread too."""
+
+    def __init__(self, go: threading.Event) -> None:
+        super().__init__()
+        self._go = go
+
+    def set(self) -> None:
+        self._go.set()
+        super().set()
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["publishing-task", "open-log-future"])
+async def test_an_event_whose_producer_went_away_mid_write_is_stored_and_counted(
+    tmp_path: Path, fast: bool
+) -> None:
+    store = HeldStore(tmp_path, fast=fast)
     await store.start()
     metrics = EventingMetrics(CollectorRegistry())
     async with client_session() as session:
