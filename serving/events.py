@@ -1160,12 +1160,19 @@ def _local_container_problems(obj: ContainerSource, *, container: bool) -> list[
         out.append(
             (
                 f"{path}.containers[0].command",
-                "required locally: a ContainerSource's container runs as a process (running its image in a "
-                "container runtime is not supported yet); add a `command`",
+                "required locally with --runtime process: a ContainerSource's container runs as a process "
+                "then; add a `command`, or run its image with --runtime auto, podman or docker",
             )
         )
-    if not container and isinstance(spec, Mapping) and spec.get("volumes"):
-        out.append((f"{path}.volumes", "volumes need a container runtime: a process has none"))
+    if isinstance(spec, Mapping) and spec.get("volumes"):
+        out.append(
+            (
+                f"{path}.volumes",
+                "not mounted locally yet: a ContainerSource run from its image gets none"
+                if container
+                else "volumes need a container runtime: a process has none",
+            )
+        )
     if not container and main.working_dir is not None and not (obj.base_dir / main.working_dir).is_dir():
         out.append(
             (f"{path}.containers[0].workingDir", f"{obj.base_dir / main.working_dir} is not a directory")

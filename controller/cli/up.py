@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
@@ -30,6 +31,7 @@ from controller.local.runtime.container import (
     needing_runtime,
     pod_problems,
     runtime_problem,
+    sources_needing_runtime,
 )
 from controller.local.system import LocalSystem, Options, bind_ingress, load_local, reset_logs
 from controller.local.view import statefile
@@ -38,6 +40,7 @@ from controller.reconcile.reconciler import apply_problems
 from serving.autoscaling import AutoscalingError, parse_config
 from serving.config import ConfigError, load, parse_non_negative_duration
 from serving.contract.tracing import Tracing
+from serving.events import EventObject
 from serving.service import Manifests, Service, ServiceFileError
 from serving.tracer import missing_extra
 
@@ -188,7 +191,7 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
         problems = exc.problems
     runtime: ContainerRuntime | None = None
     if not problems:
-        runtime, problems = _container_runtime(manifests.services, args.runtime)
+        runtime, problems = _container_runtime(manifests.services, manifests.events, args.runtime)
     if problems:
         print(f"serving up: {len(problems)} problem(s); nothing was started:", file=sys.stderr)
         for problem in problems:
@@ -223,19 +226,25 @@ def prepare(args: argparse.Namespace) -> Prepared | int:
     return Prepared(options, manifests, watcher)
 
 
-def _container_runtime(services: list[Service], choice: str) -> tuple[ContainerRuntime | None, list[str]]:
-    """The runtime for the Services that run from their images (found by starting a container), or the
-    problems of those Services when none works. `--runtime podman|docker` is checked even with no such
-    Service yet, so that a wrong choice fails now rather than at the first edit."""
+def _container_runtime(
+    services: list[Service], events: Sequence[EventObject], choice: str
+) -> tuple[ContainerRuntime | None, list[str]]:
+    """The runtime for the Services and ContainerSources that run from their images (found by starting a
+    container), or their problems when none works. `--runtime podman|docker` is checked even with none of
+    them yet, so that a wrong choice fails now rather than at the first edit."""
     needing = needing_runtime(services, choice)
-    if choice == PROCESS or (choice == AUTO and not needing):
+    sources = sources_needing_runtime(events, choice)
+    if choice == PROCESS or (choice == AUTO and not needing and not sources):
         return None, []
     try:
         found = asyncio.run(detect(choice))
     except RuntimeUnavailable as exc:
-        if not needing:
+        if not needing and not sources:
             return None, [f"--runtime {choice}: {exc}"]
-        return None, [runtime_problem(s, exc) for s in needing]
+        return None, [
+            *(runtime_problem(s, exc) for s in needing),
+            *(runtime_problem(o, exc) for o in sources),
+        ]
     problems = pod_problems(needing, found)
     return (None, problems) if problems else (found, [])
 

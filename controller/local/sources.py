@@ -1,6 +1,7 @@
-"""ContainerSources on the local platform: each one's container runs as a supervised process (restarted with
-back-off when it exits, as a Deployment's pod is) with `K_SINK` and `K_CE_OVERRIDES` in its environment, as
-Knative's ContainerSource binds them; a change of the source or of its sink restarts it."""
+"""ContainerSources on the local platform: each one's container runs supervised (restarted with back-off when
+it exits, as a Deployment's pod is) with `K_SINK` and `K_CE_OVERRIDES` in its environment, as Knative's
+ContainerSource binds them; a change of the source or of its sink restarts it. It runs as a process (its
+`command`), or from its image in the container runtime when it has none, as a Service's container does."""
 
 from __future__ import annotations
 
@@ -10,9 +11,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from controller.local.runtime.backoff import BackoffPolicy, CrashCounter
+from controller.local.runtime.container import (
+    PROCESS,
+    ContainerRun,
+    ContainerRuntime,
+    container_name,
+    source_runs_as_container,
+)
 from controller.local.runtime.expansion import expand
+from controller.local.runtime.podspec import client_env, client_reads, env_file_of
 from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
 from serving.configdata import ConfigData
 from serving.envsource import EnvSourceError, resolve_env
@@ -45,12 +55,24 @@ class _Running:
 
 class ContainerSources:
     def __init__(
-        self, launcher: Launcher, log_dir: Path, host_env: Mapping[str, str], configs: Configs
+        self,
+        launcher: Launcher,
+        log_dir: Path,
+        host_env: Mapping[str, str],
+        configs: Configs,
+        *,
+        runtime_choice: str = PROCESS,
+        container_runtime: Callable[[], ContainerRuntime | None] = lambda: None,
+        state_dir: Path | None = None,
     ) -> None:
         self._launcher = launcher
         self._log_dir = log_dir
         self._host_env = dict(host_env)
         self._configs = configs
+        self._runtime_choice = runtime_choice
+        self._container_runtime = container_runtime
+        """The platform's container runtime once one was found (sources that run from their images)."""
+        self._state_dir = state_dir
         self._running: dict[tuple[str, str], _Running] = {}
 
     async def set(self, runs: list[SourceRun]) -> list[str]:
@@ -90,11 +112,52 @@ class ContainerSources:
         raw = source.template.get("spec", {}).get("containers", [{}])[container.index]
         env = resolve_env(raw, source.namespace, self._configs).variables(expand)
         env.update(run.binding)
-        argv = tuple(expand(part, env) for part in (*container.command, *container.args))
-        cwd = source.base_dir / container.working_dir if container.working_dir else source.base_dir
         log_path = self._log_dir / source.namespace / "sources" / source.name / f"{container.name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if source_runs_as_container(source, self._runtime_choice):
+            return self._container_spec(source, raw, env, log_path)
+        argv = tuple(expand(part, env) for part in (*container.command, *container.args))
+        cwd = source.base_dir / container.working_dir if container.working_dir else source.base_dir
         return ProcessSpec(argv=argv, env={**self._host_env, **env}, cwd=cwd, log_path=log_path)
+
+    def _container_spec(
+        self, source: ContainerSource, raw: Mapping[str, Any], env: dict[str, str], log_path: Path
+    ) -> ProcessSpec:
+        """The source's container run from its image, on the host's network: `K_SINK` names the Broker or
+        Service on loopback, which a container of its own network could not reach. Variables travel in the
+        runtime client's environment (an env file for those the client reads itself), never on its command
+        line."""
+        runtime = self._container_runtime()
+        if runtime is None or self._state_dir is None:
+            raise OSError("no container runtime was found to run its image")
+        container = source.container
+        assert container.image is not None
+        run = ContainerRun(
+            runtime=runtime,
+            name=container_name(self._state_dir, f"source-{source.namespace}-{source.name}"),
+            image=container.image,
+            pull_policy=str(raw.get("imagePullPolicy") or "IfNotPresent"),
+            state_dir=self._state_dir,
+            host_port=0,
+            container_port=0,
+            host_network=True,
+            env_names=tuple(name for name in env if not client_reads(name)),
+            env_file=env_file_of(
+                log_path.parent / f"..env-{container.index}",
+                {k: v for k, v in env.items() if client_reads(k)},
+            ),
+            command=tuple(expand(part, env) for part in container.command),
+            args=tuple(expand(part, env) for part in container.args),
+            working_dir=container.working_dir,
+            labels=(("sources.knative.dev/containerSource", source.name),),
+        )
+        return ProcessSpec(
+            argv=run.argv(),
+            env={**{k: v for k, v in env.items() if not client_reads(k)}, **client_env(self._host_env)},
+            cwd=log_path.parent,
+            log_path=log_path,
+            container=run,
+        )
 
     async def _supervise(self, run: SourceRun, state: dict[str, object]) -> None:
         crashes = CrashCounter(BackoffPolicy())

@@ -50,6 +50,7 @@ from controller.local.runtime.container import (
     needing_runtime,
     pod_problems,
     runtime_problem,
+    sources_needing_runtime,
     sweep,
     sweep_installed,
 )
@@ -75,6 +76,7 @@ from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings as AutoscalerSettings
 from serving.contract.eventing import BROKER_HOST, WEBHOOK_HOST, EventingConfig
 from serving.contract.tracing import OFF, TRACES_PATH, Tracing
+from serving.events import EventObject
 from serving.http import Server, serve
 from serving.service import Manifests, Service, ServiceFileError, load_manifests, parse_manifests
 from serving.tracer import Tracer, start_tracing
@@ -333,7 +335,15 @@ class LocalSystem:
             ),
         )
         settings = ReconcilerSettings(autoscaler=opts.autoscaler_config)
-        sources = ContainerSources(launcher, self.log_dir, os.environ, runtime.find_config)
+        sources = ContainerSources(
+            launcher,
+            self.log_dir,
+            os.environ,
+            runtime.find_config,
+            runtime_choice=opts.runtime_choice,
+            container_runtime=lambda: runtime.container_runtime,
+            state_dir=opts.state_dir,
+        )
 
         def routes_changed(table: RouteTable) -> None:
             router.set_table(table)
@@ -573,20 +583,25 @@ class LocalSystem:
             "Ctrl-C stops everything; `serving status` and `serving logs SERVICE` work from this folder.",
         ]
 
-    async def _ensure_runtime(self, runtime: LocalRuntime, services: Sequence[Service]) -> None:
-        """Find a container runtime when a change first brings a Service that needs one; raises
-        `ServiceFileError` naming those Services when none works."""
+    async def _ensure_runtime(
+        self, runtime: LocalRuntime, services: Sequence[Service], events: Sequence[EventObject]
+    ) -> None:
+        """Find a container runtime when a change first brings a Service or a ContainerSource that needs one;
+        raises `ServiceFileError` naming them when none works."""
         needing = needing_runtime(services, self.options.runtime_choice)
+        sources = sources_needing_runtime(events, self.options.runtime_choice)
         if runtime.container_runtime is not None:
             problems = pod_problems(needing, runtime.container_runtime)
             if problems:
                 raise ServiceFileError(problems)
-        if not needing or runtime.container_runtime is not None:
+        if not (needing or sources) or runtime.container_runtime is not None:
             return
         try:
             found = await detect(self.options.runtime_choice)
         except RuntimeUnavailable as exc:
-            raise ServiceFileError([runtime_problem(s, exc) for s in needing]) from None
+            raise ServiceFileError(
+                [*(runtime_problem(s, exc) for s in needing), *(runtime_problem(o, exc) for o in sources)]
+            ) from None
         problems = pod_problems(needing, found)
         if problems:
             raise ServiceFileError(problems)
@@ -603,7 +618,7 @@ class LocalSystem:
             if problems:
                 raise ServiceFileError(problems)
             merged = desired.merged()
-            await self._ensure_runtime(parts.runtime, merged.services)
+            await self._ensure_runtime(parts.runtime, merged.services, merged.events)
             changes = parts.reconciler.apply(merged.services)  # checks everything before changing anything
             changes += parts.runtime.set_configs(merged.configs)  # pods read them when they start, after this
             self._desired = desired

@@ -5,6 +5,7 @@ so clearly."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import pytest
 from controller.local.runtime.container import owner_label
 from tests.containers.images import busybox_image
 from tests.integration.conftest import ROOT, SERVING, ServingUp, eventually
+from tests.integration.test_up_eventing import BROKER, received, sink_service, trigger
 
 pytestmark = pytest.mark.containers
 
@@ -346,3 +348,63 @@ async def test_docker_runs_an_image_only_service_and_removes_its_containers(
     assert await up.get("docked", timeout=None) == (200, "hello from busybox\n")
     assert await up.stop() == 0
     assert await asyncio.to_thread(containers, up.state_dir, "docker") == []
+
+
+HEARTBEAT_LOOP = (
+    "i=0; while true; do i=`expr $i + 1`; "
+    "wget -q -O /dev/null --header 'ce-specversion: 1.0' --header \"ce-id: boxed-beat-$i\" "
+    "--header 'ce-source: /busybox' --header 'ce-type: heartbeat' --header 'Content-Type: application/json' "
+    '--post-data "$K_CE_OVERRIDES" "$K_SINK"; sleep 1; done'
+)
+
+
+async def test_an_image_only_container_source_posts_from_its_container(
+    serving_up: Start, tmp_path: Path
+) -> None:
+    """Knative's ContainerSource YAML with an image and no command runs from its image: in a container on the
+    host's network, with K_SINK (the Broker on loopback) and K_CE_OVERRIDES, removed when `serving up`
+    stops."""
+    image = await asyncio.to_thread(busybox_image)
+    yaml = tmp_path / "eventing.yaml"
+    yaml.write_text(
+        sink_service(tmp_path)
+        + BROKER
+        + trigger("beats", "/beats", filters="\n  filter:\n    attributes:\n      type: heartbeat")
+        + f"""\
+---
+apiVersion: sources.knative.dev/v1
+kind: ContainerSource
+metadata:
+  name: boxed-beats
+spec:
+  template:
+    spec:
+      containers:
+        - image: {image}
+          args: ["/bin/sh", "-c", {json.dumps(HEARTBEAT_LOOP)}]
+  ceOverrides:
+    extensions:
+      team: blue
+  sink:
+    ref:
+      apiVersion: eventing.knative.dev/v1
+      kind: Broker
+      name: default
+"""
+    )
+    up = await serving_up([yaml], ["--autoscaler-config", "allow-zero-initial-scale=true"])
+
+    async def beat() -> bool:
+        return any(e["path"] == "/beats" for e in received(tmp_path))
+
+    await eventually(beat, 90, "an event from the source's container reached the sink")
+    event = next(e for e in received(tmp_path) if e["path"] == "/beats")
+    assert event["source"] == "/busybox"
+    assert event["id"].startswith("boxed-beat-")
+    assert json.loads(event["body"])["extensions"] == {"team": "blue"}  # the container got K_CE_OVERRIDES
+    sources = {s["name"]: s for s in (await up.status())["eventing"]["sources"]}
+    assert sources["boxed-beats"]["pid"] is not None
+    assert [name for name in containers(up.state_dir) if "source-default-boxed-beats" in name] != []
+
+    assert await up.stop() == 0
+    assert containers(up.state_dir) == []

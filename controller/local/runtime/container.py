@@ -32,7 +32,7 @@ from typing import Final
 
 from controller.local.runtime.process import Launcher, Process, ProcessSpec
 from controller.local.runtime.ulimit import ulimit_args
-from serving.events import EventObject, local_event_problems
+from serving.events import ContainerSource, EventObject, local_event_problems
 from serving.service import Service, local_problems
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,15 @@ def needing_runtime(services: Sequence[Service], choice: str) -> list[Service]:
     ]
 
 
+def source_runs_as_container(source: ContainerSource, choice: str) -> bool:
+    return runs_as_container(choice, source.container.image, source.container.command)
+
+
+def sources_needing_runtime(objects: Sequence[EventObject], choice: str) -> list[ContainerSource]:
+    """The ContainerSources whose container runs from its image under `choice`."""
+    return [o for o in objects if isinstance(o, ContainerSource) and source_runs_as_container(o, choice)]
+
+
 def local_service_problems(service: Service, runtime_choice: str) -> list[str]:
     """What `serving up` cannot run in `service`, given what runs as a container under `runtime_choice`."""
     container = service.template.container
@@ -225,9 +234,10 @@ def local_service_problems(service: Service, runtime_choice: str) -> list[str]:
 
 
 def local_event_object_problems(obj: EventObject, runtime_choice: str) -> list[str]:
-    """What `serving up` cannot run in an Eventing object: a ContainerSource's container runs as a process
-    whatever `runtime_choice` says (`controller.local.sources`), so it needs a `command`."""
-    return local_event_problems(obj, container=False)
+    """What `serving up` cannot run in an Eventing object, given whether a ContainerSource's container runs
+    from its image under `runtime_choice` (as a Service's does) or as a process (it needs a `command`)."""
+    container = isinstance(obj, ContainerSource) and source_runs_as_container(obj, runtime_choice)
+    return local_event_problems(obj, container=container)
 
 
 def pod_problems(services: Sequence[Service], runtime: ContainerRuntime) -> list[str]:
@@ -241,9 +251,10 @@ def pod_problems(services: Sequence[Service], runtime: ContainerRuntime) -> list
     ]
 
 
-def runtime_problem(service: Service, why: RuntimeUnavailable) -> str:
-    where = f"spec.template.spec.containers[{service.template.container.index}].image"
-    return f"{service.where}: {where}: runs as a container (no `command` to run as a process), but {why}"
+def runtime_problem(obj: Service | ContainerSource, why: RuntimeUnavailable) -> str:
+    container = obj.container if isinstance(obj, ContainerSource) else obj.template.container
+    where = f"spec.template.spec.containers[{container.index}].image"
+    return f"{obj.where}: {where}: runs as a container (no `command` to run as a process), but {why}"
 
 
 def owner_label(state_dir: Path) -> str:
@@ -272,7 +283,8 @@ class ContainerRun:
     `IfNotPresent` pulls a missing image."""
     state_dir: Path
     host_port: int
-    """The loopback port the container port is published on (the queue-proxy's user port)."""
+    """The loopback port the container port is published on (the queue-proxy's user port); 0 with
+    `host_network`."""
     container_port: int
     env_names: tuple[str, ...] = ()
     """Variables passed by name: their values travel in the client's environment, never on a command line."""
@@ -291,6 +303,9 @@ class ContainerRun:
     """`--volume`/`--mount` flags of the pod's volumes (`controller.local.runtime.volume`)."""
     pod: str | None = None
     """The podman pod whose network namespace it joins (a multi-container pod); its ports are the pod's."""
+    host_network: bool = False
+    """The container shares the host's network (a ContainerSource: it serves nothing, and reaches the
+    platform's addresses on loopback as a source run as a process does); nothing is published."""
 
     def argv(self) -> tuple[str, ...]:
         """The client's command line: `podman run --rm --init ... IMAGE [ARGS]` (Kubernetes' command and
@@ -308,6 +323,8 @@ class ContainerRun:
             *(
                 ("--pod", self.pod)
                 if self.pod
+                else ("--network", "host")
+                if self.host_network
                 else ("--publish", f"127.0.0.1:{self.host_port}:{self.container_port}")
             ),
             *self.runtime.ulimits,

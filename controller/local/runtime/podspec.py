@@ -169,11 +169,13 @@ CLIENT_READS: Final = (
 """More names whose value changes how the client itself runs (the loader, Go's runtime, proxies...)."""
 
 
-def _client_reads(name: str) -> bool:
+def client_reads(name: str) -> bool:
+    """Whether the container runtime's client reads variable `name` itself: such a variable reaches the
+    container through an env file, not the client's environment."""
     return name in CLIENT_VARIABLES or name.upper().startswith((*CLIENT_PREFIXES, *CLIENT_READS))
 
 
-def _env_file(path: Path, env: Mapping[str, str]) -> Path | None:
+def env_file_of(path: Path, env: Mapping[str, str]) -> Path | None:
     """`env` as `NAME=VALUE` lines in a new 0600 file at `path` (None when `env` is empty). Raises
     `EnvSourceError` for a value with a line break, which such a file cannot hold."""
     if not env:
@@ -192,7 +194,8 @@ def _env_file(path: Path, env: Mapping[str, str]) -> Path | None:
     return path
 
 
-def _client_env(host: Mapping[str, str]) -> dict[str, str]:
+def client_env(host: Mapping[str, str]) -> dict[str, str]:
+    """What the runtime's client needs of the host's environment (its own variables, proxies)."""
     return {k: v for k, v in host.items() if k in CLIENT_VARIABLES or k.startswith(CLIENT_PREFIXES)}
 
 
@@ -244,7 +247,7 @@ def _container_spec(
     serving = container is ctx.template.container
     raw = _raw_container(ctx.template, container)
     env = user_env(ctx, container.port if serving else None, container)
-    client = _client_env(ctx.host_env)
+    client = client_env(ctx.host_env)
     cpus, memory = _limits(raw)
     mounts: tuple[str, ...] = ()
     volumes = _template_volumes(ctx.template)
@@ -261,12 +264,12 @@ def _container_spec(
         state_dir=ctx.state_dir,
         host_port=ports.user,
         container_port=container.port,
-        env_names=tuple(name for name in env if not _client_reads(name)),
-        env_file=_env_file(
+        env_names=tuple(name for name in env if not client_reads(name)),
+        env_file=env_file_of(
             (ctx.volumes.root if ctx.volumes is not None else ctx.state_dir)
             / pod
             / f"..env-{container.index}",
-            {k: v for k, v in env.items() if _client_reads(k)},
+            {k: v for k, v in env.items() if client_reads(k)},
         ),
         command=tuple(expand(part, env) for part in container.command),
         args=tuple(expand(part, env) for part in container.args),
@@ -283,7 +286,7 @@ def _container_spec(
     )
     return ProcessSpec(
         argv=run.argv(),
-        env={**{k: v for k, v in env.items() if not _client_reads(k)}, **client},
+        env={**{k: v for k, v in env.items() if not client_reads(k)}, **client},
         cwd=log_path.parent,
         log_path=log_path,
         container=run,

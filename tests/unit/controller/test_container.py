@@ -16,12 +16,16 @@ from controller.local.runtime.container import (
     ContainerRun,
     ContainerRuntime,
     container_name,
+    local_event_object_problems,
     owner_label,
     runs_as_container,
 )
 from controller.local.runtime.pod import PodPorts
 from controller.local.runtime.podspec import PodContext, pod_processes
-from serving.service import parse_documents
+from controller.local.runtime.process import OsLauncher, ProcessSpec
+from controller.local.sources import ContainerSources, SourceRun
+from serving.events import ContainerSource
+from serving.service import parse_documents, parse_manifests
 
 PODMAN_RT = ContainerRuntime(PODMAN, "/usr/bin/podman", ("--runtime", "runc"), ("--ulimit", "nofile=10:10"))
 PORTS = PodPorts(user=21001, serving=21002, admin=21003, stats=21004, metrics=21005)
@@ -137,3 +141,76 @@ def test_command_replaces_the_entrypoint(tmp_path: Path) -> None:
     argv = run.argv()
     assert argv[argv.index("--entrypoint") + 1] == "python3"
     assert argv[-4:] == ("app", "-m", "app", "--debug")
+
+
+SOURCE = """
+apiVersion: sources.knative.dev/v1
+kind: ContainerSource
+metadata:
+  name: beats
+  namespace: team
+spec:
+  template:
+    spec:
+      containers:
+        - image: registry.example/beats:1
+          args: ["--every=$(EVERY)"]
+          env:
+            - name: EVERY
+              value: 1s
+            - name: HOME
+              value: /srv/home
+  ceOverrides:
+    extensions:
+      team: blue
+  sink:
+    uri: http://127.0.0.1:9/default/default
+"""
+
+
+def source_run(tmp_path: Path, choice: str, runtime: ContainerRuntime | None) -> ProcessSpec:
+    [source] = parse_manifests([(tmp_path / "source.yaml", SOURCE)]).events
+    assert isinstance(source, ContainerSource)
+    sources = ContainerSources(
+        OsLauncher(),
+        tmp_path / "logs",
+        {"PATH": "/usr/bin", "HOME": "/home/me", "SECRET": "host"},
+        lambda *_: None,
+        runtime_choice=choice,
+        container_runtime=lambda: runtime,
+        state_dir=tmp_path / ".serving",
+    )
+    binding = {
+        "K_SINK": "http://127.0.0.1:9/default/default",
+        "K_CE_OVERRIDES": '{"extensions":{"team":"blue"}}',
+    }
+    return sources._spec(SourceRun(source, binding, "{}"))
+
+
+def test_an_image_only_container_source_runs_on_the_hosts_network(tmp_path: Path) -> None:
+    """Its K_SINK names the platform on loopback: the container shares the host's network, publishes
+    nothing, and gets its variables by name (those the client reads itself through a 0600 file)."""
+    spec = source_run(tmp_path, AUTO, PODMAN_RT)
+    run = spec.container
+    assert run is not None
+    assert run.name == container_name(tmp_path / ".serving", "source-team-beats")
+    argv = spec.argv
+    assert argv[argv.index("--network") + 1] == "host"
+    assert "--publish" not in argv
+    assert argv[-2:] == ("registry.example/beats:1", "--every=1s")
+    assert {"K_SINK", "K_CE_OVERRIDES", "EVERY"} <= set(argv)
+    assert spec.env["K_SINK"] == "http://127.0.0.1:9/default/default"
+    assert spec.env["K_CE_OVERRIDES"] == '{"extensions":{"team":"blue"}}'
+    assert Path(argv[argv.index("--env-file") + 1]).read_text() == "HOME=/srv/home\n"
+    assert spec.env["HOME"] == "/home/me"
+    assert "SECRET" not in spec.env
+
+
+def test_a_container_source_needs_a_command_only_where_it_runs_as_a_process(tmp_path: Path) -> None:
+    [source] = parse_manifests([(tmp_path / "source.yaml", SOURCE)]).events
+    assert local_event_object_problems(source, AUTO) == []
+    assert local_event_object_problems(source, PODMAN) == []
+    [problem] = local_event_object_problems(source, PROCESS)
+    assert "spec.template.spec.containers[0].command: required locally with --runtime process" in problem
+    with pytest.raises(OSError, match="no container runtime"):
+        source_run(tmp_path, AUTO, None)

@@ -1119,8 +1119,8 @@ LOCAL = [
         f"{CONTAINER}[0].command!",
         None,
         f"{CONTAINER}[0].command",
-        "required locally: a ContainerSource's container runs as a process (running its image in a "
-        "container runtime is not supported yet); add a `command`",
+        "required locally with --runtime process: a ContainerSource's container runs as a process then; "
+        "add a `command`, or run its image with --runtime auto, podman or docker",
         id="source-command",
     ),
 ]
