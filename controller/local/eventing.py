@@ -1,6 +1,6 @@
 """Eventing on the local platform: where its Services and Brokers answer (`LocalAddresses`), the desired
-state's Eventing objects resolved with them (`resolve_local`, with each ContainerSource as the process to
-run), and what `serving status` shows of them (`EventingView`).
+state's Eventing objects resolved with them (`resolve_local`, with each ContainerSource and the binding it
+runs with), and what `serving status` shows of them (`EventingView`).
 
 Addresses are the ingress's: a Trigger's events reach a Service through the router and, at zero, the
 activator, exactly as any request does.
