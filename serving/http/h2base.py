@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import h2.config
@@ -22,7 +22,11 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+import h2.stream
 import hpack
+from h2.connection import AllowedStreamIDs
+from h2.utilities import HeaderValidationFlags
+from hpack.struct import Header
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import Frame, HeadersFrame
 
@@ -146,9 +150,40 @@ class _FrameBuffer(h2.frame_buffer.FrameBuffer):
         return super().__next__()
 
 
+class _Stream(h2.stream.H2Stream):
+    """`h2`'s stream, except that a request without `:authority` or `Host` is handed on: RFC 9113 section
+    8.3.1 allows one, where `h2` refuses it as a connection error (which resets every other stream of the
+    connection). The rest of its header block is validated as usual, and the handler answers it (with no
+    host, a router answers 400)."""
+
+    def _process_received_headers(
+        self,
+        headers: Iterable[Header],
+        header_validation_flags: HeaderValidationFlags,
+        header_encoding: bool | str | None,
+    ) -> list[Header]:
+        fields = list(headers)
+        flags = header_validation_flags
+        if flags.is_response_header or flags.is_trailer or any(f[0] in _AUTHORITY_FIELDS for f in fields):
+            return super()._process_received_headers(fields, flags, header_encoding)
+        checked = super()._process_received_headers([*fields, _STAND_IN_HOST], flags, header_encoding)
+        return [f for f in checked if f[0] not in _AUTHORITY_FIELDS]  # only the stand-in was one
+
+
+_AUTHORITY_FIELDS: Final = (b":authority", b"host", ":authority", "host")
+_STAND_IN_HOST: Final[Header] = (b"host", b"serving.invalid")
+"""Validated in place of the missing authority, and taken out again."""
+
+
 class _Connection(h2.connection.H2Connection):
     """`h2`'s connection, except that an undecodable header block is a connection error of type
-    COMPRESSION_ERROR, as RFC 9113 section 4.3 requires, where `h2` says PROTOCOL_ERROR."""
+    COMPRESSION_ERROR, as RFC 9113 section 4.3 requires, where `h2` says PROTOCOL_ERROR, and that its streams
+    take requests without an authority (`_Stream`)."""
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> h2.stream.H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = _Stream  # h2 makes its own streams; this class differs from theirs in one method
+        return stream
 
     def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         try:

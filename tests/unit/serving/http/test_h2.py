@@ -1212,13 +1212,6 @@ async def test_garbage_after_the_preface_gets_goaway(garbage: bytes, codes: set[
         await eventually(lambda: server.connections == 0, 2)
 
 
-NO_AUTHORITY_DEFECT = (
-    "h2's header validation rejects a request without :authority or Host as a connection error (GOAWAY "
-    "PROTOCOL_ERROR), so the engine's own 400 for it in h2server._request is never reached and every other "
-    "stream on the connection is reset; RFC 9113 section 8.3.1 allows requests without :authority"
-)
-
-
 @pytest.mark.parametrize(
     ("block", "stream_level"),
     [
@@ -1228,11 +1221,15 @@ NO_AUTHORITY_DEFECT = (
             False,
             id="no-scheme",
         ),
+        pytest.param(request_block(authority=None), True, id="no-authority"),
         pytest.param(
-            request_block(authority=None),
-            True,
-            id="no-authority",
-            marks=pytest.mark.xfail(strict=True, reason=NO_AUTHORITY_DEFECT),
+            bytes(
+                hpack.Encoder().encode(
+                    [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("connection", "close")]
+                )
+            ),
+            False,
+            id="no-authority-is-still-validated",  # a connection-specific header: h2's connection error
         ),
         pytest.param(request_block(path="relative"), True, id="relative-path"),
     ],
