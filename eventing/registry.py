@@ -69,7 +69,7 @@ class Registry:
 
     async def backend(self, broker: BrokerSpec) -> Backend:
         """The embedded store, or the Kafka backend of the Broker's cluster (started on first use)."""
-        if broker.broker_class != KAFKA_CLASS:
+        if _in_embedded_store(broker):
             return self._embedded
         if not broker.ready:
             raise BackendError(f"broker {broker.namespace}/{broker.name} is not ready")
@@ -104,7 +104,7 @@ class Registry:
         broker = self.brokers.get(key)
         if broker is None:
             raise UnknownBroker(f"broker {key[0]}/{key[1]} not found")
-        done = self._embedded.submit(key, events) if broker.broker_class != KAFKA_CLASS and events else None
+        done = self._embedded.submit(key, events) if _in_embedded_store(broker) and events else None
         if done is None:
             return asyncio.ensure_future(self.publish(key, events))
         count = len(events)
@@ -320,3 +320,8 @@ class Registry:
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped: %r", task.get_name(), task.exception())
+
+
+def _in_embedded_store(broker: BrokerSpec) -> bool:
+    """Whether the Broker's events are kept by the embedded store (every class but Kafka's)."""
+    return broker.broker_class != KAFKA_CLASS

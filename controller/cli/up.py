@@ -40,7 +40,7 @@ from controller.reconcile.reconciler import apply_problems
 from serving.autoscaling import AutoscalingError, parse_config
 from serving.config import ConfigError, load, parse_non_negative_duration
 from serving.contract.tracing import Tracing
-from serving.events import EventObject
+from serving.events import ContainerSource, EventObject
 from serving.service import Manifests, Service, ServiceFileError
 from serving.tracer import missing_extra
 
@@ -233,18 +233,15 @@ def _container_runtime(
     container), or their problems when none works. `--runtime podman|docker` is checked even with none of
     them yet, so that a wrong choice fails now rather than at the first edit."""
     needing = needing_runtime(services, choice)
-    sources = sources_needing_runtime(events, choice)
-    if choice == PROCESS or (choice == AUTO and not needing and not sources):
+    waiting: list[Service | ContainerSource] = [*needing, *sources_needing_runtime(events, choice)]
+    if choice == PROCESS or (choice == AUTO and not waiting):
         return None, []
     try:
         found = asyncio.run(detect(choice))
     except RuntimeUnavailable as exc:
-        if not needing and not sources:
+        if not waiting:
             return None, [f"--runtime {choice}: {exc}"]
-        return None, [
-            *(runtime_problem(s, exc) for s in needing),
-            *(runtime_problem(o, exc) for o in sources),
-        ]
+        return None, [runtime_problem(o, exc) for o in waiting]
     problems = pod_problems(needing, found)
     return (None, problems) if problems else (found, [])
 

@@ -360,15 +360,16 @@ def sanitize(headers: Headers, client_ip: str, trusted: TrustedProxies = ()) -> 
     trusted hops. A probe-like User-Agent (`kube-probe/...`) travels as `K-Original-User-Agent`, so neither
     the activator nor the queue-proxy answers it as a health check; the queue-proxy gives it back to the
     app."""
-    if is_trusted(client_ip, trusted):
-        dropped = headers.drop(_PLATFORM_ONLY_AND_FORWARDED_FOR, _PLATFORM_ONLY_PREFIXES)
-        previous = next((value for name, value in dropped if name == header.X_FORWARDED_FOR), None)
-        headers.add(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
-        if header.X_FORWARDED_PROTO not in headers:
-            headers.add(header.X_FORWARDED_PROTO, "http")
-    else:
-        headers.drop(_PLATFORM_ONLY_AND_FORWARDING, _PLATFORM_ONLY_PREFIXES)
-        headers.add(header.X_FORWARDED_FOR, client_ip)
+    trusting = is_trusted(client_ip, trusted)
+    # One pass: what only the platform may say, `X-Forwarded-For` (appended to, or replaced, below) and, from
+    # a client that is no trusted proxy, the other forwarding headers.
+    dropped = headers.drop(
+        _PLATFORM_ONLY_AND_FORWARDED_FOR if trusting else _PLATFORM_ONLY_AND_FORWARDING,
+        _PLATFORM_ONLY_PREFIXES,
+    )
+    previous = next((v for n, v in dropped if n == header.X_FORWARDED_FOR), None) if trusting else None
+    headers.add(header.X_FORWARDED_FOR, f"{previous}, {client_ip}" if previous else client_ip)
+    if header.X_FORWARDED_PROTO not in headers:
         headers.add(header.X_FORWARDED_PROTO, "http")
     user_agent = headers.get(header.USER_AGENT)
     if user_agent is not None and header.is_probe_agent(user_agent):

@@ -22,7 +22,7 @@ from controller.local.runtime.container import (
     source_runs_as_container,
 )
 from controller.local.runtime.expansion import expand
-from controller.local.runtime.podspec import client_env, client_reads, env_file_of
+from controller.local.runtime.podspec import client_env
 from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
 from serving.configdata import ConfigData
 from serving.envsource import EnvSourceError, resolve_env
@@ -132,6 +132,7 @@ class ContainerSources:
             raise OSError("no container runtime was found to run its image")
         container = source.container
         assert container.image is not None
+        client = client_env(env, log_path.parent / f"..env-{container.index}", self._host_env)
         run = ContainerRun(
             runtime=runtime,
             name=container_name(self._state_dir, f"source-{source.namespace}-{source.name}"),
@@ -141,11 +142,8 @@ class ContainerSources:
             host_port=0,
             container_port=0,
             host_network=True,
-            env_names=tuple(name for name in env if not client_reads(name)),
-            env_file=env_file_of(
-                log_path.parent / f"..env-{container.index}",
-                {k: v for k, v in env.items() if client_reads(k)},
-            ),
+            env_names=client.names,
+            env_file=client.env_file,
             command=tuple(expand(part, env) for part in container.command),
             args=tuple(expand(part, env) for part in container.args),
             working_dir=container.working_dir,
@@ -153,7 +151,7 @@ class ContainerSources:
         )
         return ProcessSpec(
             argv=run.argv(),
-            env={**{k: v for k, v in env.items() if not client_reads(k)}, **client_env(self._host_env)},
+            env=client.env,
             cwd=log_path.parent,
             log_path=log_path,
             container=run,

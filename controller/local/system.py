@@ -76,7 +76,7 @@ from serving.contract.activator import ActivatorConfig
 from serving.contract.autoscaler import Settings as AutoscalerSettings
 from serving.contract.eventing import BROKER_HOST, WEBHOOK_HOST, EventingConfig
 from serving.contract.tracing import OFF, TRACES_PATH, Tracing
-from serving.events import EventObject
+from serving.events import ContainerSource, EventObject
 from serving.http import Server, serve
 from serving.service import Manifests, Service, ServiceFileError, load_manifests, parse_manifests
 from serving.tracer import Tracer, start_tracing
@@ -589,19 +589,20 @@ class LocalSystem:
         """Find a container runtime when a change first brings a Service or a ContainerSource that needs one;
         raises `ServiceFileError` naming them when none works."""
         needing = needing_runtime(services, self.options.runtime_choice)
-        sources = sources_needing_runtime(events, self.options.runtime_choice)
+        waiting: list[Service | ContainerSource] = [
+            *needing,
+            *sources_needing_runtime(events, self.options.runtime_choice),
+        ]
         if runtime.container_runtime is not None:
             problems = pod_problems(needing, runtime.container_runtime)
             if problems:
                 raise ServiceFileError(problems)
-        if not (needing or sources) or runtime.container_runtime is not None:
+        if not waiting or runtime.container_runtime is not None:
             return
         try:
             found = await detect(self.options.runtime_choice)
         except RuntimeUnavailable as exc:
-            raise ServiceFileError(
-                [*(runtime_problem(s, exc) for s in needing), *(runtime_problem(o, exc) for o in sources)]
-            ) from None
+            raise ServiceFileError([runtime_problem(o, exc) for o in waiting]) from None
         problems = pod_problems(needing, found)
         if problems:
             raise ServiceFileError(problems)

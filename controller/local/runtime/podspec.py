@@ -169,13 +169,11 @@ CLIENT_READS: Final = (
 """More names whose value changes how the client itself runs (the loader, Go's runtime, proxies...)."""
 
 
-def client_reads(name: str) -> bool:
-    """Whether the container runtime's client reads variable `name` itself: such a variable reaches the
-    container through an env file, not the client's environment."""
+def _client_reads(name: str) -> bool:
     return name in CLIENT_VARIABLES or name.upper().startswith((*CLIENT_PREFIXES, *CLIENT_READS))
 
 
-def env_file_of(path: Path, env: Mapping[str, str]) -> Path | None:
+def _env_file(path: Path, env: Mapping[str, str]) -> Path | None:
     """`env` as `NAME=VALUE` lines in a new 0600 file at `path` (None when `env` is empty). Raises
     `EnvSourceError` for a value with a line break, which such a file cannot hold."""
     if not env:
@@ -194,9 +192,31 @@ def env_file_of(path: Path, env: Mapping[str, str]) -> Path | None:
     return path
 
 
-def client_env(host: Mapping[str, str]) -> dict[str, str]:
-    """What the runtime's client needs of the host's environment (its own variables, proxies)."""
+def _client_host_env(host: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in host.items() if k in CLIENT_VARIABLES or k.startswith(CLIENT_PREFIXES)}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEnv:
+    """How a container's variables reach it through the runtime's client, never on its command line."""
+
+    names: tuple[str, ...]
+    """Passed by name (`--env NAME`): their values travel in the client's environment."""
+    env_file: Path | None
+    """A 0600 file of the variables the client reads itself (PATH, HOME, proxies...)."""
+    env: dict[str, str]
+    """The client's environment: the variables passed by name, and what the client needs of the host's."""
+
+
+def client_env(env: Mapping[str, str], env_file: Path, host: Mapping[str, str]) -> ClientEnv:
+    """`env` split for the runtime's client (`env_file`: where the file goes, if one is needed). Raises
+    `EnvSourceError` for a value with a line break that would have to go in the file."""
+    by_name = {k: v for k, v in env.items() if not _client_reads(k)}
+    return ClientEnv(
+        tuple(by_name),
+        _env_file(env_file, {k: v for k, v in env.items() if _client_reads(k)}),
+        {**by_name, **_client_host_env(host)},
+    )
 
 
 def _raw_container(template: RevisionTemplate, container: Container) -> Mapping[str, Any]:
@@ -247,7 +267,8 @@ def _container_spec(
     serving = container is ctx.template.container
     raw = _raw_container(ctx.template, container)
     env = user_env(ctx, container.port if serving else None, container)
-    client = client_env(ctx.host_env)
+    folder = ctx.volumes.root if ctx.volumes is not None else ctx.state_dir
+    client = client_env(env, folder / pod / f"..env-{container.index}", ctx.host_env)
     cpus, memory = _limits(raw)
     mounts: tuple[str, ...] = ()
     volumes = _template_volumes(ctx.template)
@@ -264,13 +285,8 @@ def _container_spec(
         state_dir=ctx.state_dir,
         host_port=ports.user,
         container_port=container.port,
-        env_names=tuple(name for name in env if not client_reads(name)),
-        env_file=env_file_of(
-            (ctx.volumes.root if ctx.volumes is not None else ctx.state_dir)
-            / pod
-            / f"..env-{container.index}",
-            {k: v for k, v in env.items() if client_reads(k)},
-        ),
+        env_names=client.names,
+        env_file=client.env_file,
         command=tuple(expand(part, env) for part in container.command),
         args=tuple(expand(part, env) for part in container.args),
         working_dir=container.working_dir,
@@ -286,7 +302,7 @@ def _container_spec(
     )
     return ProcessSpec(
         argv=run.argv(),
-        env={**{k: v for k, v in env.items() if not client_reads(k)}, **client},
+        env=client.env,
         cwd=log_path.parent,
         log_path=log_path,
         container=run,
