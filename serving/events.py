@@ -1164,13 +1164,12 @@ def _local_container_problems(obj: ContainerSource, *, container: bool) -> list[
                 "then; add a `command`, or run its image with --runtime auto, podman or docker",
             )
         )
-    if isinstance(spec, Mapping) and spec.get("volumes"):
+    if not container and isinstance(spec, Mapping) and spec.get("volumes"):
         out.append(
             (
                 f"{path}.volumes",
-                "not mounted locally yet: a ContainerSource run from its image gets none"
-                if container
-                else "volumes need a container runtime: a process has none",
+                "volumes need a container runtime: a process has none; run its image with --runtime auto, "
+                "podman or docker",
             )
         )
     if not container and main.working_dir is not None and not (obj.base_dir / main.working_dir).is_dir():

@@ -22,8 +22,9 @@ from controller.local.runtime.container import (
     source_runs_as_container,
 )
 from controller.local.runtime.expansion import expand
-from controller.local.runtime.podspec import client_env
+from controller.local.runtime.podspec import client_env, resource_limits
 from controller.local.runtime.process import Launcher, Process, ProcessSpec, describe_exit, stop
+from controller.local.runtime.volume import VolumeSet
 from serving.configdata import ConfigData
 from serving.envsource import EnvSourceError, resolve_env
 from serving.events import ContainerSource
@@ -64,6 +65,7 @@ class ContainerSources:
         runtime_choice: str = PROCESS,
         container_runtime: Callable[[], ContainerRuntime | None] = lambda: None,
         state_dir: Path | None = None,
+        volumes: VolumeSet | None = None,
     ) -> None:
         self._launcher = launcher
         self._log_dir = log_dir
@@ -73,6 +75,9 @@ class ContainerSources:
         self._container_runtime = container_runtime
         """The platform's container runtime once one was found (sources that run from their images)."""
         self._state_dir = state_dir
+        self._volumes = volumes
+        """Where the volumes of sources run from their images are written (the pods' set: a ConfigMap or
+        Secret change rewrites them in place, as it does a pod's)."""
         self._running: dict[tuple[str, str], _Running] = {}
 
     async def set(self, runs: list[SourceRun]) -> list[str]:
@@ -105,6 +110,8 @@ class ContainerSources:
         running = self._running.pop(key)
         running.task.cancel()
         await asyncio.gather(running.task, return_exceptions=True)
+        if self._volumes is not None:
+            self._volumes.release(_volume_key(*key))
 
     def _spec(self, run: SourceRun) -> ProcessSpec:
         source = run.source
@@ -133,9 +140,19 @@ class ContainerSources:
         container = source.container
         assert container.image is not None
         client = client_env(env, log_path.parent / f"..env-{container.index}", self._host_env)
+        cpus, memory = resource_limits(raw)
+        key = _volume_key(source.namespace, source.name)
+        volumes = source.template.get("spec", {}).get("volumes") or ()
+        mounts: tuple[str, ...] = ()
+        if volumes:
+            if self._volumes is None:
+                raise OSError("there is no folder for its volumes (no state folder)")
+            mounts = self._volumes.for_pod(key, volumes, source.namespace).prepare(
+                self._configs, raw.get("volumeMounts") or ()
+            )
         run = ContainerRun(
             runtime=runtime,
-            name=container_name(self._state_dir, f"source-{source.namespace}-{source.name}"),
+            name=container_name(self._state_dir, key),
             image=container.image,
             pull_policy=str(raw.get("imagePullPolicy") or "IfNotPresent"),
             state_dir=self._state_dir,
@@ -147,6 +164,9 @@ class ContainerSources:
             command=tuple(expand(part, env) for part in container.command),
             args=tuple(expand(part, env) for part in container.args),
             working_dir=container.working_dir,
+            cpus=cpus,
+            memory=memory,
+            mounts=mounts,
             labels=(("sources.knative.dev/containerSource", source.name),),
         )
         return ProcessSpec(
@@ -186,3 +206,8 @@ class ContainerSources:
             state["restarts"] = crashes.restarts
             log.warning("ContainerSource %s: %s; restarting in %gs", name, state["reason"], delay)
             await asyncio.sleep(delay)
+
+
+def _volume_key(namespace: str, name: str) -> str:
+    """A source's name among the pods' for its container and its volumes' folder."""
+    return f"source-{namespace}-{name}"

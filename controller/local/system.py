@@ -343,6 +343,7 @@ class LocalSystem:
             runtime_choice=opts.runtime_choice,
             container_runtime=lambda: runtime.container_runtime,
             state_dir=opts.state_dir,
+            volumes=runtime.volumes,
         )
 
         def routes_changed(table: RouteTable) -> None:

@@ -77,6 +77,17 @@ def containers(state_dir: Path, runtime: str = "podman") -> list[str]:
     return out.split()
 
 
+def inspect(container: str, template: str, runtime: str = "podman") -> str:
+    """`runtime inspect --format template` of one container."""
+    return subprocess.run(
+        [runtime, "inspect", "--format", template, container],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+
+
 def command_lines() -> list[tuple[int, str]]:
     """(pid, command line) of every process."""
     found = []
@@ -353,7 +364,8 @@ async def test_docker_runs_an_image_only_service_and_removes_its_containers(
 HEARTBEAT_LOOP = (
     "i=0; while true; do i=`expr $i + 1`; "
     "wget -q -O /dev/null --header 'ce-specversion: 1.0' --header \"ce-id: boxed-beat-$i\" "
-    "--header 'ce-source: /busybox' --header 'ce-type: heartbeat' --header 'Content-Type: application/json' "
+    "--header 'ce-source: /busybox' --header \"ce-type: `cat /etc/beats/type`\" "
+    "--header 'Content-Type: application/json' "
     '--post-data "$K_CE_OVERRIDES" "$K_SINK"; sleep 1; done'
 )
 
@@ -362,8 +374,9 @@ async def test_an_image_only_container_source_posts_from_its_container(
     serving_up: Start, tmp_path: Path
 ) -> None:
     """Knative's ContainerSource YAML with an image and no command runs from its image: in a container on the
-    host's network, with K_SINK (the Broker on loopback) and K_CE_OVERRIDES, removed when `serving up`
-    stops."""
+    host's network, with K_SINK (the Broker on loopback) and K_CE_OVERRIDES, its ConfigMap volume mounted
+    (the event type it sends is read from it: the Trigger's filter passes only that), its resource limits
+    applied, removed when `serving up` stops."""
     image = await asyncio.to_thread(busybox_image)
     yaml = tmp_path / "eventing.yaml"
     yaml.write_text(
@@ -371,6 +384,13 @@ async def test_an_image_only_container_source_posts_from_its_container(
         + BROKER
         + trigger("beats", "/beats", filters="\n  filter:\n    attributes:\n      type: heartbeat")
         + f"""\
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: beats-settings
+data:
+  type: heartbeat
 ---
 apiVersion: sources.knative.dev/v1
 kind: ContainerSource
@@ -382,6 +402,18 @@ spec:
       containers:
         - image: {image}
           args: ["/bin/sh", "-c", {json.dumps(HEARTBEAT_LOOP)}]
+          resources:
+            limits:
+              cpu: 250m
+              memory: 64Mi
+          volumeMounts:
+            - name: settings
+              mountPath: /etc/beats
+              readOnly: true
+      volumes:
+        - name: settings
+          configMap:
+            name: beats-settings
   ceOverrides:
     extensions:
       team: blue
@@ -404,7 +436,9 @@ spec:
     assert json.loads(event["body"])["extensions"] == {"team": "blue"}  # the container got K_CE_OVERRIDES
     sources = {s["name"]: s for s in (await up.status())["eventing"]["sources"]}
     assert sources["boxed-beats"]["pid"] is not None
-    assert [name for name in containers(up.state_dir) if "source-default-boxed-beats" in name] != []
+    [name] = [name for name in containers(up.state_dir) if "source-default-boxed-beats" in name]
+    limits = await asyncio.to_thread(inspect, name, "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}")
+    assert limits.split() == [str(64 * 1024 * 1024), str(250_000_000)]
 
     assert await up.stop() == 0
     assert containers(up.state_dir) == []

@@ -243,9 +243,9 @@ def _template_volumes(template: RevisionTemplate) -> list[Mapping[str, Any]]:
     return [v for v in volumes if isinstance(v, Mapping)] if isinstance(volumes, list) else []
 
 
-def _limits(raw: Mapping[str, Any]) -> tuple[str | None, int | None]:
-    """`resources.limits` as the runtime's `--cpus` and `--memory` (validated quantities; a zero limit and
-    requests have no local meaning)."""
+def resource_limits(raw: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """A container's `resources.limits` as the runtime's `--cpus` and `--memory` (validated quantities; a zero
+    limit and requests have no local meaning): a pod's containers and a ContainerSource's get them alike."""
     resources = raw.get("resources")
     limits = resources.get("limits") if isinstance(resources, Mapping) else None
     if not isinstance(limits, Mapping):
@@ -269,7 +269,7 @@ def _container_spec(
     env = user_env(ctx, container.port if serving else None, container)
     folder = ctx.volumes.root if ctx.volumes is not None else ctx.state_dir
     client = client_env(env, folder / pod / f"..env-{container.index}", ctx.host_env)
-    cpus, memory = _limits(raw)
+    cpus, memory = resource_limits(raw)
     mounts: tuple[str, ...] = ()
     volumes = _template_volumes(ctx.template)
     if volumes:

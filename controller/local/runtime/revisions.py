@@ -60,6 +60,12 @@ class LocalRuntime:
         self._bindings: dict[tuple[str, str], dict[str, str]] = {}
         self._volumes = VolumeSet(settings.state_dir / VOLUME_DIR) if settings.state_dir is not None else None
 
+    @property
+    def volumes(self) -> VolumeSet | None:
+        """The volumes of every container pod (and ContainerSource run from its image); None without a state
+        folder."""
+        return self._volumes
+
     def set_configs(self, configs: Iterable[ConfigData]) -> list[str]:
         """The ConfigMaps and Secrets now defined: pods read their env from these at each start (as in
         Knative, a change makes no new revision). Returns what changed, one line each, no values."""

@@ -23,7 +23,9 @@ from controller.local.runtime.container import (
 from controller.local.runtime.pod import PodPorts
 from controller.local.runtime.podspec import PodContext, pod_processes
 from controller.local.runtime.process import OsLauncher, ProcessSpec
+from controller.local.runtime.volume import VolumeSet
 from controller.local.sources import ContainerSources, SourceRun
+from serving.configdata import ConfigData
 from serving.events import ContainerSource
 from serving.service import parse_documents, parse_manifests
 
@@ -160,6 +162,10 @@ spec:
               value: 1s
             - name: HOME
               value: /srv/home
+          resources:
+            limits:
+              cpu: 250m
+              memory: 32Mi
   ceOverrides:
     extensions:
       team: blue
@@ -189,7 +195,8 @@ def source_run(tmp_path: Path, choice: str, runtime: ContainerRuntime | None) ->
 
 def test_an_image_only_container_source_runs_on_the_hosts_network(tmp_path: Path) -> None:
     """Its K_SINK names the platform on loopback: the container shares the host's network, publishes
-    nothing, and gets its variables by name (those the client reads itself through a 0600 file)."""
+    nothing, gets its variables by name (those the client reads itself through a 0600 file) and its
+    `resources.limits` as a Service's container does."""
     spec = source_run(tmp_path, AUTO, PODMAN_RT)
     run = spec.container
     assert run is not None
@@ -198,6 +205,8 @@ def test_an_image_only_container_source_runs_on_the_hosts_network(tmp_path: Path
     assert argv[argv.index("--network") + 1] == "host"
     assert "--publish" not in argv
     assert argv[-2:] == ("registry.example/beats:1", "--every=1s")
+    assert argv[argv.index("--cpus") + 1] == "0.25"
+    assert argv[argv.index("--memory") + 1] == str(32 * 1024 * 1024)
     assert {"K_SINK", "K_CE_OVERRIDES", "EVERY"} <= set(argv)
     assert spec.env["K_SINK"] == "http://127.0.0.1:9/default/default"
     assert spec.env["K_CE_OVERRIDES"] == '{"extensions":{"team":"blue"}}'
@@ -214,3 +223,72 @@ def test_a_container_source_needs_a_command_only_where_it_runs_as_a_process(tmp_
     assert "spec.template.spec.containers[0].command: required locally with --runtime process" in problem
     with pytest.raises(OSError, match="no container runtime"):
         source_run(tmp_path, AUTO, None)
+
+
+SOURCE_WITH_VOLUMES = """
+apiVersion: sources.knative.dev/v1
+kind: ContainerSource
+metadata:
+  name: beats
+  namespace: team
+spec:
+  template:
+    spec:
+      containers:
+        - image: registry.example/beats:1
+          volumeMounts:
+            - name: settings
+              mountPath: /etc/beats
+              readOnly: true
+            - name: scratch
+              mountPath: /tmp/scratch
+      volumes:
+        - name: settings
+          configMap:
+            name: beats-settings
+        - name: scratch
+          emptyDir: {}
+  sink:
+    uri: http://127.0.0.1:9/default/default
+"""
+
+
+async def test_a_container_source_run_from_its_image_mounts_its_volumes(tmp_path: Path) -> None:
+    """A ConfigMap volume is written as it is now and mounted read-only, an emptyDir made, as for a pod's
+    container; the folder goes when the source stops. As a process it has no runtime to mount them with."""
+    [source] = parse_manifests([(tmp_path / "source.yaml", SOURCE_WITH_VOLUMES)]).events
+    assert isinstance(source, ContainerSource)
+    assert local_event_object_problems(source, AUTO) == []
+    problems = local_event_object_problems(source, PROCESS)  # and the command it lacks as a process
+    assert any("spec.template.spec.volumes: volumes need a container runtime" in p for p in problems)
+
+    settings = ConfigData(
+        kind="ConfigMap",
+        namespace="team",
+        name="beats-settings",
+        data={"every": b"1s\n"},
+        source=tmp_path / "config.yaml",
+    )
+    volumes = VolumeSet(tmp_path / "volumes", tmp_path / "memory")
+    sources = ContainerSources(
+        OsLauncher(),
+        tmp_path / "logs",
+        {"PATH": "/usr/bin"},
+        lambda kind, namespace, name: settings if (kind, namespace, name) == settings.key else None,
+        runtime_choice=AUTO,
+        container_runtime=lambda: PODMAN_RT,
+        state_dir=tmp_path / ".serving",
+        volumes=volumes,
+    )
+    binding = {"K_SINK": "http://127.0.0.1:9/default/default"}
+    spec = sources._spec(SourceRun(source, binding, "{}"))
+    argv = list(spec.argv)
+    flags = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--volume"]
+    folder = tmp_path / "volumes" / "source-team-beats"
+    assert flags == [f"{folder / 'settings'}:/etc/beats:ro", f"{folder / 'scratch'}:/tmp/scratch"]
+    assert (folder / "settings" / "every").read_text() == "1s\n"
+    assert (folder / "scratch").is_dir()
+
+    await sources.set([SourceRun(source, binding, "{}")])
+    await sources.close()
+    assert not folder.exists()
