@@ -224,6 +224,12 @@ def path_minimal(processes: Processes, app_port: int) -> Target:
     return _forwarder(processes, app_port, "minimal", MINIMAL)
 
 
+def path_minimal_task(processes: Processes, app_port: int) -> Target:
+    """Calibration: the minimal forwarder with one task per connection woken twice per request, as the
+    engine's handler task is (not a product; not in the default paths)."""
+    return _forwarder(processes, app_port, "minimal-task", MINIMAL_TASK)
+
+
 NGINX_CONF: Final = """\
 daemon off;
 master_process off;
@@ -368,10 +374,12 @@ def path_knative(processes: Processes, app_port: int, container_concurrency: int
 
 
 MINIMAL: Final = "minimal forwarder"
+MINIMAL_TASK: Final = "minimal forwarder, task per connection"
 PathFactory = Callable[[Processes, int], Target]
 PATHS: Final[dict[str, PathFactory]] = {
     "direct": path_direct,
     "minimal": path_minimal,
+    "minimal-task": path_minimal_task,
     "engine": path_engine,
     "nginx": path_nginx,
     # One Knative queue-proxy at a time: its admin and metrics ports are fixed, so a CC=100 instance could

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import re
 import shlex
@@ -76,12 +77,17 @@ def run_forwarder(port: int, upstream_port: int) -> None:
         runner.run(main())
 
 
-def run_minimal(port: int, upstream_port: int) -> None:
+def run_minimal(port: int, upstream_port: int, *, task: bool = False) -> None:
     """A calibration point, not a product: the least a forwarder can do per request (httptools on uvloop,
     pooled keep-alive upstream connections, GET only, no limits, no flow control, no error handling).
 
     Measured alongside the engine so that numbers from a busy or slow machine can still be compared: the
-    engine's cost relative to this floor is what the engine controls."""
+    engine's cost relative to this floor is what the engine controls.
+
+    With `task`, each client connection's requests are forwarded by one task, as the engine's are (a handler
+    is a coroutine): the task waits on a future for the next request and on another for the response, so
+    every request wakes it twice; everything else is the same. The difference between the two is what that
+    structure costs per request."""
     import httptools
     import uvloop
 
@@ -93,6 +99,8 @@ def run_minimal(port: int, upstream_port: int) -> None:
             self.parser = httptools.HttpResponseParser(self)
             self.client: Client | None = None
             self.out: list[bytes] = []
+            self.done: asyncio.Future[None] | None = None
+            """With `task`: the forwarding task's wait for this response."""
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
@@ -108,14 +116,24 @@ def run_minimal(port: int, upstream_port: int) -> None:
                 client.transport.write(b"".join(self.out))  # type: ignore[attr-defined]  # transport is set in connection_made
             self.out.clear()
             idle.append(self)
+            done, self.done = self.done, None
+            if done is not None and not done.done():  # cancelled when its client left
+                done.set_result(None)
 
     class Client(asyncio.Protocol):
         def __init__(self) -> None:
             self.parser = httptools.HttpRequestParser(self)
             self.head: list[bytes] = []
+            self.queue: collections.deque[bytes] = collections.deque()
+            self.waiter: asyncio.Future[None] | None = None
+            self.task: asyncio.Task[None] | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.task is not None:
+                self.task.cancel()
 
         def data_received(self, data: bytes) -> None:
             self.head.append(data)
@@ -124,12 +142,35 @@ def run_minimal(port: int, upstream_port: int) -> None:
         def on_message_complete(self) -> None:
             request = b"".join(self.head)
             self.head.clear()
+            if not task:
+                self.send(request)
+                return
+            self.queue.append(request)
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None:
+                waiter.set_result(None)
+            elif self.task is None:
+                self.task = asyncio.get_running_loop().create_task(self.serve())
+
+        def send(self, request: bytes) -> Upstream | None:
             if idle:
                 upstream = idle.pop()
                 upstream.client = self
                 upstream.transport.write(request)  # type: ignore[attr-defined]  # transport is set in connection_made
-            else:
-                connecting.add(asyncio.ensure_future(self.connect(request)))
+                return upstream
+            connecting.add(asyncio.ensure_future(self.connect(request)))
+            return None
+
+        async def serve(self) -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                while self.queue:
+                    upstream = self.send(self.queue.popleft())
+                    if upstream is not None:
+                        done = upstream.done = loop.create_future()
+                        await done
+                self.waiter = loop.create_future()
+                await self.waiter
 
         async def connect(self, request: bytes) -> None:
             loop = asyncio.get_running_loop()
@@ -266,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--role", choices=["bench", "app", "forwarder", "minimal"], default="bench")
+    parser.add_argument(
+        "--role", choices=["bench", "app", "forwarder", "minimal", "minimal-task"], default="bench"
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream-port", type=int, default=0)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 10, 100])
@@ -280,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "forwarder":
         run_forwarder(args.port, args.upstream_port)
         return 0
-    if args.role == "minimal":
-        run_minimal(args.port, args.upstream_port)
+    if args.role in ("minimal", "minimal-task"):
+        run_minimal(args.port, args.upstream_port, task=args.role == "minimal-task")
         return 0
     command = "python benchmarks/engine_forwarder.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
