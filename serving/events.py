@@ -77,9 +77,16 @@ SUBJECT_REFS: Final = frozenset({(SERVING_V1, "Service")})
 """(apiVersion, kind) a SinkBinding's subject may be locally: a Knative Service, whose pods get the binding's
 variables when they start (a ContainerSource binds its own sink)."""
 
-CLUSTER_SUBJECT_REFS: Final = SUBJECT_REFS | {("apps/v1", "Deployment")}
+CLUSTER_SUBJECT_REFS: Final = SUBJECT_REFS | {
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("batch/v1", "CronJob"),
+}
 """(apiVersion, kind) a SinkBinding's subject may be on Kubernetes: a Knative Service (its revisions'
-Deployments) or a Deployment, whose pod template gets the binding's variables."""
+Deployments), or a workload whose pod template gets the binding's variables (a CronJob's job template, so
+that every Job it makes from then on has them). Not a Job: its pod template cannot change once it exists
+(Knative binds a Job only when it is created, through an admission webhook this platform does not run)."""
 
 CE_RESERVED: Final = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
@@ -1037,8 +1044,8 @@ def local_event_problems(obj: EventObject, *, container: bool = False) -> list[s
 
 def cluster_event_problems(obj: EventObject) -> list[str]:
     """What the controller on Kubernetes cannot run in a valid Eventing object: another broker class, refs it
-    does not resolve, a SinkBinding's subject other than a Knative Service or a Deployment, a ContainerSource
-    container without an image (the cluster pulls it)."""
+    does not resolve, a SinkBinding's subject other than a Knative Service or a workload it binds
+    (`CLUSTER_SUBJECT_REFS`), a ContainerSource container without an image (the cluster pulls it)."""
     out = _platform_problems(obj, CLUSTER_SUBJECT_REFS, ON_KUBERNETES) + _image_problems(obj)
     return [f"{obj.where}: {path}: {rule}" for path, rule in out]
 
@@ -1082,7 +1089,13 @@ def _platform_problems(obj: EventObject, subjects: _Refs, where: _Where) -> list
         if ref is not None and (ref.api_version, ref.kind) not in refs:
             out.append((join(path, "ref"), _unresolved(ref, refs, role, where)))
     if isinstance(obj, SinkBinding) and (obj.subject.api_version, obj.subject.kind) not in subjects:
-        out.append(("spec.subject", _unresolved(obj.subject, subjects, "subject", where)))
+        rule = _unresolved(obj.subject, subjects, "subject", where)
+        if (obj.subject.api_version, obj.subject.kind) == ("batch/v1", "Job") and where is ON_KUBERNETES:
+            rule += (
+                "; a Job's pod template cannot change once the Job exists: bind the CronJob that makes it, "
+                "or give the Job K_SINK itself"
+            )
+        out.append(("spec.subject", rule))
     return out
 
 

@@ -1,7 +1,7 @@
 """Eventing on Kubernetes: the controller watches Knative Eventing's objects (Broker, Trigger, PingSource,
 GitHubSource, ContainerSource, SinkBinding), the Knative Services they name, the ConfigMaps and Secrets they
-read and the Deployments they bind, resolves them with the same rules as the local platform
-(`controller.reconcile.eventing`) and
+read and the workloads they bind (Deployments, StatefulSets, DaemonSets, CronJobs), resolves them with the
+same rules as the local platform (`controller.reconcile.eventing`) and
 
 - serves the resolved `EventingSpec` to the eventing component (`GET /v1/eventing?watch=true` on
   `EVENTING_FEED_PORT`, with `EVENTING_TOKEN`): every replica serves it, so the component's watch reaches
@@ -30,7 +30,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from controller.kube.controller import StatusWriter, condition
-from controller.kube.sources import Workloads
+from controller.kube.sources import WORKLOADS, Workloads
 from controller.reconcile.eventing import EventingFeed, Resolved, resolve, stream_feed
 from serving.configdata import ConfigData, parse_config_data
 from serving.contract.controller import ControllerConfig
@@ -47,7 +47,6 @@ from serving.kube.api import (
     BROKERS,
     CONFIG_MAPS,
     CONTAINER_SOURCES,
-    DEPLOYMENTS,
     GITHUB_SOURCES,
     JSON,
     PING_SOURCES,
@@ -124,8 +123,9 @@ class KubeEventing:
         self.services = Informer(kube, SERVICES)
         self.config_maps = Informer(kube, CONFIG_MAPS)
         self.secrets = Informer(kube, SECRETS)
-        self.deployments = Informer(kube, DEPLOYMENTS)
-        """SinkBindings' subjects (and the Deployments they bound before), ContainerSources' Deployments."""
+        self.workload_objects = {kind: Informer(kube, resource) for kind, resource in WORKLOADS.items()}
+        """By kind: SinkBindings' subjects (and the workloads they bound before); the Deployments also hold
+        ContainerSources' and Knative Services' revisions'."""
         self.workloads = Workloads(kube)
         self.feed = EventingFeed()
         self.resolved = Resolved(EventingSpec())
@@ -142,7 +142,13 @@ class KubeEventing:
     # -- the loop ----------------------------------------------------------------------------------------
     async def run(self) -> None:
         """Watch, resolve and publish the spec on every change; runs until cancelled (every replica)."""
-        informers = [*self.objects.values(), self.services, self.config_maps, self.secrets, self.deployments]
+        informers = [
+            *self.objects.values(),
+            self.services,
+            self.config_maps,
+            self.secrets,
+            *self.workload_objects.values(),
+        ]
         async with asyncio.TaskGroup() as group:
             for informer in informers:
                 group.create_task(informer.run())
@@ -176,8 +182,13 @@ class KubeEventing:
                         problems
                     )
         services = [key for key in self.services.cache if key[0] and key[1]]
-        deployments = [key for key in self.deployments.cache if key[0] and key[1]]
-        resolved = resolve(events, services, self._configs(events), self.addresses, deployments)
+        workloads = [
+            (kind, *key)
+            for kind, informer in self.workload_objects.items()
+            for key in informer.cache
+            if key[0] and key[1]
+        ]
+        resolved = resolve(events, services, self._configs(events), self.addresses, workloads)
         await self.feed.set(resolved.spec)
         async with self._changed:
             self.resolved, self.invalid, self.snapshot = resolved, invalid, snapshot
@@ -246,7 +257,9 @@ class KubeEventing:
         # One resolution, the objects it read and their problems, taken together before anything awaits.
         resolved, snapshot, invalid = self.resolved, self.snapshot, self.invalid
         sources = self.objects[CONTAINER_SOURCES.plural].cache
-        await self.workloads.apply(resolved, sources, self.deployments.cache)
+        await self.workloads.apply(
+            resolved, sources, {kind: informer.cache for kind, informer in self.workload_objects.items()}
+        )
         unavailable = self.workloads.not_ready
         addresses = _StatusAddresses(resolved, self.addresses)
         for resource, obj in snapshot:

@@ -3,15 +3,16 @@
 - a ContainerSource runs as a Deployment `{source}-deployment` (one replica, owned by the source, so that
   deleting the source deletes it) whose containers get the source's `K_SINK` and `K_CE_OVERRIDES`, as
   Knative's ContainerSource does;
-- a SinkBinding puts `K_SINK` and `K_CE_OVERRIDES` into its subject's pod template: a Deployment's
-  containers, or a Knative Service's user containers in each of its revisions' Deployments (a change rolls
-  the pods, which read the variables when they start, as Knative's binding webhook makes them do).
+- a SinkBinding puts `K_SINK` and `K_CE_OVERRIDES` into its subject's pod template: the containers of a
+  Deployment, StatefulSet or DaemonSet, of a CronJob's job template (the Jobs it makes from then on get
+  them), or a Knative Service's user containers in each of its revisions' Deployments (a change rolls the
+  pods, which read the variables when they start, as Knative's binding webhook makes them do).
 
 The binding's variables are written with server-side apply under a field manager of their own
-(`BINDING_MANAGER`), so they sit beside whatever owns the rest of the Deployment: a `kubectl apply` of the
-Deployment does not drop them, and a Deployment no SinkBinding names any more (the binding deleted, or its
-subject changed) is found by that manager in its `managedFields` and given them back, with nothing else
-touched, even after a leader change.
+(`BINDING_MANAGER`), so they sit beside whatever owns the rest of the workload: a `kubectl apply` of it does
+not drop them, and a workload no SinkBinding names any more (the binding deleted, or its subject changed) is
+found by that manager in its `managedFields` and given them back, with nothing else touched, even after a
+leader change.
 """
 
 from __future__ import annotations
@@ -25,13 +26,27 @@ from controller.kube.labels import SERVICE
 from controller.kube.resources import QUEUE_PROXY
 from controller.reconcile.eventing import Resolved
 from serving.events import ContainerSource
-from serving.kube.api import DEPLOYMENTS, JSON, ApiError, Kube, owner_reference
+from serving.kube.api import (
+    CRON_JOBS,
+    DAEMON_SETS,
+    DEPLOYMENTS,
+    JSON,
+    STATEFUL_SETS,
+    ApiError,
+    Kube,
+    Resource,
+    owner_reference,
+)
 
 SOURCE_MANAGER: Final = "serving-containersource"
 BINDING_MANAGER: Final = "serving-sinkbinding"
 SOURCE_LABEL: Final = "sources.knative.dev/containerSource"
 """On a ContainerSource's Deployment and its pods: the source's name (the Deployment's selector)."""
 BINDING_VARIABLES: Final = ("K_SINK", "K_CE_OVERRIDES")
+WORKLOADS: Final = {r.kind: r for r in (DEPLOYMENTS, STATEFUL_SETS, DAEMON_SETS, CRON_JOBS)}
+"""The kinds whose pod template a SinkBinding writes to (`serving.events.CLUSTER_SUBJECT_REFS`), by kind."""
+Workload = tuple[str, str, str]
+"""(kind, namespace, name)."""
 
 
 def source_deployment_name(source: str) -> str:
@@ -47,9 +62,17 @@ def _env(existing: Iterable[Mapping[str, Any]], binding: Mapping[str, str]) -> l
     return [dict(e) for e in existing if e.get("name") not in BINDING_VARIABLES] + _entries(binding)
 
 
-def _containers(deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The containers of `deployment`'s pod template."""
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+def _template_path(kind: str) -> tuple[str, ...]:
+    """Where a workload of `kind` keeps its pod template."""
+    return ("spec", "jobTemplate", "spec", "template") if kind == CRON_JOBS.kind else ("spec", "template")
+
+
+def _containers(workload: Mapping[str, Any], kind: str = DEPLOYMENTS.kind) -> list[Mapping[str, Any]]:
+    """The containers of the pod template of `workload`, a `kind`."""
+    found: Mapping[str, Any] = workload
+    for step in _template_path(kind):
+        found = found.get(step) or {}
+    spec = found.get("spec") or {}
     return list(spec.get("containers") or [])
 
 
@@ -89,18 +112,26 @@ def source_deployment(
     }
 
 
-def binding_apply(namespace: str, name: str, containers: Iterable[str], binding: Mapping[str, str]) -> JSON:
-    """The server-side apply body that gives `containers` of Deployment `name` the binding's variables, and
-    owns nothing else. With no containers it owns nothing: applied, it takes the variables back."""
+def binding_apply(
+    workload: Workload, containers: Iterable[str], binding: Mapping[str, str]
+) -> tuple[Resource, JSON]:
+    """The server-side apply body that gives `containers` of `workload` the binding's variables, and owns
+    nothing else, with its resource. With no containers it owns nothing: applied, it takes the variables
+    back."""
+    kind, namespace, name = workload
+    resource = WORKLOADS[kind]
     body: JSON = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": resource.api_version,
+        "kind": kind,
         "metadata": {"name": name, "namespace": namespace},
     }
     listed = [{"name": c, "env": _entries(binding)} for c in containers]
     if listed:
-        body["spec"] = {"template": {"spec": {"containers": listed}}}
-    return body
+        nested: JSON = {"spec": {"containers": listed}}
+        for step in reversed(_template_path(kind)[1:]):
+            nested = {step: nested}
+        body["spec"] = nested
+    return resource, body
 
 
 def bound_by_us(deployment: Mapping[str, Any]) -> bool:
@@ -109,8 +140,10 @@ def bound_by_us(deployment: Mapping[str, Any]) -> bool:
     return any(f.get("manager") == BINDING_MANAGER and f.get("operation") == "Apply" for f in fields)
 
 
-def current_binding(deployment: Mapping[str, Any], containers: Iterable[str]) -> dict[str, dict[str, str]]:
-    """container -> the binding variables it has now."""
+def current_binding(
+    workload: Mapping[str, Any], containers: Iterable[str], kind: str = DEPLOYMENTS.kind
+) -> dict[str, dict[str, str]]:
+    """container -> the binding variables it has now, in `workload` (a `kind`)."""
     wanted = set(containers)
     return {
         str(c.get("name")): {
@@ -118,13 +151,13 @@ def current_binding(deployment: Mapping[str, Any], containers: Iterable[str]) ->
             for e in c.get("env") or []
             if e.get("name") in BINDING_VARIABLES
         }
-        for c in _containers(deployment)
+        for c in _containers(workload, kind)
         if c.get("name") in wanted
     }
 
 
-def _container_names(deployment: Mapping[str, Any], *, user_only: bool) -> list[str]:
-    names = [str(c.get("name")) for c in _containers(deployment) if c.get("name")]
+def _container_names(workload: Mapping[str, Any], kind: str, *, user_only: bool) -> list[str]:
+    names = [str(c.get("name")) for c in _containers(workload, kind) if c.get("name")]
     return [n for n in names if not (user_only and n == QUEUE_PROXY)]
 
 
@@ -150,13 +183,14 @@ class Workloads:
         self,
         resolved: Resolved,
         sources: Mapping[tuple[str, str], Mapping[str, Any]],
-        deployments: Mapping[tuple[str, str], Mapping[str, Any]],
+        workloads: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]],
     ) -> None:
-        """One pass: `sources` are the ContainerSources' API objects, `deployments` the cluster's
-        Deployments, by (namespace, name). Raises `ApiError` when a write fails for a reason that may pass
-        (the pass is retried)."""
+        """One pass: `sources` are the ContainerSources' API objects by (namespace, name), `workloads` the
+        cluster's Deployments, StatefulSets, DaemonSets and CronJobs by kind, then (namespace, name). Raises
+        `ApiError` when a write fails for a reason that may pass (the pass is retried)."""
         self.not_ready = {}
         applied: dict[tuple[str, str], JSON] = {}
+        deployments = workloads.get(DEPLOYMENTS.kind, {})
         for source, binding in resolved.container_sources:
             source_obj = sources.get((source.namespace, source.name))
             if source_obj is None:
@@ -176,18 +210,20 @@ class Workloads:
             if not _available(live):
                 self.not_ready[source.key] = f"Deployment {key[0]}/{key[1]} has no available pod yet"
         self._applied = applied
-        wanted = self._bindings(resolved, deployments)
-        for key, deployment in deployments.items():
-            if key in wanted:
-                containers, binding = wanted[key]
-                if current_binding(deployment, containers) != {c: dict(binding) for c in containers}:
-                    await self._bind(key, binding_apply(*key, containers, binding))
-            elif bound_by_us(deployment):
-                await self._bind(key, binding_apply(*key, (), {}))
+        wanted = self._bindings(resolved, workloads)
+        for kind, objects in workloads.items():
+            for (namespace, name), obj in objects.items():
+                workload = (kind, namespace, name)
+                if workload in wanted:
+                    containers, binding = wanted[workload]
+                    if current_binding(obj, containers, kind) != {c: dict(binding) for c in containers}:
+                        await self._bind(*binding_apply(workload, containers, binding))
+                elif bound_by_us(obj):
+                    await self._bind(*binding_apply(workload, (), {}))
 
-    async def _bind(self, key: tuple[str, str], body: JSON) -> None:
+    async def _bind(self, resource: Resource, body: JSON) -> None:
         try:
-            await self.kube.apply(DEPLOYMENTS, body, manager=BINDING_MANAGER)
+            await self.kube.apply(resource, body, manager=BINDING_MANAGER)
         except ApiError as exc:
             # Deleted since the informer saw it: an apply would create it, which the API refuses for want
             # of a template; the next pass sees it gone.
@@ -196,20 +232,21 @@ class Workloads:
 
     @staticmethod
     def _bindings(
-        resolved: Resolved, deployments: Mapping[tuple[str, str], Mapping[str, Any]]
-    ) -> dict[tuple[str, str], tuple[list[str], dict[str, str]]]:
-        """(namespace, Deployment) -> the containers to bind and the variables."""
-        wanted: dict[tuple[str, str], tuple[list[str], dict[str, str]]] = {}
-        for key, deployment in deployments.items():
+        resolved: Resolved, workloads: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]]
+    ) -> dict[Workload, tuple[list[str], dict[str, str]]]:
+        """(kind, namespace, name) -> the containers to bind and the variables."""
+        wanted: dict[Workload, tuple[list[str], dict[str, str]]] = {}
+        for (namespace, name), deployment in workloads.get(DEPLOYMENTS.kind, {}).items():
             labels = (deployment.get("metadata") or {}).get("labels") or {}
             service = labels.get(SERVICE)
-            if service is not None and (key[0], service) in resolved.bindings:
-                wanted[key] = (
-                    _container_names(deployment, user_only=True),
-                    resolved.bindings[(key[0], service)],
+            if service is not None and (namespace, service) in resolved.bindings:
+                wanted[(DEPLOYMENTS.kind, namespace, name)] = (
+                    _container_names(deployment, DEPLOYMENTS.kind, user_only=True),
+                    resolved.bindings[(namespace, service)],
                 )
-        for key, binding in resolved.deployment_bindings.items():
-            subject = deployments.get(key)
+        for workload, binding in resolved.workload_bindings.items():
+            kind, namespace, name = workload
+            subject = workloads.get(kind, {}).get((namespace, name))
             if subject is not None:
-                wanted[key] = (_container_names(subject, user_only=False), binding)
+                wanted[workload] = (_container_names(subject, kind, user_only=False), binding)
         return wanted

@@ -70,8 +70,9 @@ class Resolved:
     """(namespace, Service) -> `K_SINK` and `K_CE_OVERRIDES` of the SinkBinding whose subject it is."""
     container_sources: list[tuple[ContainerSource, dict[str, str]]] = field(default_factory=list)
     """Each ContainerSource whose sink resolves, with the binding variables of that sink."""
-    deployment_bindings: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    """(namespace, Deployment) -> the variables of the SinkBinding whose subject it is (Kubernetes)."""
+    workload_bindings: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
+    """(kind, namespace, name) of a Deployment, StatefulSet, DaemonSet or CronJob -> the variables of the
+    SinkBinding whose subject it is (Kubernetes)."""
     sinks: dict[tuple[str, str, str], str] = field(default_factory=dict)
     """(kind, namespace, name) of each SinkBinding and ContainerSource whose sink resolves -> that sink."""
 
@@ -171,11 +172,12 @@ def resolve(
     services: Collection[tuple[str, str]],
     configs: Sequence[ConfigData],
     addresses: Addresses,
-    deployments: Collection[tuple[str, str]] = (),
+    workloads: Collection[tuple[str, str, str]] = (),
 ) -> Resolved:
     """The spec of `events` with every address resolved: `services` are the (namespace, name) of the Knative
     Services there are, `configs` the ConfigMaps and Secrets, `addresses` where Services and Brokers
-    answer, `deployments` the Deployments a SinkBinding may bind (on Kubernetes)."""
+    answer, `workloads` the (kind, namespace, name) of the workloads a SinkBinding may bind (on
+    Kubernetes)."""
     r = _Resolver(events, services, configs, addresses)
     brokers = [r.broker(b) for b in r.brokers.values()]
     known = {b.key for b in brokers if b.ready}
@@ -183,10 +185,10 @@ def resolve(
     pings: list[PingSpec] = []
     githubs: list[GitHubSpec] = []
     bindings: dict[tuple[str, str], dict[str, str]] = {}
-    deployment_bindings: dict[tuple[str, str], dict[str, str]] = {}
+    workload_bindings: dict[tuple[str, str, str], dict[str, str]] = {}
     sources: list[tuple[ContainerSource, dict[str, str]]] = []
     sinks: dict[tuple[str, str, str], str] = {}
-    workloads = set(deployments)
+    present = set(workloads)
     for obj in events:
         if isinstance(obj, Trigger):
             owner = r.brokers.get((obj.namespace, obj.broker))
@@ -249,8 +251,8 @@ def resolve(
             elif obj.subject.kind == "Service" and subject_key in r.services:
                 bindings[(obj.subject.namespace, obj.subject.name)] = binding
                 sinks[obj.key] = sink
-            elif obj.subject.kind == "Deployment" and subject_key in workloads:
-                deployment_bindings[(obj.subject.namespace, obj.subject.name)] = binding
+            elif (workload := (obj.subject.kind, obj.subject.namespace, obj.subject.name)) in present:
+                workload_bindings[workload] = binding
                 sinks[obj.key] = sink
             else:
                 subject = obj.subject
@@ -265,7 +267,7 @@ def resolve(
         service_hosts=tuple(sorted(r.service_hosts - {""})),
         broker_hosts=tuple(sorted(r.broker_hosts - {""})),
     )
-    return Resolved(spec, r.not_ready, bindings, sources, deployment_bindings, sinks)
+    return Resolved(spec, r.not_ready, bindings, sources, workload_bindings, sinks)
 
 
 def binding_env(sink: str, overrides: Mapping[str, str]) -> dict[str, str]:

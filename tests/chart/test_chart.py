@@ -636,10 +636,13 @@ EVENTING_GRANTS: Final = (
     | grants("cluster", "sources.knative.dev", SOURCES, READ)
     | grants("cluster", "sources.knative.dev", tuple(f"{s}/status" for s in SOURCES), ("update", "patch"))
     | grants("cluster", "", ("configmaps", "secrets"), READ)
+    | grants("cluster", "apps", ("statefulsets", "daemonsets"), (*READ, "patch"))
+    | grants("cluster", "batch", ("cronjobs",), (*READ, "patch"))
 )
 """The controller's with eventing: it reads the Eventing objects and the ConfigMaps and Secrets they name, and
-writes their status (the ContainerSources' Deployments and the SinkBindings' variables are written with its
-grant on Deployments)."""
+writes their status; the ContainerSources' Deployments and the SinkBindings' variables in Deployments are
+written with its grant on Deployments, their variables in StatefulSets, DaemonSets and CronJobs (server-side
+apply: a patch) with one of their own."""
 
 EXPECTED_GRANTS: Final = {
     "controller": grants("cluster", "serving.knative.dev", SERVING_RESOURCES, ALL)

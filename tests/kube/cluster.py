@@ -60,9 +60,13 @@ CONTROLLERS: Final = (
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
+    "statefulset-controller",
+    "cronjob-controller",
+    "job-controller",
 )
-"""What a Deployment behind a Service needs, plus namespaces, service accounts and aggregated ClusterRoles;
-node lifecycle (which would taint and evict) is not among them."""
+"""What a Deployment behind a Service needs, plus namespaces, service accounts, aggregated ClusterRoles and
+the StatefulSets, CronJobs and Jobs a SinkBinding may bind; node lifecycle (which would taint and evict) is
+not among them."""
 
 
 class ControlPlaneError(RuntimeError):

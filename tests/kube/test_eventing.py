@@ -27,10 +27,12 @@ from controller.kube.sources import BINDING_MANAGER
 from serving.kube.api import (
     BROKERS,
     CONTAINER_SOURCES,
+    CRON_JOBS,
     DEPLOYMENTS,
     PING_SOURCES,
     SERVICES,
     SINK_BINDINGS,
+    STATEFUL_SETS,
     TRIGGERS,
     ApiError,
     Kube,
@@ -279,6 +281,11 @@ def env_recorder(record_file: Path) -> dict[str, Any]:
     }
 
 
+def sink_of(container: dict[str, Any]) -> str | None:
+    """The `K_SINK` value in a container's env, if any."""
+    return next((e.get("value") for e in container.get("env") or [] if e["name"] == "K_SINK"), None)
+
+
 def started_with(path: Path, sink: str) -> list[dict[str, Any]]:
     """The lines of pods that started with `sink` as their K_SINK."""
     return [line for line in recorded(path) if line.get("K_SINK") == sink]
@@ -398,3 +405,97 @@ async def test_a_sink_binding_gives_a_deployment_its_sink_and_takes_it_back(
 
     env = await eventually(unbound, 60, "K_SINK taken back from the worker Deployment", platform)
     assert env == {"RECORD_FILE": str(record)}
+
+
+@pytest.mark.timeout(300)  # a CronJob makes its Jobs on the minute
+async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_their_sink(
+    kube: Kube, platform: Platform, tmp_path: Path
+) -> None:
+    """Knative's SinkBinding example binds a CronJob: the controller applies `K_SINK` to the CronJob's job
+    template, and the next Job it makes starts a pod with it. A StatefulSet's pod template gets it too, and
+    its rolled pod starts with it; deleting the binding takes it back."""
+    record = tmp_path / "bound.jsonl"
+    await kube.create(
+        CRON_JOBS,
+        NS,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "heartbeat", "namespace": NS},
+            "spec": {
+                "schedule": "* * * * *",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {"restartPolicy": "Never", "containers": [env_recorder(record)]},
+                        }
+                    }
+                },
+            },
+        },
+    )
+    await kube.create(
+        STATEFUL_SETS,
+        NS,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "keeper", "namespace": NS},
+            "spec": {
+                "replicas": 1,
+                "serviceName": "keeper",
+                "selector": {"matchLabels": {"app": "keeper"}},
+                "template": {
+                    "metadata": {"labels": {"app": "keeper"}},
+                    "spec": {"containers": [env_recorder(record)]},
+                },
+            },
+        },
+    )
+    sinks = {"CronJob": "http://events.example.com/beats", "StatefulSet": "http://events.example.com/keeper"}
+    for (api_version, kind), name in (
+        (("batch/v1", "CronJob"), "heartbeat"),
+        (("apps/v1", "StatefulSet"), "keeper"),
+    ):
+        await kube.create(
+            SINK_BINDINGS,
+            NS,
+            eventing_object(
+                "SinkBinding",
+                f"bind-{name}",
+                {
+                    "subject": {"apiVersion": api_version, "kind": kind, "name": name},
+                    "sink": {"uri": sinks[kind]},
+                },
+            ),
+        )
+
+    async def templates_bound() -> bool:
+        cron = await kube.get(CRON_JOBS, NS, "heartbeat")
+        keeper = await kube.get(STATEFUL_SETS, NS, "keeper")
+        (job_container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        (set_container,) = keeper["spec"]["template"]["spec"]["containers"]
+        return (sink_of(job_container), sink_of(set_container)) == (sinks["CronJob"], sinks["StatefulSet"])
+
+    await eventually(
+        templates_bound, 60, "K_SINK in the CronJob's job template and the StatefulSet's", platform
+    )
+
+    async def both_started() -> bool:
+        return all(started_with(record, sink) for sink in sinks.values())
+
+    # The CronJob makes its next Job at the next minute.
+    await eventually(
+        both_started, 150, "a Job's pod and the StatefulSet's pod started with their K_SINK", platform
+    )
+    for name in ("heartbeat", "keeper"):
+        await kube.delete(SINK_BINDINGS, NS, f"bind-{name}")
+    await kube.delete(CRON_JOBS, NS, "heartbeat")
+
+    async def unbound() -> bool:
+        keeper = await kube.get(STATEFUL_SETS, NS, "keeper")
+        (container,) = keeper["spec"]["template"]["spec"]["containers"]
+        return sink_of(container) is None
+
+    await eventually(unbound, 60, "K_SINK taken back from the StatefulSet", platform)
+    await kube.delete(STATEFUL_SETS, NS, "keeper")

@@ -37,6 +37,7 @@ from serving.kube.api import (
     REVISIONS,
     SECRETS,
     SERVICES,
+    STATEFUL_SETS,
     TRIGGERS,
     ApiError,
     Kube,
@@ -67,7 +68,6 @@ EVENTING = "eventing"
 NOWHERE = "serving.test/nowhere"
 """A node label no node has: the chart's pods stay Pending."""
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount", True)
-STATEFUL_SETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 CLUSTER_ROLES = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", False)
 RECORDER = ROOT / "tests/kube/apps"
@@ -238,15 +238,19 @@ async def test_the_chart_pods_are_held_and_their_identities_are_real(kube: Kube,
         account = await kube.get(SERVICE_ACCOUNTS, RELEASE_NS, component)
         assert account["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
 
+    workloads = {*COMPONENTS, EVENTING}  # the Deployments' pods and the eventing StatefulSet's
+
     async def one_pod_each() -> list[dict[str, Any]] | None:
         found: list[dict[str, Any]] = (await kube.list(PODS, RELEASE_NS)).get("items", [])
-        return found if {p["spec"]["serviceAccountName"] for p in found} == set(COMPONENTS) else None
+        return found if {p["spec"]["serviceAccountName"] for p in found} == workloads else None
 
-    pods = await eventually(one_pod_each, 60, "a pod of each of the chart's Deployments", platform)
+    pods = await eventually(
+        one_pod_each, 60, "a pod of each of the chart's Deployments and StatefulSet", platform
+    )
     assert all(not p["spec"].get("nodeName") for p in pods), (
         "a chart pod was scheduled despite its nodeSelector"
     )
-    assert {p["spec"]["serviceAccountName"] for p in pods} == set(COMPONENTS)
+    assert {p["spec"]["serviceAccountName"] for p in pods} == workloads
     # The activator's identity reads revisions but may not write Deployments: a token that is not admin.
     activator = await Kube.connect(str(platform.kubeconfigs["activator"]))
     try:

@@ -1,7 +1,7 @@
 """ContainerSources and SinkBindings on Kubernetes: a source's Deployment (owned by it, its containers given
-the sink), a binding's variables applied under a field manager of their own to a Deployment or to a Knative
-Service's revision Deployments (never the queue-proxy), taken back from a Deployment no binding names, and
-nothing written when nothing changed."""
+the sink), a binding's variables applied under a field manager of their own to a workload (a Deployment,
+StatefulSet, DaemonSet, or a CronJob's job template) or to a Knative Service's revision Deployments (never
+the queue-proxy), taken back from a workload no binding names, and nothing written when nothing changed."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from controller.kube.sources import (
 )
 from controller.reconcile.eventing import Resolved, resolve
 from serving.events import ContainerSource, EventObject
-from serving.kube.api import ApiError
+from serving.kube.api import CRON_JOBS, DEPLOYMENTS, ApiError
 
 ADDRESSES = KubeAddresses("knative-serving", "cluster.local")
 BROKER = "http://broker-ingress.knative-serving.svc.cluster.local/team/default"
@@ -109,7 +109,7 @@ def test_on_kubernetes_a_container_source_needs_an_image_not_a_command() -> None
     assert problems == ["spec.template.spec.containers[0].image: required on Kubernetes"]
 
 
-def test_a_binding_subject_may_be_a_deployment_but_not_a_job() -> None:
+def test_a_binding_subject_may_be_a_workload_but_not_a_job() -> None:
     job = api_object(
         "SinkBinding",
         "b",
@@ -119,12 +119,18 @@ def test_a_binding_subject_may_be_a_deployment_but_not_a_job() -> None:
     assert found is None
     assert problems == [
         "spec.subject: batch/v1 Job 'j' is not supported on Kubernetes: a subject here must be a "
-        "serving.knative.dev/v1 Service or apps/v1 Deployment, the kinds the controller resolves"
+        "serving.knative.dev/v1 Service or apps/v1 DaemonSet or apps/v1 Deployment or apps/v1 StatefulSet or "
+        "batch/v1 CronJob, the kinds the controller resolves; a Job's pod template cannot change once the "
+        "Job exists: bind the CronJob that makes it, or give the Job K_SINK itself"
     ]
+    for api_version, kind in [("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"), ("batch/v1", "CronJob")]:
+        subject = {"apiVersion": api_version, "kind": kind, "name": "w"}
+        read(api_object("SinkBinding", "b", {"subject": subject, "sink": {"ref": BROKER_REF}}))
 
 
 def test_the_apply_body_owns_only_the_variables() -> None:
-    body = binding_apply("team", "worker", ["main"], {"K_SINK": BROKER})
+    resource, body = binding_apply(("Deployment", "team", "worker"), ["main"], {"K_SINK": BROKER})
+    assert resource is DEPLOYMENTS
     assert body == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -135,7 +141,29 @@ def test_the_apply_body_owns_only_the_variables() -> None:
             }
         },
     }
-    assert "spec" not in binding_apply("team", "worker", [], {}), "an empty apply takes back what it owned"
+    _, empty = binding_apply(("Deployment", "team", "worker"), [], {})
+    assert "spec" not in empty, "an empty apply takes back what it owned"
+
+
+def test_a_cron_jobs_binding_goes_into_its_job_template() -> None:
+    resource, body = binding_apply(("CronJob", "team", "beat"), ["main"], {"K_SINK": BROKER})
+    assert resource is CRON_JOBS
+    assert body == {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "beat", "namespace": "team"},
+        "spec": {
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [{"name": "main", "env": [{"name": "K_SINK", "value": BROKER}]}]
+                        }
+                    }
+                }
+            }
+        },
+    }
 
 
 def test_current_binding_reads_only_the_binding_variables() -> None:
@@ -165,9 +193,9 @@ def binding(name: str, subject: dict[str, str]) -> dict[str, Any]:
     return api_object("SinkBinding", name, {"subject": subject, "sink": {"ref": BROKER_REF}})
 
 
-def resolved_with(*objs: dict[str, Any], deployments: Sequence[tuple[str, str]] = ()) -> Resolved:
+def resolved_with(*objs: dict[str, Any], workloads: Sequence[tuple[str, str, str]] = ()) -> Resolved:
     events = [read(api_object("Broker", "default", {})), *(read(o) for o in objs)]
-    return resolve(events, {("team", "display")}, [], ADDRESSES, deployments)
+    return resolve(events, {("team", "display")}, [], ADDRESSES, workloads)
 
 
 async def test_bindings_reach_a_deployment_and_a_services_user_containers() -> None:
@@ -188,11 +216,11 @@ async def test_bindings_reach_a_deployment_and_a_services_user_containers() -> N
     resolved = resolved_with(
         binding("to-worker", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"}),
         binding("to-display", {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "display"}),
-        deployments=list(deployments),
+        workloads=[("Deployment", *key) for key in deployments],
     )
     assert resolved.not_ready == {}
     assert resolved.sinks[("SinkBinding", "team", "to-worker")] == BROKER
-    await workloads.apply(resolved, {}, deployments)
+    await workloads.apply(resolved, {}, {"Deployment": deployments})
     applied = {obj["metadata"]["name"]: (manager, obj) for manager, obj in kube.applied}
     assert set(applied) == {"worker", "display-00001-deployment"}
     assert all(manager == BINDING_MANAGER for manager, _ in applied.values())
@@ -207,7 +235,7 @@ async def test_bindings_reach_a_deployment_and_a_services_user_containers() -> N
             for c in obj["spec"]["template"]["spec"]["containers"]:
                 if c["name"] != "queue-proxy":
                     c["env"] = [{"name": "K_SINK", "value": BROKER}]
-    await workloads.apply(resolved, {}, deployments)
+    await workloads.apply(resolved, {}, {"Deployment": deployments})
     assert kube.applied == []
 
 
@@ -217,11 +245,64 @@ async def test_a_deployment_no_binding_names_gets_the_variables_taken_back() -> 
     worker = deployment("worker", [{"name": "main", "env": [{"name": "K_SINK", "value": BROKER}]}])
     worker["metadata"]["managedFields"] = [{"manager": BINDING_MANAGER, "operation": "Apply"}]
     assert bound_by_us(worker)
-    await workloads.apply(resolved_with(), {}, {("team", "worker"): worker})
-    assert kube.applied == [(BINDING_MANAGER, binding_apply("team", "worker", [], {}))]
+    await workloads.apply(resolved_with(), {}, {"Deployment": {("team", "worker"): worker}})
+    assert kube.applied == [(BINDING_MANAGER, binding_apply(("Deployment", "team", "worker"), [], {})[1])]
 
 
-async def test_a_missing_subject_is_a_reason() -> None:
+async def test_a_stateful_set_and_a_cron_job_are_bound_and_taken_back() -> None:
+    """Each kind's pod template gets the variables where that kind keeps it; a workload of another kind with
+    the same name is left alone; once no binding names them, what the binding applied is taken back."""
+    kube = RecordingKube()
+    workloads = Workloads(kube)  # type: ignore[arg-type]
+    db: dict[str, Any] = {
+        "metadata": {"name": "db", "namespace": "team"},
+        "spec": {"template": {"spec": {"containers": [{"name": "main"}]}}},
+    }
+    beat: dict[str, Any] = {
+        "metadata": {"name": "beat", "namespace": "team"},
+        "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "main"}]}}}}},
+    }
+    same_name = deployment("beat", [{"name": "main"}])
+    live = {
+        "StatefulSet": {("team", "db"): db},
+        "CronJob": {("team", "beat"): beat},
+        "Deployment": {("team", "beat"): same_name},
+    }
+    resolved = resolved_with(
+        binding("to-db", {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}),
+        binding("to-beat", {"apiVersion": "batch/v1", "kind": "CronJob", "name": "beat"}),
+        workloads=[(kind, *key) for kind, objects in live.items() for key in objects],
+    )
+    assert resolved.not_ready == {}
+    await workloads.apply(resolved, {}, live)
+    env = [{"name": "K_SINK", "value": BROKER}]
+    assert sorted((o["kind"], o["metadata"]["name"]) for _, o in kube.applied) == [
+        ("CronJob", "beat"),
+        ("StatefulSet", "db"),
+    ]
+    for _, body in kube.applied:
+        if body["kind"] == "CronJob":
+            template = body["spec"]["jobTemplate"]["spec"]["template"]
+        else:
+            template = body["spec"]["template"]
+        assert template["spec"]["containers"] == [{"name": "main", "env": env}]
+
+    # Bound now: nothing to write. Then the bindings go: both are taken back, by their own kinds.
+    db["spec"]["template"]["spec"]["containers"][0]["env"] = env
+    beat["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"] = env
+    kube.applied.clear()
+    await workloads.apply(resolved, {}, live)
+    assert kube.applied == []
+    for obj in (db, beat):
+        obj["metadata"]["managedFields"] = [{"manager": BINDING_MANAGER, "operation": "Apply"}]
+    await workloads.apply(resolved_with(), {}, live)
+    assert sorted((m, o["kind"], "spec" in o) for m, o in kube.applied) == [
+        (BINDING_MANAGER, "CronJob", False),
+        (BINDING_MANAGER, "StatefulSet", False),
+    ]
+
+
+def test_a_missing_subject_is_a_reason() -> None:
     resolved = resolved_with(binding("lost", {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gone"}))
     assert resolved.not_ready == {
         ("SinkBinding", "team", "lost"): "spec.subject: Deployment team/gone not found"
@@ -246,7 +327,7 @@ async def test_a_source_deployment_is_applied_once_and_ready_when_available() ->
     }
     live = dict(kube.applied[0][1], status={"availableReplicas": 1})
     kube.applied.clear()
-    await workloads.apply(resolved, sources, {("team", "heartbeats-deployment"): live})
+    await workloads.apply(resolved, sources, {"Deployment": {("team", "heartbeats-deployment"): live}})
     assert kube.applied == [], "the same body is not applied again"
     assert workloads.not_ready == {}
 
