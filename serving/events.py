@@ -214,6 +214,34 @@ class ObjectRef:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelSelector:
+    """metav1.LabelSelector: every `match_labels` pair and every expression must hold (an empty selector
+    selects everything, as in Kubernetes)."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """(key, operator, values): `In`, `NotIn`, `Exists`, `DoesNotExist`."""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in self.match_labels):
+            return False
+        for key, operator, values in self.match_expressions:
+            present = key in labels
+            if operator == "In" and not (present and labels[key] in values):
+                return False
+            if operator == "NotIn" and present and labels[key] in values:
+                return False
+            if operator == "Exists" and not present:
+                return False
+            if operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+SELECTOR_OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+@dataclass(frozen=True, slots=True)
 class Destination:
     """duckv1.Destination: a `ref` (resolved to its address), a `uri`, or both (the uri relative to the ref's
     address)."""
@@ -311,8 +339,12 @@ class PingSource(EventObject):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SinkBinding(EventObject):
     subject: ObjectRef
-    """The workload that gets `K_SINK` and `K_CE_OVERRIDES`: here a Knative Service (or a ContainerSource)."""
+    """The workload that gets `K_SINK` and `K_CE_OVERRIDES`: here a Knative Service (or a ContainerSource).
+    With `selector`, its `name` is empty: every workload of that kind in the namespace that the selector
+    matches is a subject."""
     sink: Destination
+    selector: LabelSelector | None = None
+    """`spec.subject.selector` (Kubernetes only)."""
     ce_overrides: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -793,38 +825,83 @@ def _is_json_object(data: bytes) -> bool:
 
 def _sink_binding(r: FieldReader, spec: Mapping[str, Any], ident: _Identity) -> SinkBinding | None:
     r.fields(spec, "spec", {"subject", "sink", "ceOverrides"})
-    subject = _subject(r, spec.get("subject"), "spec.subject", ident["namespace"])
+    found = _subject(r, spec.get("subject"), "spec.subject", ident["namespace"])
     sink = _destination(r, spec.get("sink"), "spec.sink", ident["namespace"], required=True)
     overrides = _overrides(r, spec.get("ceOverrides"), "spec.ceOverrides")
-    if subject is None or sink is None:
+    if found is None or sink is None:
         return None
-    return SinkBinding(**ident, subject=subject, sink=sink, ce_overrides=overrides)
+    subject, selector = found
+    return SinkBinding(**ident, subject=subject, sink=sink, ce_overrides=overrides, selector=selector)
 
 
-def _subject(r: FieldReader, raw: object, path: str, namespace: str) -> ObjectRef | None:
-    """tracker.Reference, named (a label `selector` is refused here); in the binding's own namespace."""
+def _subject(
+    r: FieldReader, raw: object, path: str, namespace: str
+) -> tuple[ObjectRef, LabelSelector | None] | None:
+    """tracker.Reference: a `name`, or a label `selector` (the ref's name is then empty); in the binding's
+    own namespace."""
     if raw is None:
-        r.add(path, "required: the workload to bind (apiVersion, kind and name)")
+        r.add(path, "required: the workload to bind (apiVersion, kind and name or selector)")
         return None
     obj = r.mapping(raw, path)
     if obj is None:
         return None
-    selector = "not supported here: name the subject (`name`) instead of selecting it by labels"
-    r.fields(obj, path, {"apiVersion", "kind", "name", "namespace"}, {"selector": selector})
+    r.fields(obj, path, {"apiVersion", "kind", "name", "namespace", "selector"})
     api_version = _required(r, obj, "apiVersion", path)
     r.check(join(path, "apiVersion"), api_version, qualified_name_problem)
     kind = _required(r, obj, "kind", path)
     r.check(join(path, "kind"), kind, _c_identifier_problem)
-    name = _required(r, obj, "name", path) if "selector" not in obj else None
-    r.check(join(path, "name"), name, dns1123_label_problem)
+    selector: LabelSelector | None = None
+    name: str | None = ""
+    if "selector" in obj:
+        if "name" in obj:
+            r.add(join(path, "name"), "not with a selector: a subject is named or selected (Knative rule)")
+        selector = _selector(r, obj["selector"], join(path, "selector"))
+    else:
+        name = _required(r, obj, "name", path, "the workload's name, or a `selector`")
+        r.check(join(path, "name"), name, dns1123_label_problem)
     subject_namespace = r.string(obj, "namespace", path) or namespace
     if subject_namespace != namespace:
         r.add(
             join(path, "namespace"), f"must be the SinkBinding's own namespace {namespace!r} (Knative rule)"
         )
-    if api_version is None or kind is None or name is None:
+    if api_version is None or kind is None or name is None or ("selector" in obj and selector is None):
         return None
-    return ObjectRef(kind=kind, name=name, namespace=namespace, api_version=api_version)
+    return ObjectRef(kind=kind, name=name, namespace=namespace, api_version=api_version), selector
+
+
+def _selector(r: FieldReader, raw: object, path: str) -> LabelSelector | None:
+    """metav1.LabelSelector, checked as the API server does."""
+    obj = r.mapping(raw, path)
+    if obj is None:
+        return None
+    errors = len(r.problems)
+    r.fields(obj, path, {"matchLabels", "matchExpressions"})
+    labels = r.string_map(obj, "matchLabels", path, label_value_problem)
+    expressions: list[tuple[str, str, tuple[str, ...]]] = []
+    items = r.sequence(obj.get("matchExpressions"), join(path, "matchExpressions")) or []
+    for i, item in enumerate(items):
+        where = f"{path}.matchExpressions[{i}]"
+        expression = r.mapping(item, where)
+        if expression is None:
+            continue
+        r.fields(expression, where, {"key", "operator", "values"})
+        key = _required(r, expression, "key", where)
+        r.check(join(where, "key"), key, qualified_name_problem)
+        operator = _required(r, expression, "operator", where, " or ".join(SELECTOR_OPERATORS))
+        values = r.strings(expression, "values", where)
+        for value in values:
+            r.check(join(where, "values"), value, label_value_problem)
+        if operator is not None and operator not in SELECTOR_OPERATORS:
+            r.add(join(where, "operator"), f"{operator!r} is not one of {', '.join(SELECTOR_OPERATORS)}")
+        elif operator in ("In", "NotIn") and not values:
+            r.add(join(where, "values"), f"required with {operator}: the values to match")
+        elif operator in ("Exists", "DoesNotExist") and values:
+            r.add(join(where, "values"), f"must be empty with {operator}")
+        if key is not None and operator is not None:
+            expressions.append((key, operator, values))
+    if len(r.problems) != errors:
+        return None
+    return LabelSelector(tuple(sorted(labels.items())), tuple(expressions))
 
 
 def _c_identifier_problem(kind: str) -> str | None:
@@ -1096,6 +1173,22 @@ def _platform_problems(obj: EventObject, subjects: _Refs, where: _Where) -> list
                 "or give the Job K_SINK itself"
             )
         out.append(("spec.subject", rule))
+    if isinstance(obj, SinkBinding) and obj.selector is not None:
+        if where is LOCALLY:
+            out.append(
+                (
+                    "spec.subject.selector",
+                    f"{where.unsupported}: name the subject (`name`) instead of selecting it by labels",
+                )
+            )
+        elif obj.subject.kind == "Service":
+            out.append(
+                (
+                    "spec.subject.selector",
+                    f"{where.unsupported} for a Knative Service: name it (`name`); a selector selects "
+                    "Deployments, StatefulSets, DaemonSets or CronJobs",
+                )
+            )
     return out
 
 

@@ -182,12 +182,12 @@ class KubeEventing:
                         problems
                     )
         services = [key for key in self.services.cache if key[0] and key[1]]
-        workloads = [
-            (kind, *key)
+        workloads = {
+            (kind, *key): (obj.get("metadata") or {}).get("labels") or {}
             for kind, informer in self.workload_objects.items()
-            for key in informer.cache
+            for key, obj in informer.cache.items()
             if key[0] and key[1]
-        ]
+        }
         resolved = resolve(events, services, self._configs(events), self.addresses, workloads)
         await self.feed.set(resolved.spec)
         async with self._changed:

@@ -172,11 +172,11 @@ def resolve(
     services: Collection[tuple[str, str]],
     configs: Sequence[ConfigData],
     addresses: Addresses,
-    workloads: Collection[tuple[str, str, str]] = (),
+    workloads: Mapping[tuple[str, str, str], Mapping[str, str]] | None = None,
 ) -> Resolved:
     """The spec of `events` with every address resolved: `services` are the (namespace, name) of the Knative
     Services there are, `configs` the ConfigMaps and Secrets, `addresses` where Services and Brokers
-    answer, `workloads` the (kind, namespace, name) of the workloads a SinkBinding may bind (on
+    answer, `workloads` the labels of each workload a SinkBinding may bind, by (kind, namespace, name) (on
     Kubernetes)."""
     r = _Resolver(events, services, configs, addresses)
     brokers = [r.broker(b) for b in r.brokers.values()]
@@ -188,7 +188,7 @@ def resolve(
     workload_bindings: dict[tuple[str, str, str], dict[str, str]] = {}
     sources: list[tuple[ContainerSource, dict[str, str]]] = []
     sinks: dict[tuple[str, str, str], str] = {}
-    present = set(workloads)
+    present = workloads or {}
     for obj in events:
         if isinstance(obj, Trigger):
             owner = r.brokers.get((obj.namespace, obj.broker))
@@ -251,6 +251,13 @@ def resolve(
             elif obj.subject.kind == "Service" and subject_key in r.services:
                 bindings[(obj.subject.namespace, obj.subject.name)] = binding
                 sinks[obj.key] = sink
+            elif obj.selector is not None:
+                selector = obj.selector
+                for workload, labels in present.items():
+                    kind, namespace, _ = workload
+                    if (kind, namespace) == (obj.subject.kind, obj.namespace) and selector.matches(labels):
+                        workload_bindings[workload] = binding
+                sinks[obj.key] = sink  # a selector that matches nothing yet binds what comes
             elif (workload := (obj.subject.kind, obj.subject.namespace, obj.subject.name)) in present:
                 workload_bindings[workload] = binding
                 sinks[obj.key] = sink

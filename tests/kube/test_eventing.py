@@ -281,6 +281,25 @@ def env_recorder(record_file: Path) -> dict[str, Any]:
     }
 
 
+def recorder_deployment(
+    name: str, record_file: Path, *, replicas: int, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A Deployment of `env_recorder` pods labelled `app: name` (and `labels` on the Deployment itself)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [env_recorder(record_file)]},
+            },
+        },
+    }
+
+
 def sink_of(container: dict[str, Any]) -> str | None:
     """The `K_SINK` value in a container's env, if any."""
     return next((e.get("value") for e in container.get("env") or [] if e["name"] == "K_SINK"), None)
@@ -352,19 +371,7 @@ async def test_a_sink_binding_gives_a_deployment_its_sink_and_takes_it_back(
     await kube.create(
         DEPLOYMENTS,
         NS,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "worker", "namespace": NS},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "worker"}},
-                "template": {
-                    "metadata": {"labels": {"app": "worker"}},
-                    "spec": {"containers": [env_recorder(record)]},
-                },
-            },
-        },
+        recorder_deployment("worker", record, replicas=1),
     )
     sink = "http://events.example.com/ingest"
     await kube.create(
@@ -413,7 +420,8 @@ async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_th
 ) -> None:
     """Knative's SinkBinding example binds a CronJob: the controller applies `K_SINK` to the CronJob's job
     template, and the next Job it makes starts a pod with it. A StatefulSet's pod template gets it too, and
-    its rolled pod starts with it; deleting the binding takes it back."""
+    its rolled pod starts with it; deleting the binding takes it back. A binding with a label selector binds
+    the Deployment its labels match, and not the one they do not."""
     record = tmp_path / "bound.jsonl"
     await kube.create(
         CRON_JOBS,
@@ -470,6 +478,39 @@ async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_th
             ),
         )
 
+    for name, labels in (
+        ("picked", {"app": "picked", "bind": "yes"}),
+        ("passed-over", {"app": "passed-over"}),
+    ):
+        await kube.create(DEPLOYMENTS, NS, recorder_deployment(name, record, replicas=0, labels=labels))
+    by_label = "http://events.example.com/by-label"
+    await kube.create(
+        SINK_BINDINGS,
+        NS,
+        eventing_object(
+            "SinkBinding",
+            "bind-by-label",
+            {
+                "subject": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "selector": {"matchLabels": {"bind": "yes"}},
+                },
+                "sink": {"uri": by_label},
+            },
+        ),
+    )
+
+    async def selected() -> bool:
+        picked = await kube.get(DEPLOYMENTS, NS, "picked")
+        (container,) = picked["spec"]["template"]["spec"]["containers"]
+        return sink_of(container) == by_label
+
+    await eventually(selected, 60, "K_SINK in the Deployment the selector matches", platform)
+    passed_over = await kube.get(DEPLOYMENTS, NS, "passed-over")
+    (container,) = passed_over["spec"]["template"]["spec"]["containers"]
+    assert sink_of(container) is None
+
     async def templates_bound() -> bool:
         cron = await kube.get(CRON_JOBS, NS, "heartbeat")
         keeper = await kube.get(STATEFUL_SETS, NS, "keeper")
@@ -488,7 +529,7 @@ async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_th
     await eventually(
         both_started, 150, "a Job's pod and the StatefulSet's pod started with their K_SINK", platform
     )
-    for name in ("heartbeat", "keeper"):
+    for name in ("heartbeat", "keeper", "by-label"):
         await kube.delete(SINK_BINDINGS, NS, f"bind-{name}")
     await kube.delete(CRON_JOBS, NS, "heartbeat")
 
@@ -497,5 +538,13 @@ async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_th
         (container,) = keeper["spec"]["template"]["spec"]["containers"]
         return sink_of(container) is None
 
+    async def unselected() -> bool:
+        picked = await kube.get(DEPLOYMENTS, NS, "picked")
+        (container,) = picked["spec"]["template"]["spec"]["containers"]
+        return sink_of(container) is None
+
     await eventually(unbound, 60, "K_SINK taken back from the StatefulSet", platform)
+    await eventually(unselected, 60, "K_SINK taken back from the selected Deployment", platform)
     await kube.delete(STATEFUL_SETS, NS, "keeper")
+    for name in ("picked", "passed-over"):
+        await kube.delete(DEPLOYMENTS, NS, name)

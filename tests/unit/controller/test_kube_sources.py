@@ -5,7 +5,7 @@ the queue-proxy), taken back from a workload no binding names, and nothing writt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.kube.eventing import KubeAddresses, read_object
@@ -189,13 +189,18 @@ class RecordingKube:
         return obj
 
 
-def binding(name: str, subject: dict[str, str]) -> dict[str, Any]:
+def binding(name: str, subject: Mapping[str, Any]) -> dict[str, Any]:
     return api_object("SinkBinding", name, {"subject": subject, "sink": {"ref": BROKER_REF}})
 
 
-def resolved_with(*objs: dict[str, Any], workloads: Sequence[tuple[str, str, str]] = ()) -> Resolved:
+def resolved_with(
+    *objs: dict[str, Any],
+    workloads: Sequence[tuple[str, str, str]] | Mapping[tuple[str, str, str], Mapping[str, str]] = (),
+) -> Resolved:
+    """`workloads`: their (kind, namespace, name), with their labels where those matter."""
     events = [read(api_object("Broker", "default", {})), *(read(o) for o in objs)]
-    return resolve(events, {("team", "display")}, [], ADDRESSES, workloads)
+    labels = workloads if isinstance(workloads, Mapping) else {key: {} for key in workloads}
+    return resolve(events, {("team", "display")}, [], ADDRESSES, labels)
 
 
 async def test_bindings_reach_a_deployment_and_a_services_user_containers() -> None:
@@ -299,6 +304,67 @@ async def test_a_stateful_set_and_a_cron_job_are_bound_and_taken_back() -> None:
     assert sorted((m, o["kind"], "spec" in o) for m, o in kube.applied) == [
         (BINDING_MANAGER, "CronJob", False),
         (BINDING_MANAGER, "StatefulSet", False),
+    ]
+
+
+def test_a_selector_binds_every_workload_of_its_kind_whose_labels_match() -> None:
+    selected = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "selector": {
+            "matchLabels": {"app": "beat"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["test"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        },
+    }
+    resolved = resolved_with(
+        binding("by-label", selected),
+        workloads={
+            ("Deployment", "team", "a"): {"app": "beat"},
+            ("Deployment", "team", "b"): {"app": "beat", "tier": "prod"},
+            ("Deployment", "team", "c"): {"app": "beat", "tier": "test"},
+            ("Deployment", "team", "d"): {"app": "beat", "legacy": "yes"},
+            ("Deployment", "team", "e"): {"app": "other"},
+            ("Deployment", "elsewhere", "f"): {"app": "beat"},
+            ("StatefulSet", "team", "g"): {"app": "beat"},
+        },
+    )
+    assert set(resolved.workload_bindings) == {("Deployment", "team", "a"), ("Deployment", "team", "b")}
+    assert resolved.sinks[("SinkBinding", "team", "by-label")] == BROKER
+    nothing_yet = resolved_with(binding("by-label", selected))
+    assert nothing_yet.not_ready == {}, "a selector that matches nothing yet is not an error"
+
+
+def test_a_selector_is_checked_as_the_api_server_does() -> None:
+    def problems(subject: dict[str, Any]) -> list[str]:
+        obj = api_object("SinkBinding", "b", {"subject": subject, "sink": {"ref": BROKER_REF}})
+        return read_object(obj)[1]
+
+    deployments = {"apiVersion": "apps/v1", "kind": "Deployment"}
+    assert problems({**deployments, "name": "w", "selector": {"matchLabels": {"a": "b"}}}) == [
+        "spec.subject.name: not with a selector: a subject is named or selected (Knative rule)"
+    ]
+    bad = {
+        "matchLabels": {"app": "-no-"},
+        "matchExpressions": [
+            {"key": "a", "operator": "Matches", "values": ["x"]},
+            {"key": "b", "operator": "In"},
+            {"key": "c", "operator": "Exists", "values": ["x"]},
+        ],
+    }
+    found = problems({**deployments, "selector": bad})
+    assert [p.split(":")[0] for p in found] == [
+        "spec.subject.selector.matchLabels.app",
+        "spec.subject.selector.matchExpressions[0].operator",
+        "spec.subject.selector.matchExpressions[1].values",
+        "spec.subject.selector.matchExpressions[2].values",
+    ], found
+    service = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "selector": {"matchLabels": {}}}
+    assert problems(service) == [
+        "spec.subject.selector: is not supported on Kubernetes for a Knative Service: name it (`name`); a "
+        "selector selects Deployments, StatefulSets, DaemonSets or CronJobs"
     ]
 
 

@@ -737,16 +737,24 @@ INVALID = [
         "spec.subject!",
         None,
         "spec.subject",
-        "required: the workload to bind (apiVersion, kind and name)",
+        "required: the workload to bind (apiVersion, kind and name or selector)",
         id="subject-missing",
     ),
     pytest.param(
         "SinkBinding",
         "spec.subject",
-        {"apiVersion": "apps/v1", "kind": "Deployment", "selector": {"matchLabels": {"app": "a"}}},
-        "spec.subject.selector",
-        "not supported here: name the subject (`name`) instead of selecting it by labels",
-        id="subject-selector",
+        {"apiVersion": "apps/v1", "kind": "Deployment"},
+        "spec.subject.name",
+        "required: the workload's name, or a `selector`",
+        id="subject-unnamed",
+    ),
+    pytest.param(
+        "SinkBinding",
+        "spec.subject",
+        {"apiVersion": "apps/v1", "kind": "Deployment", "selector": {"matchExpressions": [{"key": "a"}]}},
+        "spec.subject.selector.matchExpressions[0].operator",
+        "required: In or NotIn or Exists or DoesNotExist",
+        id="subject-selector-operator",
     ),
     pytest.param(
         "SinkBinding",
@@ -1105,6 +1113,18 @@ LOCAL = [
         "apps/v1 Deployment 'worker' is not supported locally: a subject here must be a "
         f"serving.knative.dev/v1 Service, {LOCAL_ONLY}",
         id="subject-deployment",
+    ),
+    pytest.param(
+        "SinkBinding",
+        "spec.subject",
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "selector": {"matchLabels": {"app": "a"}},
+        },
+        "spec.subject.selector",
+        "is not supported locally: name the subject (`name`) instead of selecting it by labels",
+        id="subject-selector",
     ),
     pytest.param(
         "ContainerSource",
