@@ -248,5 +248,7 @@ class Workloads:
             kind, namespace, name = workload
             subject = workloads.get(kind, {}).get((namespace, name))
             if subject is not None:
-                wanted[workload] = (_container_names(subject, kind, user_only=False), binding)
+                # A Knative Service's revision Deployment that a selector matched: never the queue-proxy.
+                revision = SERVICE in ((subject.get("metadata") or {}).get("labels") or {})
+                wanted[workload] = (_container_names(subject, kind, user_only=revision), binding)
         return wanted

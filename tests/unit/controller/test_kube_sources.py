@@ -337,6 +337,21 @@ def test_a_selector_binds_every_workload_of_its_kind_whose_labels_match() -> Non
     assert nothing_yet.not_ready == {}, "a selector that matches nothing yet is not an error"
 
 
+async def test_a_selected_revision_deployment_gets_no_variables_in_its_queue_proxy() -> None:
+    kube = RecordingKube()
+    revision = deployment(
+        "display-00001-deployment",
+        [{"name": "user-container"}, {"name": "queue-proxy"}],
+        **{"serving.knative.dev/service": "display", "team": "blue"},
+    )
+    selected = {"apiVersion": "apps/v1", "kind": "Deployment", "selector": {"matchLabels": {"team": "blue"}}}
+    key = ("Deployment", "team", "display-00001-deployment")
+    resolved = resolved_with(binding("by-team", selected), workloads={key: {"team": "blue"}})
+    await Workloads(kube).apply(resolved, {}, {"Deployment": {key[1:]: revision}})  # type: ignore[arg-type]
+    ((_, body),) = kube.applied
+    assert [c["name"] for c in body["spec"]["template"]["spec"]["containers"]] == ["user-container"]
+
+
 def test_a_selector_is_checked_as_the_api_server_does() -> None:
     def problems(subject: dict[str, Any]) -> list[str]:
         obj = api_object("SinkBinding", "b", {"subject": subject, "sink": {"ref": BROKER_REF}})
