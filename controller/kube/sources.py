@@ -67,7 +67,7 @@ def _template_path(kind: str) -> tuple[str, ...]:
     return ("spec", "jobTemplate", "spec", "template") if kind == CRON_JOBS.kind else ("spec", "template")
 
 
-def _containers(workload: Mapping[str, Any], kind: str = DEPLOYMENTS.kind) -> list[Mapping[str, Any]]:
+def _containers(workload: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
     """The containers of the pod template of `workload`, a `kind`."""
     found: Mapping[str, Any] = workload
     for step in _template_path(kind):
@@ -134,14 +134,14 @@ def binding_apply(
     return resource, body
 
 
-def bound_by_us(deployment: Mapping[str, Any]) -> bool:
-    """Whether `deployment` carries fields `BINDING_MANAGER` applied."""
-    fields = (deployment.get("metadata") or {}).get("managedFields") or []
+def bound_by_us(workload: Mapping[str, Any]) -> bool:
+    """Whether `workload` carries fields `BINDING_MANAGER` applied."""
+    fields = (workload.get("metadata") or {}).get("managedFields") or []
     return any(f.get("manager") == BINDING_MANAGER and f.get("operation") == "Apply" for f in fields)
 
 
 def current_binding(
-    workload: Mapping[str, Any], containers: Iterable[str], kind: str = DEPLOYMENTS.kind
+    workload: Mapping[str, Any], containers: Iterable[str], kind: str
 ) -> dict[str, dict[str, str]]:
     """container -> the binding variables it has now, in `workload` (a `kind`)."""
     wanted = set(containers)
@@ -156,9 +156,12 @@ def current_binding(
     }
 
 
-def _container_names(workload: Mapping[str, Any], kind: str, *, user_only: bool) -> list[str]:
+def _container_names(workload: Mapping[str, Any], kind: str) -> list[str]:
+    """The containers a binding gives its variables to: every one, but a Knative Service's revision
+    Deployment's queue-proxy (whether the Service is the subject or a selector matched the Deployment)."""
     names = [str(c.get("name")) for c in _containers(workload, kind) if c.get("name")]
-    return [n for n in names if not (user_only and n == QUEUE_PROXY)]
+    revision = SERVICE in ((workload.get("metadata") or {}).get("labels") or {})
+    return [n for n in names if not (revision and n == QUEUE_PROXY)]
 
 
 def _available(deployment: Mapping[str, Any] | None) -> bool:
@@ -241,14 +244,12 @@ class Workloads:
             service = labels.get(SERVICE)
             if service is not None and (namespace, service) in resolved.bindings:
                 wanted[(DEPLOYMENTS.kind, namespace, name)] = (
-                    _container_names(deployment, DEPLOYMENTS.kind, user_only=True),
+                    _container_names(deployment, DEPLOYMENTS.kind),
                     resolved.bindings[(namespace, service)],
                 )
         for workload, binding in resolved.workload_bindings.items():
             kind, namespace, name = workload
             subject = workloads.get(kind, {}).get((namespace, name))
             if subject is not None:
-                # A Knative Service's revision Deployment that a selector matched: never the queue-proxy.
-                revision = SERVICE in ((subject.get("metadata") or {}).get("labels") or {})
-                wanted[workload] = (_container_names(subject, kind, user_only=revision), binding)
+                wanted[workload] = (_container_names(subject, kind), binding)
         return wanted

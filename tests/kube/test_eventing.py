@@ -281,22 +281,26 @@ def env_recorder(record_file: Path) -> dict[str, Any]:
     }
 
 
-def recorder_deployment(
-    name: str, record_file: Path, *, replicas: int, labels: dict[str, str] | None = None
+def recorder_workload(
+    kind: str, name: str, record_file: Path, *, replicas: int, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """A Deployment of `env_recorder` pods labelled `app: name` (and `labels` on the Deployment itself)."""
+    """A Deployment or StatefulSet of `env_recorder` pods labelled `app: name` (and `labels` on the workload
+    itself)."""
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [env_recorder(record_file)]},
+        },
+    }
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind,
         "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [env_recorder(record_file)]},
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -371,7 +375,7 @@ async def test_a_sink_binding_gives_a_deployment_its_sink_and_takes_it_back(
     await kube.create(
         DEPLOYMENTS,
         NS,
-        recorder_deployment("worker", record, replicas=1),
+        recorder_workload("Deployment", "worker", record, replicas=1),
     )
     sink = "http://events.example.com/ingest"
     await kube.create(
@@ -442,24 +446,7 @@ async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_th
             },
         },
     )
-    await kube.create(
-        STATEFUL_SETS,
-        NS,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": "keeper", "namespace": NS},
-            "spec": {
-                "replicas": 1,
-                "serviceName": "keeper",
-                "selector": {"matchLabels": {"app": "keeper"}},
-                "template": {
-                    "metadata": {"labels": {"app": "keeper"}},
-                    "spec": {"containers": [env_recorder(record)]},
-                },
-            },
-        },
-    )
+    await kube.create(STATEFUL_SETS, NS, recorder_workload("StatefulSet", "keeper", record, replicas=1))
     sinks = {"CronJob": "http://events.example.com/beats", "StatefulSet": "http://events.example.com/keeper"}
     for (api_version, kind), name in (
         (("batch/v1", "CronJob"), "heartbeat"),
@@ -482,7 +469,9 @@ async def test_a_sink_binding_gives_a_cron_jobs_jobs_and_a_stateful_sets_pods_th
         ("picked", {"app": "picked", "bind": "yes"}),
         ("passed-over", {"app": "passed-over"}),
     ):
-        await kube.create(DEPLOYMENTS, NS, recorder_deployment(name, record, replicas=0, labels=labels))
+        await kube.create(
+            DEPLOYMENTS, NS, recorder_workload("Deployment", name, record, replicas=0, labels=labels)
+        )
     by_label = "http://events.example.com/by-label"
     await kube.create(
         SINK_BINDINGS,

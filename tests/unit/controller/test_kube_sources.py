@@ -174,7 +174,7 @@ def test_current_binding_reads_only_the_binding_variables() -> None:
             {"name": "side"},
         ],
     )
-    assert current_binding(live, ["main", "side"]) == {"main": {"K_SINK": BROKER}, "side": {}}
+    assert current_binding(live, ["main", "side"], "Deployment") == {"main": {"K_SINK": BROKER}, "side": {}}
 
 
 class RecordingKube:
