@@ -3,11 +3,18 @@
 Per proxied request: one scan of the request head, the header rules, stats in/out, the breaker (when
 containerConcurrency > 0), an in-flight entry carrying the total deadline, the engine's forward, one metrics
 observation.
+
+Two ways in, one behaviour. The usual request (HTTP/1.1, arrived whole, no probe, no upgrade, a free breaker
+slot, an idle connection to the app, tracing off) is forwarded from the read that completed it (`fast`, the
+engine's `FastPath`), and its end is recorded from the callback that relays the app's last byte: no task is
+woken for it, which is most of what a coroutine per request costs. Everything else runs in the engine's
+handler task (`__call__`), which may wait: for a breaker slot, a new connection, a probe's readiness check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol
@@ -23,12 +30,15 @@ from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.contract.probe import token_matches
-from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
+from serving.http import Exchange, ForwardTimeouts, Headers, Request, UpstreamConnectError, UpstreamPool
+from serving.http.upstream import StaleConnection
 from serving.tally import RequestTally
 from serving.tracer import QUEUE_WAIT, Tracer
 
 if TYPE_CHECKING:
     from serving.http import H2UpstreamPool
+
+logger = logging.getLogger(__name__)
 
 CLIENT_GONE: Final = 499
 """Recorded (never sent) when the client left before its response ended; nginx's convention."""
@@ -121,18 +131,14 @@ class QueueHandler:
         headers = request.headers
         seen = scan(headers)
         if seen:  # else nothing to answer here or to rewrite: the usual bare request
-            # A probe from anything but the platform (without the revision's token, when there is one) is an
-            # ordinary request for the app.
-            if not self._probe_token or token_matches(self._probe_token, seen.get(header.PROBE_TOKEN)):
+            if self._is_probe(seen):
                 probe = seen.get(header.NETWORK_PROBE)
                 if probe == header.PROBE_PROBE:
                     await self._network_probe(exchange, seen.get(header.NETWORK_HASH))
-                    return
-                user_agent = seen.get(header.USER_AGENT, "")
-                if header.is_health_check(user_agent, header.KUBELET_PROBE in seen):
-                    agent = user_agent.startswith(header.ACTIVATOR_PROBE_UA)
+                else:
+                    agent = seen.get(header.USER_AGENT, "").startswith(header.ACTIVATOR_PROBE_UA)
                     await self._health_check(exchange, probe, agent)
-                    return
+                return
             proxied = prepare(headers, seen)
         else:
             proxied = False
@@ -188,19 +194,140 @@ class QueueHandler:
             end = self._now()
             self._stats.request_out(end, proxied)
             self._in_flight.discard(task, upgrade)
-            self._tally.observe(status, end - start)
-            if self._request_log is not None:
-                self._request_log.write(
-                    method=request.method,
-                    target=request.target,
-                    status=status,
-                    seconds=end - start,
-                    client=request.client[0],
-                    user_agent=seen.get(header.USER_AGENT, ""),
-                    proxied=proxied,
-                )
+            self._record(request, status, start, end, seen, proxied)
             if span is not None:
                 span.finish(status, {QUEUE_WAIT: waited})
+
+    def _is_probe(self, seen: dict[str, str]) -> bool:
+        """Whether the request is a probe answered here: a network probe or a health check, from the platform.
+        A probe from anything else (without the revision's token, when there is one) is a request for the
+        app."""
+        if self._probe_token and not token_matches(self._probe_token, seen.get(header.PROBE_TOKEN)):
+            return False
+        if seen.get(header.NETWORK_PROBE) == header.PROBE_PROBE:
+            return True
+        return header.is_health_check(seen.get(header.USER_AGENT, ""), header.KUBELET_PROBE in seen)
+
+    def _record(
+        self, request: Request, status: int, start: float, end: float, seen: dict[str, str], proxied: bool
+    ) -> None:
+        """The request's metrics observation and access-log line."""
+        self._tally.observe(status, end - start)
+        if self._request_log is not None:
+            self._request_log.write(
+                method=request.method,
+                target=request.target,
+                status=status,
+                seconds=end - start,
+                client=request.client[0],
+                user_agent=seen.get(header.USER_AGENT, ""),
+                proxied=proxied,
+            )
+
+    # -- the fast path ------------------------------------------------------------------------------------
+
+    def fast(self, exchange: Exchange) -> bool:
+        """The engine's `FastPath`: forward a plain request now, from the read that completed it, when nothing
+        would make it wait; False (nothing done) leaves it to `__call__` in the handler task."""
+        if self._tracer is not None or not exchange.forwardable_now:
+            return False
+        request = exchange.request
+        headers = request.headers
+        seen = scan(headers)
+        timeout = self._timeout
+        if seen:
+            if self._is_probe(seen):
+                return False
+            sooner = header.sooner_grpc_timeout(seen.get(header.GRPC_TIMEOUT), timeout)
+            if sooner is not None:
+                timeout = sooner
+        breaker = self._breaker
+        if breaker is not None and not breaker.try_acquire():
+            return False  # queued in the task, or refused there
+        pool = self._pool
+        conn = pool.take_idle(exchange.connection.loop)
+        if conn is None:
+            if breaker is not None:
+                breaker.release()
+            return False  # a new connection is awaited in the task
+        proxied = prepare(headers, seen) if seen else False
+        start = self._now()
+        forwarded = _Forwarded(self, exchange, seen, proxied, start)
+        try:
+            exchange.forward_now(conn, headers, self._timeouts, forwarded)
+        except BaseException:
+            exchange.abandon()
+            conn.close()
+            if breaker is not None:
+                breaker.release()
+            raise  # a bug: the engine answers 500
+        # Counted once the request is on its way: its end cannot come before this callback returns.
+        self._drainer.last_request = start
+        self._stats.request_in(start, proxied)
+        self._in_flight.add(forwarded, exchange, False, start + timeout)
+        return True
+
+    def _forward_ended(self, forwarded: _Forwarded, status: int) -> None:
+        """A fast-path request's end, whichever way it ended: the bookkeeping `__call__` does in `finally`."""
+        forwarded.finished = True
+        connecting = forwarded.connecting
+        if connecting is not None:
+            forwarded.connecting = None
+            connecting.cancel()
+        end = self._now()
+        if self._breaker is not None:
+            self._breaker.release()
+        self._stats.request_out(end, forwarded.proxied)
+        self._in_flight.discard(forwarded, False)
+        exchange = forwarded.exchange
+        self._record(exchange.request, status, forwarded.start, end, forwarded.seen, forwarded.proxied)
+        exchange.finished()
+
+    def _forward_failed(self, forwarded: _Forwarded, error: BaseException) -> None:
+        """A fast-path request did not get the app's whole response: answered as `__call__` answers."""
+        exchange = forwarded.exchange
+        if isinstance(error, asyncio.CancelledError):
+            self._forward_ended(forwarded, CLIENT_GONE)  # the client left; nothing can be answered
+            return
+        if isinstance(error, StaleConnection) and not forwarded.retried:
+            # A pooled connection the app had closed; nothing reached it: once more, as `forward` retries.
+            forwarded.retried = True
+            conn = self._pool.take_idle(exchange.connection.loop)
+            if conn is not None:
+                exchange.forward_now(conn, exchange.request.headers, self._timeouts, forwarded)
+            else:
+                forwarded.connecting = exchange.connection.loop.create_task(self._reconnect(forwarded))
+            return
+        if isinstance(error, HANDLED):
+            response = response_for(error)
+            if not exchange.response_started:
+                exchange.respond_now(response.status, response.headers, response.body)
+            status = response.status
+        else:
+            request = exchange.request
+            logger.error("forwarding failed: %s %s", request.method, request.target, exc_info=error)
+            status = 500
+            if not exchange.response_started:
+                exchange.respond_now(500, _TEXT, b"internal error\n")
+        self._forward_ended(forwarded, status)
+
+    async def _reconnect(self, forwarded: _Forwarded) -> None:
+        """A fast-path request's retry after a stale connection, when no other idle one was left."""
+        failure: UpstreamConnectError | None = None
+        try:
+            conn = await self._pool.connect(self._timeouts.connect)
+        except UpstreamConnectError as error:
+            failure = error
+        if forwarded.connecting is not asyncio.current_task():
+            if failure is None:
+                conn.close()  # the request ended meanwhile (client gone, deadline)
+            return
+        forwarded.connecting = None
+        if failure is not None:
+            self._forward_failed(forwarded, failure)
+            return
+        exchange = forwarded.exchange
+        exchange.forward_now(conn, exchange.request.headers, self._timeouts, forwarded)
 
     async def _network_probe(self, exchange: ProxiedExchange, probe_hash: str | None) -> None:
         """Knative's network probe: echo `K-Network-Hash` so the prober knows this path reaches us."""
@@ -228,3 +355,42 @@ class QueueHandler:
         if not exchange.response_started:
             await exchange.respond(response.status, response.headers, response.body)
         return response.status
+
+
+class _Forwarded:
+    """A request on the fast path while it is forwarded: told its end by the engine (the `Completion` of
+    `Exchange.forward_now`), and its in-flight entry, which the deadline sweeper cancels (`InFlight`)."""
+
+    __slots__ = ("connecting", "exchange", "finished", "handler", "proxied", "retried", "seen", "start")
+
+    def __init__(
+        self, handler: QueueHandler, exchange: Exchange, seen: dict[str, str], proxied: bool, start: float
+    ) -> None:
+        self.handler = handler
+        self.exchange = exchange
+        self.seen = seen
+        self.proxied = proxied
+        self.start = start
+        self.finished = False
+        self.retried = False
+        self.connecting: asyncio.Task[None] | None = None
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: int, /) -> None:
+        if not self.finished:
+            self.handler._forward_ended(self, result)
+
+    def set_exception(self, exception: type | BaseException, /) -> None:
+        if not self.finished:
+            error = exception() if isinstance(exception, type) else exception
+            self.handler._forward_failed(self, error)
+
+    def cancel(self) -> bool:
+        """The request's deadline passed: stop forwarding and answer 504 (if nothing was sent yet)."""
+        if self.finished:
+            return False
+        self.exchange.abandon()
+        self.handler._forward_failed(self, RequestTimeout())
+        return True

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,16 @@ class Started(Protocol):
     def response_started(self) -> bool: ...
 
 
+class Cancellable(Protocol):
+    """What a request in flight is known by: the handler task running it, or the record of a request forwarded
+    without a task (`queueproxy.handler`), which ends it with a timeout answer at once when cancelled."""
+
+    def cancel(self) -> bool: ...
+
+
 class InFlight:
-    """Handler tasks of proxied requests with their deadlines; plain requests and upgrades apart.
+    """Proxied requests (their handler tasks, or records of requests forwarded without one) with their
+    deadlines; plain requests and upgrades apart.
 
     An upgraded connection (websocket) that got its 101 is exempt from the request timeout: it is a
     long-lived connection, not a slow request. At shutdown plain requests are waited for; upgrades get a
@@ -44,8 +52,8 @@ class InFlight:
     __slots__ = ("_entries", "_expired", "_idle", "_now", "_plain", "_sweep", "_sweep_at", "_waiting")
 
     def __init__(self, *, now: Callable[[], float] = time.monotonic) -> None:
-        self._entries: dict[asyncio.Task[None], tuple[float, Started, bool]] = {}
-        self._expired: set[asyncio.Task[None]] = set()
+        self._entries: dict[Cancellable, tuple[float, Started, bool]] = {}
+        self._expired: set[Cancellable] = set()
         self._plain = 0
         self._waiting = False
         self._idle = asyncio.Event()
@@ -63,7 +71,7 @@ class InFlight:
         """Plain (not upgraded) requests in flight."""
         return self._plain
 
-    def add(self, task: asyncio.Task[None], exchange: Started, upgrade: bool, deadline: float) -> None:
+    def add(self, task: Cancellable, exchange: Started, upgrade: bool, deadline: float) -> None:
         self._entries[task] = (deadline, exchange, upgrade)
         if not upgrade:
             self._plain += 1
@@ -71,7 +79,7 @@ class InFlight:
             self._sweep_at = -math.inf
             self._sweep.set()
 
-    def discard(self, task: asyncio.Task[None], upgrade: bool) -> None:
+    def discard(self, task: Cancellable, upgrade: bool) -> None:
         del self._entries[task]
         if self._expired:
             self._expired.discard(task)
@@ -80,21 +88,23 @@ class InFlight:
             if self._waiting and not self._plain:
                 self._idle.set()
 
-    def expired(self, task: asyncio.Task[None]) -> bool:
+    def expired(self, task: Cancellable) -> bool:
         """Whether the sweeper cancelled `task` because its deadline passed."""
         return task in self._expired
 
     def expire(self) -> int:
-        """Cancel every task past its deadline (once); returns how many were cancelled now."""
+        """Cancel every request past its deadline (once); returns how many were cancelled now."""
         now = self._now()
-        cancelled = 0
-        for task, (deadline, exchange, upgrade) in self._entries.items():
-            if now < deadline or task in self._expired or (upgrade and exchange.response_started):
-                continue
+        due = [
+            task
+            for task, (deadline, exchange, upgrade) in self._entries.items()
+            if now >= deadline and task not in self._expired and not (upgrade and exchange.response_started)
+        ]
+        for task in due:
+            # Listed first: a request forwarded without a task leaves `_entries` as it is cancelled.
             self._expired.add(task)
             task.cancel()
-            cancelled += 1
-        return cancelled
+        return len(due)
 
     async def run_sweeper(self, interval: float = SWEEP_INTERVAL) -> None:
         """Expire requests past their deadline, sleeping until the next deadline that can expire."""
@@ -148,4 +158,5 @@ class InFlight:
             await asyncio.wait(upgrades, timeout=CANCEL_GRACE)
 
     def _upgrades(self) -> set[asyncio.Task[None]]:
-        return {task for task, (_, _, upgrade) in self._entries.items() if upgrade}
+        """Upgraded requests' tasks (an upgrade is never forwarded without its task)."""
+        return {cast(asyncio.Task[None], task) for task, (_, _, upgrade) in self._entries.items() if upgrade}

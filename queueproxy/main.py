@@ -125,7 +125,7 @@ def _build(config: Config) -> _Parts:
 async def run(config: Config, terminating: asyncio.Event) -> None:
     ports, parts = config.ports, _build(config)
     try:
-        server = await serve(parts.handler, ports.bind_address, ports.serving)
+        server = await serve(parts.handler, ports.bind_address, ports.serving, fast=parts.handler.fast)
     except OSError as exc:
         raise OSError(
             exc.errno, f"main server cannot listen on port {ports.serving}: {exc.strerror}"

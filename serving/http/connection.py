@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Exchange], Awaitable[None]]
 
+FastPath = Callable[[Exchange], bool]
+"""A handler's synchronous way in: called for a request that arrived whole, when nothing runs before it, from
+the read that completed it. True: it took the exchange, forwarding it without a task (`Exchange.forward_now`),
+and will call `Exchange.finished` at its end. False: it did nothing, and the handler runs in the task."""
+
 # After a response that leaves unread request bytes behind, the engine half-closes and keeps reading (and
 # dropping) for this long before closing: closing at once would reset the connection and could destroy the
 # response before the client reads it (the "lingering close" of RFC 9112 section 9.6).
@@ -143,9 +148,16 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
     once, and the parser copies out what it keeps).
     """
 
-    def __init__(self, handler: Handler, limits: ServerLimits, registry: Connections) -> None:
+    def __init__(
+        self, handler: Handler, limits: ServerLimits, registry: Connections, fast: FastPath | None = None
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self._handler = handler
+        self._fast = fast
+        self._undispatched: Exchange | None = None
+        """The first queued exchange, whose head completed in the read being parsed: dispatched after it."""
+        self._running_fast: Exchange | None = None
+        """The exchange the fast path took, until it calls `Exchange.finished`."""
         self._limits = limits
         self._registry = registry
         self.transport: asyncio.Transport | None = None
@@ -231,6 +243,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
+            self._dispatch_parsed(fast=False)
             rest = bytes(data[exc.args[0] :])
             if self._h2c is not None:
                 self._switch_to_h2c(rest)
@@ -255,7 +268,13 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 self._reject(500)
             else:
                 self._reject(400)
+            ex = self._undispatched
+            if ex is not None and (ex.body_failed or ex.state != NEW):
+                self._undispatched = None  # answered by `_reject`
+            self._dispatch_parsed(fast=False)
             return
+        if self._undispatched is not None:
+            self._dispatch_parsed(fast=True)
         if self._in_head:
             if not in_head:
                 # A head began in this read and is still incomplete: from now on it is timed (slowloris).
@@ -394,6 +413,10 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         listener = self.write_listener
         if listener is not None:
             listener.client_lost()
+        fast = self._running_fast
+        if fast is not None:
+            self._running_fast = None
+            fast.client_left()
         idle = self._idle
         if idle is not None:
             self._idle = None
@@ -503,12 +526,10 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         queue.append(ex)
         self._deadline = None  # the handler's time is the handler's business
         if len(queue) == 1:
-            idle = self._idle
-            if idle is not None:
-                self._idle = None
-                idle.set_result(None)
-            elif self._task is None:
-                self._task = self.loop.create_task(self._serve())
+            if self._fast is not None:
+                self._undispatched = ex  # after this read: only then is it known whether the body came too
+            else:
+                self._dispatch(ex, fast=False)
         else:
             self.pause(wire.PAUSE_PIPELINE)
 
@@ -525,6 +546,46 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         ex.body_ended()
 
     # -- exchanges ----------------------------------------------------------------------------------------
+
+    def _dispatch_parsed(self, *, fast: bool) -> None:
+        ex = self._undispatched
+        if ex is not None:
+            self._undispatched = None
+            self._dispatch(ex, fast=fast)
+
+    def _dispatch(self, ex: Exchange, *, fast: bool) -> None:
+        """Start the first queued exchange (nothing runs before it): on the fast path when it is `fast`-able,
+        arrived whole and the handler takes it; otherwise in the connection's task."""
+        if fast and ex.body_complete and self._fast is not None and not self._closed:
+            self._running_fast = ex
+            try:
+                taken = self._fast(ex)
+            except Exception:
+                self._running_fast = None
+                logger.exception("handler failed: %s %s", ex.request.method, ex.request.target)
+                if ex.state == NEW:
+                    ex.mark_aborted()
+                    self._write_error(500, ex.request.method == "HEAD")
+                else:
+                    self.abort()
+                return
+            if taken:
+                return
+            self._running_fast = None
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set_result(None)
+        elif self._task is None:
+            self._task = self.loop.create_task(self._serve())
+
+    def fast_finished(self, ex: Exchange) -> None:
+        """The fast path finished `ex` (`Exchange.finished`): go on to the next request, if one is queued."""
+        if self._running_fast is not ex:
+            return  # the connection was lost meanwhile
+        self._running_fast = None
+        if self._finish_exchange(ex, _OK) and self._queue:
+            self._dispatch(self._queue[0], fast=True)
 
     async def _serve(self) -> None:
         """The connection's task: each queued exchange in turn, then a wait for the next request.
@@ -565,8 +626,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 if not queue:
                     idle = self._idle = self.loop.create_future()
                     await idle  # resolved by the next request's head, or by the connection's loss
-                    if not queue:
-                        return
+                    if not queue or self._closed:
+                        return  # (lost while the fast path had the exchange queued: it ends it)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None

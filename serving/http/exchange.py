@@ -17,7 +17,7 @@ from serving.http.error import UpstreamConnectError, UpstreamError
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.pool import UpstreamPool
 from serving.http.state import ABORTED, DONE, NEW, STARTED, keeps_alive
-from serving.http.upstream import ForwardTimeouts, StaleConnection
+from serving.http.upstream import Completion, ForwardTimeouts, StaleConnection, UpstreamConnection
 
 if TYPE_CHECKING:
     from serving.http.connection import ServerConnection
@@ -64,6 +64,9 @@ class Exchange:
     # Bytes after an upgrade request, held until the upstream switches protocols.
     _raw: list[bytes] | None = None
     _raw_sink: Callable[[bytes], None] | None = None
+    # A forward started by `forward_now`, while it runs.
+    _upstream: UpstreamConnection | None = None
+    _done: Completion | None = None
 
     def __init__(self, conn: ServerConnection, request: Request) -> None:
         self.request = request
@@ -125,12 +128,16 @@ class Exchange:
         it is closed after the response, because the rest of the body cannot be told from the next request
         without reading it all.
         """
+        self.respond_now(status, headers, body)
+        await self._conn.drain()
+
+    def respond_now(self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"") -> None:
+        """`respond` without waiting for the client to read it: for a handler answering from a callback."""
         if self._state != NEW:
             raise RuntimeError("a response was already sent on this exchange")
         if status < 200:
             raise ValueError("interim (1xx) responses cannot be sent with respond()")
         request = self.request
-        conn = self._conn
         keep = self.decide_keep(False)
         parts = [wire.status_line(status)]
         if headers:
@@ -148,8 +155,7 @@ class Exchange:
         self._state = DONE
         if not self._body_complete:
             self.discard_body()
-        conn.write(b"".join(parts))
-        await conn.drain()
+        self._conn.write(b"".join(parts))
 
     async def forward(
         self,
@@ -191,7 +197,8 @@ class Exchange:
             conn = pool.take_idle(loop)
             if conn is None:
                 conn = await pool.connect(timeouts.connect)
-            done = conn.start(self, head, extra, timeouts)
+            done: asyncio.Future[int] = loop.create_future()
+            conn.start(self, head, extra, timeouts, done)
             try:
                 return await done
             except StaleConnection as exc:
@@ -216,6 +223,52 @@ class Exchange:
             except asyncio.CancelledError:
                 conn.cancel(self)
                 raise
+
+    @property
+    def forwardable_now(self) -> bool:
+        """Whether `forward_now` may take this exchange: it arrived whole, asks no upgrade, and nothing of it
+        was answered or forwarded yet."""
+        return (
+            self._state == NEW and self._body_complete and not self._body_taken and not self.request.upgrade
+        )
+
+    def forward_now(
+        self, conn: UpstreamConnection, headers: Headers, timeouts: ForwardTimeouts, done: Completion
+    ) -> None:
+        """Relay the request on `conn` (an idle connection of the upstream's pool) from the calling callback,
+        with no task: `done` is told how it ended, the upstream status or the error. Only for an exchange that
+        is `forwardable_now`, or again after a `StaleConnection` (nothing reached the upstream).
+
+        The caller owns the exchange's end: once `done` is told, or after `abandon`, it answers locally
+        (`respond_now`) if nothing of a response started, then calls `finished`. If the client leaves first,
+        `done` is told `CancelledError` (the connection is closing; nothing can be answered).
+        """
+        if self._body is not None:
+            self._scan_framing()
+        head = _request_head(self.request, headers, conn.address, self._chunked, self._length)
+        self._upstream = conn
+        self._done = done
+        conn.start(self, head, b"", timeouts, done)
+
+    def abandon(self) -> None:
+        """Give up a forward started by `forward_now` (its deadline passed): the upstream connection is closed
+        and a response already started is aborted; `done` is not told."""
+        conn = self._upstream
+        if conn is not None:
+            self._upstream = None
+            conn.cancel(self)
+
+    def finished(self) -> None:
+        """The end of an exchange forwarded by `forward_now`: its connection goes on to the next request."""
+        self._upstream = self._done = None
+        self._conn.fast_finished(self)
+
+    def client_left(self) -> None:
+        """The client connection was lost during a `forward_now`: its `done` is told `CancelledError`."""
+        done, self._done = self._done, None
+        self._upstream = None
+        if done is not None and not done.done():
+            done.set_exception(asyncio.CancelledError())
 
     def begin_forward(self) -> None:
         """Check that the exchange may be forwarded now and learn its body's framing (for forwarders other

@@ -7,13 +7,12 @@ is lost, and then both connections are closed.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from serving.http.connection import ServerConnection
     from serving.http.exchange import Exchange
-    from serving.http.upstream import UpstreamConnection
+    from serving.http.upstream import Completion, UpstreamConnection
 
 
 class Relay:
@@ -26,7 +25,7 @@ class Relay:
         client: ServerConnection,
         upstream: UpstreamConnection,
         exchange: Exchange,
-        done: asyncio.Future[int],
+        done: Completion,
     ) -> None:
         self._client = client
         self._exchange = exchange

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
@@ -48,6 +48,18 @@ class StaleConnection(UpstreamError):
     """A pooled connection turned out closed before any response byte came back; safe to retry once."""
 
 
+class Completion(Protocol):
+    """Told how a forwarded exchange ended: the upstream status once the response was relayed whole, or the
+    error that ended it. An `asyncio.Future[int]` for a handler that awaits it; a plain object for a handler
+    that forwards from a callback (`Exchange.forward_now`), which no task waits for."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: int, /) -> None: ...
+
+    def set_exception(self, exception: type | BaseException, /) -> None: ...
+
+
 class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
     """One keep-alive connection to the upstream; serves one exchange at a time, then returns to its pool."""
 
@@ -63,7 +75,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self._ex: Exchange | None = None
         self._client: ServerConnection | None = None
         self._client_transport: asyncio.Transport | None = None
-        self._done: asyncio.Future[int] | None = None
+        self._done: Completion | None = None
         self.relay: relay.Relay | None = None
         self._out: list[bytes] = []
         self._extra = b""
@@ -91,6 +103,11 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self._timed = False  # response-start or idle timeouts are being watched
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The upstream's address, as its pool names it (`host:port`)."""
+        return self._pool.address
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -251,13 +268,13 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
     # -- forwarding ---------------------------------------------------------------------------------------
 
     def start(
-        self, ex: Exchange, head: bytes, extra: bytes, timeouts: ForwardTimeouts
-    ) -> asyncio.Future[int]:
-        """Send `ex`'s request (head and whatever body is buffered) and relay its response from now on."""
+        self, ex: Exchange, head: bytes, extra: bytes, timeouts: ForwardTimeouts, done: Completion
+    ) -> None:
+        """Send `ex`'s request (head and whatever body is buffered) and relay its response from now on; `done`
+        is told how it ended."""
         transport = self.transport
         assert transport is not None
         client = ex.connection
-        done: asyncio.Future[int] = self.loop.create_future()
         self._ex = ex
         self._client = client
         self._client_transport = client.transport
@@ -283,7 +300,6 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             self._idle = timeouts.idle
             self._last_read = now
             self._arm(now)
-        return done
 
     def _send_request_body(self, ex: Exchange, head: bytes, transport: asyncio.Transport) -> None:
         """Send the head and the buffered body; have the client connection stream the rest straight here."""

@@ -67,6 +67,19 @@ class FakeExchange:
         return await self._behaviour(self)
 
 
+def requests_counted(registry: CollectorRegistry, status: int) -> float:
+    """`queue_requests_total` for `status` (0 when none was counted)."""
+    labels = {
+        "namespace_name": "ns",
+        "configuration_name": "cfg",
+        "revision_name": "rev",
+        "pod_name": "pod",
+        "response_code": str(status),
+        "response_code_class": f"{status // 100}xx",
+    }
+    return registry.get_sample_value("queue_requests_total", labels) or 0.0
+
+
 class Rig:
     """A handler wired to real breaker, stats, metrics and readiness objects, with a fake clock."""
 
@@ -108,15 +121,7 @@ class Rig:
             self.readiness.check = check  # type: ignore[method-assign]  # readiness itself is tested apart
 
     def count(self, status: int) -> float:
-        labels = {
-            "namespace_name": "ns",
-            "configuration_name": "cfg",
-            "revision_name": "rev",
-            "pod_name": "pod",
-            "response_code": str(status),
-            "response_code_class": f"{status // 100}xx",
-        }
-        return self.registry.get_sample_value("queue_requests_total", labels) or 0.0
+        return requests_counted(self.registry, status)
 
 
 @pytest.mark.parametrize(
