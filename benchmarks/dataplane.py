@@ -205,6 +205,42 @@ def path_queue_proxy(
     return Target(f"queue-proxy CC={container_concurrency}", f"http://127.0.0.1:{port}/", process.pid)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """Another checkout of this project (an earlier commit), whose queue-proxy runs beside this one's in the
+    same runs: a change measured against what it changes, under the same conditions."""
+
+    checkout: Path
+    python: str
+    """The interpreter it is installed for (`pip install -e` there builds its compiled hot path in place)."""
+
+    @property
+    def label(self) -> str:
+        found = subprocess.run(
+            ["git", "-C", str(self.checkout), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return found.stdout.strip() if found.returncode == 0 else self.checkout.name
+
+    def path(self, container_concurrency: int) -> PathFactory:
+        def start(processes: Processes, app_port: int) -> Target:
+            env, port = queue_proxy_env(app_port, container_concurrency, "http1")
+            # Its own modules first, whatever the working directory (this checkout) holds.
+            code = (
+                f"import runpy, sys; sys.path.insert(0, {str(self.checkout)!r}); "
+                "sys.argv = ['serving', 'queue-proxy']; "
+                "runpy.run_module('controller.cli', run_name='__main__')"
+            )
+            process = processes.start([self.python, "-c", code], env=env)
+            wait_listening(port)
+            name = f"queue-proxy CC={container_concurrency} at {self.label}"
+            return Target(name, f"http://127.0.0.1:{port}/", process.pid)
+
+        return start
+
+
 def _forwarder(processes: Processes, app_port: int, role: str, name: str) -> Target:
     """One of benchmarks/engine_forwarder.py's forwarders in front of the app."""
     port = free_port()
@@ -500,6 +536,7 @@ class Report:
     """Paths (by --paths name) that could not run here, and why."""
     compiled: bool = field(default_factory=hot_path_compiled)
     """Whether the queue-proxy ran its mypyc-compiled hot path (setup.py) or pure Python."""
+    baseline: Baseline | None = None
 
     def has(self, target: str) -> bool:
         """Whether `target` was measured."""
@@ -529,6 +566,14 @@ class Report:
     def ratio(self, target: str, connections: int) -> float:
         """Median over runs of proxied / direct requests per second, each ratio taken within one run."""
         return statistics.median(p / d for p, d in self._paired(target, connections, "rps"))
+
+    def relative(self, target: str, reference: str, connections: int, attr: str) -> float:
+        """Median over runs of `target`'s `attr` divided by `reference`'s, each ratio taken within one run:
+        the machine's speed drifts more between runs than between two paths measured seconds apart in one."""
+        pairs = zip(
+            self._values(target, connections, attr), self._values(reference, connections, attr), strict=True
+        )
+        return statistics.median(value / base for value, base in pairs if base > 0)
 
     def added_ms(self, target: str, connections: int, attr: str) -> float:
         """Median over runs of the latency the proxy adds, each difference taken within one run."""
@@ -560,6 +605,13 @@ def _environment(report: Report) -> Iterator[str]:
         yield (
             f"- Knative's queue-proxy: `knative.dev/serving/cmd/queue` {KNATIVE_VERSION}, built with"
             f" {_go_version()} by benchmarks/knative_queue.sh"
+        )
+    if report.baseline is not None:
+        base = report.baseline
+        compiled = "compiled" if hot_path_compiled(base.checkout) else "**pure Python**"
+        yield (
+            f"- baseline (rows `at {base.label}`): the queue-proxy of {base.checkout} ({compiled}),"
+            f" run by {base.python}"
         )
     for name, why in report.skipped.items():
         yield f"- skipped `{name}`: {why}"
@@ -645,9 +697,10 @@ class Check:
 
 def yardstick_checks(report: Report, target: str) -> list[Check]:
     """The targets relative to nginx in the same run: CPU per request and p99 at 10 connections, p50 added to
-    the direct path at 1 connection. Each side is a median over runs (added latency: of the within-run
-    difference from the direct path)."""
-    cpu = f"proxy CPU/req @10 <= {MAX_CPU_VS_NGINX:g} x nginx's{{}}"
+    the direct path at 1 connection. CPU: the median over runs of the ratio to nginx's in the same run; the
+    others: each side a median over runs (added latency: of the within-run difference from the direct
+    path)."""
+    cpu = f"proxy CPU/req @10 <= {MAX_CPU_VS_NGINX:g} x nginx's{{}}, ratio run by run"
     p99 = f"p99 @10 <= nginx's{{}} + {MAX_P99_OVER_NGINX_MS:g} ms"
     p50 = f"p50 added @1 <= {MAX_P50_ADDED_VS_NGINX:g} x nginx's{{}}"
     if not report.has(NGINX):
@@ -659,9 +712,9 @@ def yardstick_checks(report: Report, target: str) -> list[Check]:
     return [
         Check(
             target,
-            cpu.format(f" ({nginx_cpu:.1f} us)"),
-            report.median(target, 10, "proxy_cpu_us"),
-            MAX_CPU_VS_NGINX * nginx_cpu,
+            cpu.format(f" (median {nginx_cpu:.1f} us)"),
+            report.relative(target, NGINX, 10, "proxy_cpu_us"),
+            MAX_CPU_VS_NGINX,
         ),
         Check(
             target,
@@ -731,14 +784,13 @@ def _yardstick(report: Report, proxies: list[str]) -> Iterator[str]:
         "p50 added us",
         "p99 ms",
         "CPU us/req",
-        "CPU x nginx",
+        "CPU x nginx (run by run)",
         "p99 - nginx ms",
         "p50 added x nginx",
     )
     yield _row(*["---"] * 10)
     compared = [t for t in proxies if t == NGINX or t.startswith(("queue-proxy", "knative"))]
     for connections in CONNECTIONS:
-        nginx_cpu = report.median(NGINX, connections, "proxy_cpu_us")
         nginx_p99 = report.median(NGINX, connections, "p99_ms")
         nginx_added = report.added_ms(NGINX, connections, "p50_ms") * 1000
         for target in compared:
@@ -753,7 +805,7 @@ def _yardstick(report: Report, proxies: list[str]) -> Iterator[str]:
                 f"{added:.0f}",
                 f"{p99:.3f}",
                 f"{cpu:.1f}",
-                _times(cpu, nginx_cpu),
+                f"{report.relative(target, NGINX, connections, 'proxy_cpu_us'):.2f}",
                 f"{p99 - nginx_p99:+.3f}",
                 _times(added, nginx_added),
             )
@@ -851,19 +903,40 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="also count each proxy's instructions per request under cachegrind (needs valgrind)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also run the queue-proxy of another checkout (e.g. `git worktree add /tmp/base HEAD~1`, "
+        "installed with `pip install -e` for --baseline-python) beside each queue-proxy path, same runs",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        default=sys.executable,
+        help="the interpreter the baseline checkout is installed for",
+    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.paths.split(",")]
     if "direct" not in names or any(name not in PATHS for name in names):
         parser.error(f"--paths must include direct and name only {sorted(PATHS)}")
     command = shlex.join(["python", "benchmarks/dataplane.py", *(argv if argv is not None else sys.argv[1:])])
     report = Report(command)
+    paths = dict(PATHS)
+    if args.baseline is not None:
+        if not (args.baseline / "controller" / "cli" / "__main__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: not a checkout of this project (no controller/cli)")
+        baseline = report.baseline = Baseline(args.baseline.resolve(), args.baseline_python)
+        for name in [n for n in names if n.startswith("qp-cc")]:
+            paths[f"{name}-baseline"] = baseline.path(int(name.removeprefix("qp-cc")))
+            names.insert(names.index(name), f"{name}-baseline")
     processes = Processes()
     try:
         app_port = start_app(processes)
         started: list[tuple[str, Target]] = []
         for name in names:
             try:
-                started.append((name, PATHS[name](processes, app_port)))
+                started.append((name, paths[name](processes, app_port)))
             except Skipped as skipped:
                 report.skipped[name] = str(skipped)
                 print(f"skipping {name}: {skipped}", flush=True)
@@ -885,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
                 # Python proxies only: nginx and Knative's queue-proxy are references for time and CPU, and
                 # Knative's binds fixed ports a second instance under cachegrind could not take.
                 if target.proxy_pid and name not in UNCOUNTED:
-                    count = instructions_per_request(PATHS[name], app_port, args.instructions)
+                    count = instructions_per_request(paths[name], app_port, args.instructions)
                     report.instructions[target.name] = count
                     print(f"{target.name}: {count:,.0f} instructions/request", flush=True)
     finally:
