@@ -30,7 +30,7 @@ from serving import header
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.contract.probe import token_matches
-from serving.http import Exchange, ForwardTimeouts, Headers, Request, UpstreamConnectError, UpstreamPool
+from serving.http import Exchange, ForwardTimeouts, Headers, Request, UpstreamPool
 from serving.http.upstream import StaleConnection
 from serving.tally import RequestTally
 from serving.tracer import QUEUE_WAIT, Tracer
@@ -244,23 +244,26 @@ class QueueHandler:
         breaker = self._breaker
         if breaker is not None and not breaker.try_acquire():
             return False  # queued in the task, or refused there
-        pool = self._pool
-        conn = pool.take_idle(exchange.connection.loop)
-        if conn is None:
-            if breaker is not None:
-                breaker.release()
-            return False  # a new connection is awaited in the task
-        proxied = prepare(headers, seen) if seen else False
-        start = self._now()
-        forwarded = _Forwarded(self, exchange, seen, proxied, start)
+        conn = None
         try:
+            conn = self._pool.take_idle(exchange.connection.loop)
+            if conn is None:
+                if breaker is not None:
+                    breaker.release()
+                return False  # a new connection is awaited in the task
+            # The rules rewrite the head in place: only once the request cannot go to the task any more.
+            proxied = prepare(headers, seen) if seen else False
+            start = self._now()
+            forwarded = _Forwarded(self, exchange, seen, proxied, start)
             exchange.forward_now(conn, headers, self._timeouts, forwarded)
         except BaseException:
+            # A bug: the engine answers 500. Nothing is left taken.
             exchange.abandon()
-            conn.close()
+            if conn is not None:
+                conn.close()
             if breaker is not None:
                 breaker.release()
-            raise  # a bug: the engine answers 500
+            raise
         # Counted once the request is on its way: its end cannot come before this callback returns.
         self._drainer.last_request = start
         self._stats.request_in(start, proxied)
@@ -274,14 +277,20 @@ class QueueHandler:
         if connecting is not None:
             forwarded.connecting = None
             connecting.cancel()
-        end = self._now()
-        if self._breaker is not None:
-            self._breaker.release()
-        self._stats.request_out(end, forwarded.proxied)
-        self._in_flight.discard(forwarded, False)
         exchange = forwarded.exchange
-        self._record(exchange.request, status, forwarded.start, end, forwarded.seen, forwarded.proxied)
-        exchange.finished()
+        # Run from the engine's callbacks and the deadline sweeper: nothing may escape into them, and the
+        # connection must go on to its next request whatever failed here.
+        try:
+            end = self._now()
+            if self._breaker is not None:
+                self._breaker.release()
+            self._stats.request_out(end, forwarded.proxied)
+            self._in_flight.discard(forwarded, False)
+            self._record(exchange.request, status, forwarded.start, end, forwarded.seen, forwarded.proxied)
+        except Exception:
+            logger.exception("recording %s %s failed", exchange.request.method, exchange.request.target)
+        finally:
+            exchange.finished()
 
     def _forward_failed(self, forwarded: _Forwarded, error: BaseException) -> None:
         """A fast-path request did not get the app's whole response: answered as `__call__` answers."""
@@ -313,10 +322,10 @@ class QueueHandler:
 
     async def _reconnect(self, forwarded: _Forwarded) -> None:
         """A fast-path request's retry after a stale connection, when no other idle one was left."""
-        failure: UpstreamConnectError | None = None
+        failure: Exception | None = None
         try:
             conn = await self._pool.connect(self._timeouts.connect)
-        except UpstreamConnectError as error:
+        except Exception as error:  # UpstreamConnectError (a 502), or a bug (a 500): the request ends now
             failure = error
         if forwarded.connecting is not asyncio.current_task():
             if failure is None:
@@ -327,7 +336,11 @@ class QueueHandler:
             self._forward_failed(forwarded, failure)
             return
         exchange = forwarded.exchange
-        exchange.forward_now(conn, exchange.request.headers, self._timeouts, forwarded)
+        try:
+            exchange.forward_now(conn, exchange.request.headers, self._timeouts, forwarded)
+        except Exception as error:
+            conn.close()
+            self._forward_failed(forwarded, error)
 
     async def _network_probe(self, exchange: ProxiedExchange, probe_hash: str | None) -> None:
         """Knative's network probe: echo `K-Network-Hash` so the prober knows this path reaches us."""

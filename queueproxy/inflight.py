@@ -103,7 +103,10 @@ class InFlight:
         for task in due:
             # Listed first: a request forwarded without a task leaves `_entries` as it is cancelled.
             self._expired.add(task)
-            task.cancel()
+            try:
+                task.cancel()
+            except Exception:  # the sweeper must outlive any one request's failure
+                logger.exception("ending a request at its deadline failed")
         return len(due)
 
     async def run_sweeper(self, interval: float = SWEEP_INTERVAL) -> None:

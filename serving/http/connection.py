@@ -383,10 +383,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             self._timer.cancel()
             self._timer = None
         self._registry.discard(self)
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set_result(None)  # the connection's task finds nothing queued and ends
+        self._wake_task()  # it finds nothing queued and ends
         transport = self.transport
         if transport is None or self._closed:
             return
@@ -417,11 +414,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         if fast is not None:
             self._running_fast = None
             fast.client_left()
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set_result(None)  # the task finds the connection closed and ends
-            return
+        if self._wake_task():
+            return  # it finds the connection closed and ends
         task = self._task
         if task is not None and not task.done() and self._queue and self._queue[0].state in (NEW, STARTED):
             task.cancel()
@@ -572,12 +566,19 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             if taken:
                 return
             self._running_fast = None
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set_result(None)
-        elif self._task is None:
+        if not self._wake_task() and self._task is None:
             self._task = self.loop.create_task(self._serve())
+
+    def _wake_task(self) -> bool:
+        """Wake the connection's task if it waits for a request (True), to run the first queued exchange or,
+        with none queued or the connection closed, to end."""
+        idle = self._idle
+        if idle is None:
+            return False
+        self._idle = None
+        if not idle.done():  # (cancelled with its task by `_reject`)
+            idle.set_result(None)
+        return True
 
     def fast_finished(self, ex: Exchange) -> None:
         """The fast path finished `ex` (`Exchange.finished`): go on to the next request, if one is queued."""
@@ -721,6 +722,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             running.body_malformed()
             task, self._task = self._task, None
             if task is not None:
+                self._idle = None  # a task waiting for this request ends with it (it never got it)
                 task.cancel()
             if running.state == NEW:
                 running.mark_aborted()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from queueproxy.inflight import InFlight
 from queueproxy.metrics import RequestMetrics
 from queueproxy.probe import ProbeSpec
 from queueproxy.readiness import Readiness
+from queueproxy.requestlog import RequestLog
 from serving.breaker import Breaker
 from serving.clock import FakeClock
 from serving.concurrency import RequestStats
@@ -90,7 +92,12 @@ class Rig:
     request deadline, which the test sweeps itself."""
 
     def __init__(
-        self, app_port: int, *, concurrency: int = 0, timeouts: ForwardTimeouts | None = None
+        self,
+        app_port: int,
+        *,
+        concurrency: int = 0,
+        timeouts: ForwardTimeouts | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.clock = FakeClock(100.0)
         self.stats = RequestStats(self.clock.now())
@@ -108,6 +115,7 @@ class Rig:
             readiness=Readiness(ProbeSpec(), 1, aggressive_poll_timeout=0.0),
             timeout=300.0,
             timeouts=timeouts or ForwardTimeouts(),
+            request_log=request_log,
             now=self.clock.now,
         )
         self.in_task = 0  # requests the handler ran in the connection's task
@@ -353,3 +361,52 @@ async def test_a_fast_path_that_raises_answers_500_and_the_server_goes_on() -> N
         await other.close()
     finally:
         await server.drain(1.0)
+
+
+class BrokenStream(io.StringIO):
+    """A log stream whose reader went away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the log's reader is gone")
+
+
+async def test_a_failure_recording_a_request_neither_stalls_the_connection_nor_stops_the_sweeper(
+    app: App,
+) -> None:
+    """The fast path's end runs in the engine's callbacks and in the deadline sweeper: a failing access log
+    is logged there, and the client still gets its answers and the connection its next request."""
+    rig = Rig(app.port, concurrency=1, request_log=RequestLog("rev", "pod", BrokenStream()))
+    async with running(rig) as client:
+        await hang_on_the_fast_path(rig, client, app)  # its first request's log line failed in the task
+        rig.clock.advance(300.0)
+        assert rig.in_flight.expire() == 1
+        assert (await client.read_response()).status == 504
+        for _ in range(2):
+            response = await client.request(get("/ok"))
+            assert (response.status, response.body) == (200, b"ok")
+        rig.assert_idle()
+        assert rig.in_task == 2  # the hung connection was closed: one new one, awaited in the task
+
+
+async def test_a_malformed_body_after_a_request_of_the_task_is_a_400_and_nothing_breaks(app: App) -> None:
+    """The connection's task waits for the next request when its head and a malformed body arrive in one
+    read: the 400 is answered and the connection's end raises nothing in the event loop."""
+    loop = asyncio.get_running_loop()
+    failures: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: failures.append(context))
+    try:
+        rig = Rig(app.port)
+        async with running(rig) as client:
+            probe = await client.request(
+                b"GET / HTTP/1.1\r\nhost: app\r\nk-network-probe: probe\r\nk-network-hash: h\r\n\r\n"
+            )
+            assert (probe.status, rig.in_task) == (200, 1)
+            response = await client.request(
+                b"POST /ok HTTP/1.1\r\nhost: app\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+            )
+            assert response.status == 400
+            client.writer.transport.abort()
+            await asyncio.sleep(0.1)  # the server side's connection_lost
+        assert failures == []
+    finally:
+        loop.set_exception_handler(None)
