@@ -69,6 +69,7 @@ def _read_view() -> memoryview:
 
 # The usual methods, decoded once.
 _METHODS: Final = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+_PROXY_CONNECTION: Final = "proxy-connection"
 
 # Handler outcomes, for `_finish_exchange`.
 _OK: Final = 0
@@ -479,18 +480,26 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             size = len(self._url) + sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
             if size > self._max_header_bytes:
                 raise _Reject(431)
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise _Reject(400)
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise _Reject(400)  # a reverse proxy has no tunnel to offer
         items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
         target = self._url.decode("latin-1")
         hosts = 0
+        connection = False
         for name, _ in items:
             if name == header.HOST:
                 hosts += 1
+            elif name == header.CONNECTION or name == _PROXY_CONNECTION:
+                connection = True
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps a connection alive without a Connection field (it reads Proxy-Connection as one)
+        # only for a version with a major and a minor above 0, and of the versions it accepts that is
+        # HTTP/1.1 alone: the usual request is known to be 1.1 without asking for the version, a string
+        # llhttp's binding formats anew each time.
+        version = "1.1" if keep_alive and not connection else parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise _Reject(400)
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _Reject(400)  # RFC 9112 section 3.2: exactly one Host in HTTP/1.1, at most one in 1.0
         if not target.startswith("/"):
@@ -501,7 +510,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             version,
             Headers._trusted(items),
             self._client,
-            parser.should_keep_alive(),
+            keep_alive,
             parser.should_upgrade(),
         )
         if request.upgrade and _upgrade_token(request.headers) == "h2c":

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from serving import header
+
+if TYPE_CHECKING:
+    from mypy_extensions import i64  # a native integer when compiled; only ever an annotation
 
 # How the response body is framed towards the client.
 NO_BODY: Final = 0  # HEAD, 204, 304
@@ -48,8 +51,77 @@ _HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED - {b"transfer-en
 # as received without a closer look.
 HOP_BY_HOP: Final = re.compile(rb"\r\n" + alternation(_DROPPED) + b":")
 LENGTH_HEADER: Final = b"\r\ncontent-length:"  # as found in a lowered head
+_END: Final = b"\r\n\r\n"
 APP_REFUSED: Final = b"\r\n" + header.APP_REFUSED.encode("ascii") + b":"  # as found in a lowered head
 _CODING: Final = b"\r\ntransfer-encoding:"
+
+
+# What `scan` found in a head.
+HEAD_LENGTH: Final = 1  # a Content-Length field
+HEAD_HOP: Final = 2  # a field that `HOP_BY_HOP` matches
+
+COMPILED: Final = not __file__.endswith(".py")
+"""Whether this module runs as a C extension (setup.py), where a loop over the head's bytes is the cheaper
+scan; interpreted, a few calls into C (find, lower, a regular expression) are."""
+
+_DROPPED_SIZES: Final = frozenset(len(name) for name in _DROPPED)
+_LENGTH_NAME: Final = b"content-length"
+
+
+def scan(pending: bytes, start: i64) -> tuple[i64, i64]:
+    """Where the response head that starts at `start` in `pending` ends (the index of the CRLF CRLF that ends
+    it, -1 if it has not ended) and what it holds (`HEAD_LENGTH`, `HEAD_HOP`), in one pass over its bytes.
+
+    The usual head (Content-Length and nothing hop-by-hop) is relayed as received on this answer alone, so it
+    is the per-response cost of reading one: compiled, each byte is one comparison and only a name that may be
+    Content-Length or hop-by-hop (by its first letter and length) is lowered and looked up.
+    """
+    return _scan_bytes(pending, start) if COMPILED else _scan_calls(pending, start)
+
+
+def _scan_bytes(pending: bytes, start: i64) -> tuple[i64, i64]:
+    """`scan` compiled: a loop over the bytes."""
+    size: i64 = len(pending)
+    found: i64 = 0
+    i: i64 = start
+    while i < size and pending[i] != 10:  # the status line
+        i += 1
+    i += 1
+    while i < size:
+        first = pending[i]
+        if first == 13:  # the empty line (llhttp refuses a bare CR): the last field's CRLF ends the head
+            return (i - 2, found) if i + 1 < size else (-1, 0)
+        j: i64 = i + 1
+        first |= 32  # ASCII lower case
+        # c(onnection, ontent-length), k(eep-alive, -app-refused), p(roxy-*), t(e, railer, ransfer-encoding),
+        # u(pgrade)
+        if first == 99 or first == 107 or first == 112 or first == 116 or first == 117:
+            while j < size and pending[j] != 58 and pending[j] != 10:  # the name ends at its colon
+                j += 1
+            length = j - i
+            if length == 14:
+                if pending[i:j].lower() == _LENGTH_NAME:
+                    found |= HEAD_LENGTH
+            elif length in _DROPPED_SIZES and pending[i:j].lower() in _DROPPED:
+                found |= HEAD_HOP
+        while j < size and pending[j] != 10:
+            j += 1
+        i = j + 1
+    return -1, 0
+
+
+def _scan_calls(pending: bytes, start: i64) -> tuple[i64, i64]:
+    """`scan` for the interpreter: the same answer from calls into C."""
+    end = pending.find(_END, start)
+    if end == -1:
+        return -1, 0
+    lower = pending[start : end + 2].lower()
+    found: i64 = 0
+    if lower.find(LENGTH_HEADER) != -1:  # `in` would first try the needle as an int
+        found |= HEAD_LENGTH
+    if HOP_BY_HOP.search(lower) is not None:
+        found |= HEAD_HOP
+    return end, found
 
 
 def coding(lower: bytes) -> bytes | None:

@@ -212,7 +212,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         parser = self._parser
         status = parser.get_status_code()
         pending, start = self._pending, self._skip
-        end = pending.find(b"\r\n\r\n", start)
+        end, found = framing.scan(pending, start)
         if status < 200:
             if status != 101:
                 # Interim responses (100, 103) are not relayed: the engine answers Expect itself.
@@ -238,7 +238,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self._keep_alive = parser.should_keep_alive()
         self._pending = b""
         self._skip = 0
-        self._out.append(self._response_head(ex, status, raw))
+        self._out.append(self._response_head(ex, status, raw, found))
         ex.mark_started()
         if self._head_request and status != 101:
             # llhttp cannot be told the request was HEAD; the message ends here and the next response needs
@@ -333,15 +333,13 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
     def _end_body(self) -> None:
         self._body_sent = True
 
-    def _response_head(self, ex: Exchange, status: int, raw: bytes) -> bytes:
-        """The response head for the client: relayed as received when it can be, else rebuilt."""
+    def _response_head(self, ex: Exchange, status: int, raw: bytes, found: int) -> bytes:
+        """The response head for the client: relayed as received when it can be, else rebuilt; `found` is
+        what `framing.scan` found in it."""
         request = ex.request
         version = request.version
-        lower = raw.lower()
-        has_length = lower.find(framing.LENGTH_HEADER) != -1  # `in` would first try the needle as an int
         if (
-            has_length
-            and framing.HOP_BY_HOP.search(lower) is None
+            found == framing.HEAD_LENGTH  # Content-Length and nothing hop-by-hop
             and status != 101
             and status != 204
             and status != 304
@@ -355,6 +353,8 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             if version == "1.1":
                 return raw + tail if keep else raw + _CLOSE + tail
             return raw + _KEEP_ALIVE + tail if keep else raw + tail
+        lower = raw.lower()
+        has_length = found & framing.HEAD_LENGTH != 0
         coding = framing.coding(lower)
         if has_length and status != 204 and status != 304 and not self._head_request:
             kind = LENGTH  # the usual case, decided without a call

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving import header
 from serving.http import framing
@@ -51,3 +53,73 @@ def test_a_chunked_head_is_relayable_only_with_nothing_else_hop_by_hop() -> None
     assert relayable("Transfer-Encoding: chunked", "Content-Type: text/plain")
     assert not relayable("Transfer-Encoding: chunked", "Trailer: x")
     assert not relayable("Transfer-Encoding: gzip, chunked")
+
+
+_NAMES = [
+    *sorted(header.HOP_BY_HOP),
+    header.APP_REFUSED,
+    "content-length",
+    # Near misses: same first letter, same length, or a hop-by-hop name inside a longer one.
+    "content-type",
+    "content-lengths",
+    "connections",
+    "x-connection",
+    "teapot",
+    "tf",
+    "upgraded",
+    "keep-alivf",
+    "proxy-thing",
+    "date",
+    "server",
+]
+
+
+def reference_scan(pending: bytes, start: int) -> tuple[int, int]:
+    """What `framing.scan` answers, from the head split into lines."""
+    end = pending.find(b"\r\n\r\n", start)
+    if end == -1:
+        return -1, 0
+    found = 0
+    for line in pending[start:end].split(b"\r\n")[1:]:
+        name = line.partition(b":")[0].lower()
+        if name == b"content-length":
+            found |= framing.HEAD_LENGTH
+        elif name.decode("latin-1") in header.HOP_BY_HOP | {header.APP_REFUSED}:
+            found |= framing.HEAD_HOP
+    return end, found
+
+
+@st.composite
+def response_heads(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A response head as an upstream sends it (after an interim head, maybe), with a body that may look like
+    a head; and where the final head starts."""
+    interim = draw(
+        st.sampled_from([b"", b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early\r\nLink: x\r\n\r\n"])
+    )
+    fields = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(_NAMES).map(lambda name: name.encode()),
+                st.sampled_from([bytes.lower, bytes.upper, bytes.title]),
+                st.binary(max_size=12).map(lambda v: v.replace(b"\r", b"").replace(b"\n", b"")),
+            ),
+            max_size=8,
+        )
+    )
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(case(n) + b": " + v + b"\r\n" for n, case, v in fields) + b"\r\n"
+    body = draw(st.sampled_from([b"", b"hello", b"x\r\nConnection: close\r\n\r\n"]))
+    cut = draw(st.integers(min_value=0, max_value=3))  # a head not all there yet
+    pending = interim + head + body
+    if cut:
+        pending = interim + head[: len(head) - cut]
+    return pending, len(interim)
+
+
+@settings(max_examples=400, deadline=None)
+@given(response_heads())
+def test_both_scans_of_a_response_head_agree_with_reading_it_line_by_line(case: tuple[bytes, int]) -> None:
+    pending, start = case
+    expected = reference_scan(pending, start)
+    for scan in (framing._scan_bytes, framing._scan_calls, framing.scan):
+        end, found = scan(pending, start)
+        assert (int(end), int(found)) == expected, scan.__name__

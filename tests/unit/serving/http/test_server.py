@@ -55,6 +55,34 @@ async def test_http10_closes_unless_keep_alive_is_asked() -> None:
         await client.close()
 
 
+@pytest.mark.parametrize(
+    "connection",
+    [b"", b"Connection: keep-alive\r\n", b"Proxy-Connection: keep-alive\r\n", b"Connection: close\r\n"],
+)
+@pytest.mark.parametrize("version", [b"0.9", b"1.0", b"1.1", b"2.0"])
+async def test_the_request_version_is_the_one_sent_whatever_connection_says(
+    version: bytes, connection: bytes
+) -> None:
+    """The usual request's version is inferred from llhttp's keep-alive answer; every version llhttp accepts,
+    with or without a Connection field, must still come out as sent, or be refused."""
+    seen: list[str] = []
+
+    async def handler(ex: Exchange) -> None:
+        seen.append(ex.request.version)
+        await ex.respond(200, body=ex.request.version.encode())
+
+    async with engine(handler) as port:
+        client = await RawClient.connect(port)
+        response = await client.request(b"GET / HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n")
+        if version in (b"1.0", b"1.1"):
+            assert (response.status, response.body) == (200, version)
+            assert seen == [version.decode()]
+        else:
+            assert response.status == 400
+            assert seen == []
+        await client.close()
+
+
 async def test_connection_close_is_honoured() -> None:
     async with engine(echo_target) as port:
         client = await RawClient.connect(port)
