@@ -27,6 +27,7 @@ COMPILED = [
     "serving/http/message.py",
     "serving/http/pool.py",
     "serving/http/relay.py",
+    "serving/http/state.py",
     "serving/http/upstream.py",
     "serving/http/wire.py",
     "serving/breaker.py",

@@ -27,13 +27,15 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
-        for name, value in items:
-            self.add(name, value)
+        if items:
+            for name, value in items:
+                self.add(name, value)
 
-    @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
-        """Wrap pairs that the parser already validated and lower-cased, without copying them."""
-        headers = cls()
+    @staticmethod
+    def _trusted(items: list[tuple[str, str]]) -> Headers:
+        """Wrap pairs that the parser already validated and lower-cased, without copying them. (A static
+        method: compiled, `Headers()` here is a direct call; a class method's `cls()` is a generic one.)"""
+        headers = Headers()
         headers._items = items
         return headers
 
