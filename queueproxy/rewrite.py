@@ -78,7 +78,7 @@ def scan(headers: Headers) -> dict[str, str]:
     One pass with a set lookup per header is cheaper than a lookup per rule on the per-request path.
     """
     seen: dict[str, str] = {}
-    for name, value in headers.items():
+    for name, value in headers._items:  # read only: `items()` would copy the list
         if name in _WATCHED and name not in seen:
             seen[name] = value
     return seen

@@ -480,7 +480,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             size = len(self._url) + sum(map(len, chain.from_iterable(raw))) + 4 * len(raw)
             if size > self._max_header_bytes:
                 raise _Reject(431)
-        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        # GET by a comparison: a dictionary lookup would hash the method's bytes, new on every request.
+        method = "GET" if raw_method == b"GET" else _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise _Reject(400)  # a reverse proxy has no tunnel to offer
         items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]

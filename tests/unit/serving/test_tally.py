@@ -10,9 +10,10 @@ def test_buckets_include_their_upper_bound_and_overflow_goes_to_inf() -> None:
     for seconds in (0.05, 0.1, 0.5, 1.0, 7.0):
         tally.observe(200, seconds)
     tally.observe(503, 0.0)
-    assert tally.buckets == [3, 2, 1]
-    assert tally.cumulative() == [(0.1, 3), (1.0, 5), (float("inf"), 6)]
-    assert tally.by_status == {200: 5, 503: 1}
+    tally.observe(999, 0.0)  # outside HTTP's codes: still counted
+    assert tally.buckets == [4, 2, 1]
+    assert tally.cumulative() == [(0.1, 4), (1.0, 6), (float("inf"), 7)]
+    assert tally.by_status == {200: 5, 503: 1, 999: 1}
     assert tally.sum == pytest.approx(8.65)
 
 
