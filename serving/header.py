@@ -45,6 +45,7 @@ SERVER_TIMING: Final = "server-timing"
 # Standard headers the proxies read or write.
 HOST: Final = "host"
 CONNECTION: Final = "connection"
+PROXY_CONNECTION: Final = "proxy-connection"  # an old name of Connection, which llhttp reads as one
 UPGRADE: Final = "upgrade"
 HTTP2_SETTINGS: Final = "http2-settings"
 CONTENT_LENGTH: Final = "content-length"
@@ -65,7 +66,7 @@ HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
-        "proxy-connection",
+        PROXY_CONNECTION,
         "proxy-authenticate",
         "proxy-authorization",
         "te",

@@ -69,7 +69,6 @@ def _read_view() -> memoryview:
 
 # The usual methods, decoded once.
 _METHODS: Final = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
-_PROXY_CONNECTION: Final = "proxy-connection"
 
 # Handler outcomes, for `_finish_exchange`.
 _OK: Final = 0
@@ -491,7 +490,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         for name, _ in items:
             if name == header.HOST:
                 hosts += 1
-            elif name == header.CONNECTION or name == _PROXY_CONNECTION:
+            elif name == header.CONNECTION or name == header.PROXY_CONNECTION:
                 connection = True
         keep_alive = parser.should_keep_alive()
         # llhttp keeps a connection alive without a Connection field (it reads Proxy-Connection as one)

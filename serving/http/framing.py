@@ -70,12 +70,12 @@ _LENGTH_NAME: Final = b"content-length"
 
 def scan(pending: bytes, start: i64) -> tuple[i64, i64]:
     """Where the response head that starts at `start` in `pending` ends (the index of the CRLF CRLF that ends
-    it, -1 if it has not ended) and what it holds (`HEAD_LENGTH`, `HEAD_HOP`), in one pass over its bytes.
+    it, -1 if it has not ended) and what it holds (`HEAD_LENGTH`, `HEAD_HOP`).
 
     The usual head (Content-Length and nothing hop-by-hop) is relayed as received on this answer alone, so it
-    is the per-response cost of reading one: compiled, each byte is one comparison and only a name that may be
-    Content-Length or hop-by-hop (by its first letter and length) is lowered and looked up.
-    """
+    is the per-response cost of reading one. Compiled, it is one pass over the bytes in which only a name that
+    may be Content-Length or hop-by-hop (by its first letter and length) is lowered and looked up;
+    interpreted, a few calls into C."""
     return _scan_bytes(pending, start) if COMPILED else _scan_calls(pending, start)
 
 
