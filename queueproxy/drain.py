@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from aiohttp import web
+from serving.http import Exchange
+from serving.http.endpoints import TEXT, Endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,13 @@ class Drainer:
         return True
 
 
-def admin_app(
+def admin_routes(
     drainer: Drainer, terminating: asyncio.Event, *, reset_after: float = RESET_AFTER
-) -> web.Application:
+) -> dict[str, Endpoint]:
     """`GET /wait-for-drain`: the app container's preStop hook blocks here until the pod is drained."""
 
-    async def wait_for_drain(request: web.Request) -> web.Response:
-        logger.info("wait-for-drain called by %s", request.remote)
+    async def wait_for_drain(exchange: Exchange) -> None:
+        logger.info("wait-for-drain called by %s", exchange.request.client[0])
 
         async def reset_unless_terminating() -> None:
             await asyncio.sleep(reset_after)
@@ -97,8 +98,6 @@ def admin_app(
         finally:
             if not watchdog.done():
                 watchdog.cancel()
-        return web.Response(text="drained\n")
+        await exchange.respond(200, (TEXT,), b"drained\n")
 
-    app = web.Application()
-    app.router.add_get(WAIT_FOR_DRAIN_PATH, wait_for_drain)
-    return app
+    return {WAIT_FOR_DRAIN_PATH: wait_for_drain}

@@ -17,18 +17,18 @@ import uvloop
 from prometheus_client import CollectorRegistry
 
 from queueproxy.config import Config, load_config
-from queueproxy.drain import Drainer, admin_app
+from queueproxy.drain import Drainer, admin_routes
 from queueproxy.handler import QueueHandler
 from queueproxy.inflight import InFlight
-from queueproxy.metrics import RequestMetrics, metrics_app
+from queueproxy.metrics import RequestMetrics, metrics_routes
 from queueproxy.readiness import Readiness
 from queueproxy.requestlog import RequestLog
-from queueproxy.site import run_site
-from queueproxy.stats import StatReporter, run_reporter, stats_app
+from queueproxy.stats import StatReporter, run_reporter, stats_routes
 from serving import lifecycle
 from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.http import ForwardTimeouts, Server, UpstreamPool, serve
+from serving.http.endpoints import run_endpoints
 from serving.tracer import NAMESPACE, REVISION, UPSTREAM, Tracer, start_tracing
 
 if TYPE_CHECKING:
@@ -140,13 +140,14 @@ async def run(config: Config, terminating: asyncio.Event) -> None:
         config.proxy.container_concurrency,
     )
     host = ports.bind_address
+    admin = admin_routes(parts.drainer, terminating)
     try:
         await lifecycle.supervise(
             terminating,
             [
-                run_site("admin", admin_app(parts.drainer, terminating), host, ports.admin),
-                run_site("stats", stats_app(parts.reporter), host, ports.stats),
-                run_site("metrics", metrics_app(parts.registry), host, ports.metrics),
+                run_endpoints("admin", admin, host, ports.admin),
+                run_endpoints("stats", stats_routes(parts.reporter), host, ports.stats),
+                run_endpoints("metrics", metrics_routes(parts.registry), host, ports.metrics),
                 run_reporter(parts.reporter),
                 parts.in_flight.run_sweeper(),
             ],

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from queueproxy.config import Identity
+from serving.http import Exchange
+from serving.http.endpoints import Endpoint
 from serving.tally import RequestTally
 
 # Knative's label names for the revision a pod belongs to.
@@ -88,12 +89,10 @@ class RequestMetrics(Collector):
         yield in_flight
 
 
-def metrics_app(registry: CollectorRegistry) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
+def metrics_routes(registry: CollectorRegistry) -> dict[str, Endpoint]:
+    """`GET /metrics`: the registry in Prometheus' text format."""
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    return app
+    async def metrics(exchange: Exchange) -> None:
+        await exchange.respond(200, (("content-type", CONTENT_TYPE_LATEST),), generate_latest(registry))
+
+    return {"/metrics": metrics}

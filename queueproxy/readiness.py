@@ -22,9 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import aiohttp
-from multidict import CIMultiDict
-
+from queueproxy import h1probe
 from queueproxy.probe import ProbeSpec
 
 logger = logging.getLogger(__name__)
@@ -68,7 +66,6 @@ class Readiness:
         self._poll_timeout = aggressive_poll_timeout
         self._now = now
         self._pending: asyncio.Task[bool] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._ready = False
         self._successes = 0
         self._failures = 0
@@ -110,8 +107,6 @@ class Readiness:
             self._pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pending
-        if self._session is not None:
-            await self._session.close()
 
     async def _run(self) -> bool:
         if self.spec.aggressive:
@@ -158,7 +153,7 @@ class Readiness:
                 if self.spec.kind == "grpc" or (self._http2 and self.spec.scheme == "http"):
                     return await self._h2()
                 return await self._http()
-        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+        except (OSError, TimeoutError, ValueError, h1probe.ProbeFailed) as exc:
             logger.debug("readiness probe failed: %s", exc)
             return False
 
@@ -191,16 +186,11 @@ class Readiness:
         return True
 
     async def _http(self) -> bool:
-        if self._session is None:
-            # A fresh connection per probe, as kubelet does; the probe must not hold an app connection open.
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-        host = f"[{self.spec.host}]" if ":" in self.spec.host else self.spec.host
-        url = f"{self.spec.scheme}://{host}:{self.port}{self.spec.path}"
-        async with self._session.get(
-            url, headers=CIMultiDict(self._headers()), allow_redirects=False, ssl=False
-        ) as response:
-            await response.read()
-            return 200 <= response.status < 400
+        spec = self.spec
+        status = await h1probe.http_get(
+            spec.host, self.port, spec.path, self._headers(), tls=spec.scheme == "https"
+        )
+        return 200 <= status < 400
 
     async def _h2(self) -> bool:
         """A probe over HTTP/2: gRPC's health check, or an `httpGet` of an h2c app."""

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from aiohttp import web
-
 from serving.concurrency import RequestStats
+from serving.http import Exchange
+from serving.http.endpoints import Endpoint
 from serving.stat import PROTOBUF_CONTENT_TYPE, Stat, encode_stat
 
 REPORT_INTERVAL: Final = 1.0
@@ -69,10 +69,11 @@ async def run_reporter(reporter: StatReporter, interval: float = REPORT_INTERVAL
             next_tick = loop.time() + interval
 
 
-def stats_app(reporter: StatReporter) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=encode_stat(reporter.last), content_type=PROTOBUF_CONTENT_TYPE)
+def stats_routes(reporter: StatReporter) -> dict[str, Endpoint]:
+    """`GET /metrics`: the last closed window, protobuf-encoded."""
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    return app
+    async def metrics(exchange: Exchange) -> None:
+        body = encode_stat(reporter.last)
+        await exchange.respond(200, (("content-type", PROTOBUF_CONTENT_TYPE),), body)
+
+    return {"/metrics": metrics}

@@ -2,7 +2,8 @@
 
 llhttp (via httptools) on asyncio Protocols, uvloop in production: client connections are parsed and handed
 to a handler one request at a time; `Exchange.forward` relays to pooled keep-alive upstream connections, with
-bodies streamed both ways under flow control. aiohttp serves everything off the per-request hot path.
+bodies streamed both ways under flow control. `serving.http.endpoints` serves a few fixed local paths (the
+queue-proxy's side ports) on the same engine.
 
 The HTTP/2 side (`H2Exchange`, `H2UpstreamPool`, and the `h2` package under them) is imported on first use: a
 queue-proxy whose app and clients speak HTTP/1.1 never loads it, which keeps every pod's sidecar smaller.

@@ -3,10 +3,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiohttp.test_utils import TestClient, TestServer
-
-from queueproxy.drain import Drainer, admin_app
+from queueproxy.drain import Drainer, admin_routes
 from serving.clock import FakeClock
+from serving.http.endpoints import endpoints
+from tests.unit.serving.http.rawhttp import RawClient, engine, get
 
 
 async def test_health_fails_from_the_start_and_drain_ends_after_the_quiet_period() -> None:
@@ -57,10 +57,12 @@ async def test_reset_ends_waiters_and_health_passes_again() -> None:
 
 async def test_wait_for_drain_without_sigterm_is_reset() -> None:
     drainer = Drainer(60.0)
-    app = admin_app(drainer, asyncio.Event(), reset_after=0.02)
-    async with TestClient(TestServer(app)) as client:
-        response = await asyncio.wait_for(client.get("/wait-for-drain"), 5)
-        assert response.status == 200
+    routes = admin_routes(drainer, asyncio.Event(), reset_after=0.02)
+    async with engine(endpoints(routes)) as port:
+        client = await RawClient.connect(port)
+        response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
+        await client.close()
+    assert response.status == 200
     assert not drainer.draining
 
 
@@ -68,8 +70,12 @@ async def test_wait_for_drain_after_sigterm_waits_for_the_drain() -> None:
     drainer = Drainer(0.03)
     terminating = asyncio.Event()
     terminating.set()
-    async with TestClient(TestServer(admin_app(drainer, terminating))) as client:
-        response = await asyncio.wait_for(client.get("/wait-for-drain"), 5)
-        assert response.status == 200
-        assert await response.text() == "drained\n"
+    started = time.monotonic()
+    async with engine(endpoints(admin_routes(drainer, terminating))) as port:
+        client = await RawClient.connect(port)
+        response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
+        await client.close()
+    assert (response.status, response.body) == (200, b"drained\n")
+    assert time.monotonic() - started >= 0.03
     assert drainer.draining
+

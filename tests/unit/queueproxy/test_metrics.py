@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from queueproxy.config import Identity
-from queueproxy.metrics import RequestMetrics
+from queueproxy.metrics import RequestMetrics, metrics_routes
+from serving.http.endpoints import endpoints
+from tests.unit.serving.http.rawhttp import RawClient, engine, get
 
 IDENTITY = Identity(
     namespace="default", configuration="hello", revision="hello-00001", pod="pod-a", pod_ip="127.0.0.1"
@@ -37,3 +41,22 @@ def test_requests_counted_by_code_and_class_with_latency() -> None:
     depth[0] = 0
     assert value("queue_depth") == 0.0
     assert value("queue_in_flight_requests") == 5.0
+
+
+async def test_the_metrics_port_serves_the_registry_in_the_text_format() -> None:
+    registry = CollectorRegistry()
+    metrics = RequestMetrics(registry, IDENTITY, queue_depth=lambda: 0, in_flight=lambda: 1)
+    metrics.observe(200, 0.002)
+    async with engine(endpoints(metrics_routes(registry))) as port:
+        client = await RawClient.connect(port)
+        response = await client.request(get("/metrics"))
+        await client.close()
+    assert response.status == 200
+    assert response.header("content-type") == CONTENT_TYPE_LATEST
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.body.decode())
+        for sample in family.samples
+        if sample.name in ("queue_requests_total", "queue_in_flight_requests")
+    }
+    assert samples == {"queue_requests_total": 1.0, "queue_in_flight_requests": 1.0}

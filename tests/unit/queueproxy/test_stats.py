@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from queueproxy.stats import StatReporter, stats_app
+from queueproxy.stats import StatReporter, stats_routes
 from serving.clock import FakeClock
 from serving.concurrency import RequestStats
+from serving.http.endpoints import endpoints
 from serving.stat import PROTOBUF_CONTENT_TYPE, decode_stat
+from tests.unit.serving.http.rawhttp import RawClient, engine, get
 
 
 def reporter_at(clock: FakeClock) -> tuple[RequestStats, StatReporter]:
@@ -61,12 +62,14 @@ async def test_scrapes_return_the_last_window_without_resetting() -> None:
         stats.request_out(clock.now(), proxied=False)
     clock.advance(1.0)
     reporter.report()
-    async with TestClient(TestServer(stats_app(reporter))) as client:
+    async with engine(endpoints(stats_routes(reporter))) as port:
+        client = await RawClient.connect(port)
         bodies = []
         for _ in range(2):
-            response = await client.get("/metrics")
+            response = await client.request(get("/metrics"))
             assert response.status == 200
-            assert response.headers["Content-Type"] == PROTOBUF_CONTENT_TYPE
-            bodies.append(await response.read())
+            assert response.header("Content-Type") == PROTOBUF_CONTENT_TYPE
+            bodies.append(response.body)
+        await client.close()
     assert bodies[0] == bodies[1]
     assert decode_stat(bodies[0]).request_count == 3.0
