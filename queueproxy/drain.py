@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from queueproxy.inflight import InFlight
 from serving.http import Exchange
 from serving.http.endpoints import TEXT, Endpoint
 
@@ -80,9 +81,11 @@ class Drainer:
 
 
 def admin_routes(
-    drainer: Drainer, terminating: asyncio.Event, *, reset_after: float = RESET_AFTER
+    drainer: Drainer, terminating: asyncio.Event, in_flight: InFlight, *, reset_after: float = RESET_AFTER
 ) -> dict[str, Endpoint]:
-    """`GET /wait-for-drain`: the app container's preStop hook blocks here until the pod is drained."""
+    """`GET /wait-for-drain`: the app container's preStop hook blocks here until the pod is drained: the
+    quiet period passed with no new request and no request handed to the app is still in flight (the app
+    gets SIGTERM when this returns, so it is never stopped under a request it was given)."""
 
     async def wait_for_drain(exchange: Exchange) -> None:
         logger.info("wait-for-drain called by %s", exchange.request.client[0])
@@ -94,7 +97,8 @@ def admin_routes(
 
         watchdog = asyncio.create_task(reset_unless_terminating())
         try:
-            await drainer.wait()
+            if await drainer.wait():
+                await in_flight.wait_plain()
         finally:
             if not watchdog.done():
                 watchdog.cancel()

@@ -140,7 +140,7 @@ async def run(config: Config, terminating: asyncio.Event) -> None:
         config.proxy.container_concurrency,
     )
     host = ports.bind_address
-    admin = admin_routes(parts.drainer, terminating)
+    admin = admin_routes(parts.drainer, terminating, parts.in_flight)
     try:
         await lifecycle.supervise(
             terminating,

@@ -593,6 +593,12 @@ class Container:
                 self._terminated(_exit_code(code), started_at, "Error")
         self._set(final=True, ready=False)
 
+    async def hook_then_stop(self, deadline: float) -> None:
+        """The preStop hook (cut off at `deadline`), then SIGTERM and SIGKILL at `deadline`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pre_stop(deadline), max(0.0, deadline - time.monotonic()))
+        await self.stop(deadline)
+
     async def pre_stop(self, deadline: float) -> None:
         """Run the container's preStop hook, if any, within `deadline`; failures are logged only."""
         hook = (self.spec.get("lifecycle") or {}).get("preStop")
@@ -864,11 +870,11 @@ class PodWorker:
             if self._run is not None and not self._run.done():
                 self._run.cancel()
                 await asyncio.wait({self._run})
+            # Each container on its own, as the kubelet kills them: its preStop hook, then SIGTERM. A
+            # container without a hook gets SIGTERM at once, while another's hook may still run (Knative
+            # relies on this: the queue-proxy drains on SIGTERM while the app's preStop hook waits for it).
             everything = [*self.init_containers, *self.containers]
-            hooks = asyncio.gather(*(c.pre_stop(deadline) for c in everything))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hooks, max(0.0, deadline - time.monotonic()))
-            await asyncio.gather(*(c.stop(deadline) for c in everything))
+            await asyncio.gather(*(c.hook_then_stop(deadline) for c in everything))
             await self._teardown()
             log.info("pod %s: stopped in %.1fs", self.key, time.monotonic() - began)
             if finish:

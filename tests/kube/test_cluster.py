@@ -46,6 +46,18 @@ print("ignoring SIGTERM", flush=True)
 time.sleep(600)
 """
 
+STOPWATCH = """
+import signal, sys, time
+def stop(*_):
+    print("SIGTERM at", time.time(), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("started", flush=True)
+while True:
+    time.sleep(1)
+"""
+"""Prints when it gets SIGTERM (wall-clock seconds), then exits."""
+
 
 async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
     """Poll `check` until it returns something true, and return that; fail naming `what` after `timeout`."""
@@ -277,6 +289,53 @@ async def test_deleting_a_deployment_stops_its_pods(
     )
     with pytest.raises((aiohttp.ClientError, OSError, TimeoutError)):
         await http_get(f"http://{ip}:8080/")
+
+
+async def test_each_container_gets_sigterm_after_its_own_pre_stop_hook_only(
+    kube_cluster: KubeCluster, api: Any, namespace: str
+) -> None:
+    """The kubelet stops a pod's containers side by side, each after its own preStop hook: a container
+    without a hook gets SIGTERM at once, while its neighbour's hook still runs (Knative's drain relies on
+    this: the queue-proxy drains on SIGTERM while the app's preStop hook waits for that drain to end)."""
+    v1 = core(api)
+    name = f"pair-{uuid.uuid4().hex[:6]}"
+    containers: list[dict[str, Any]] = [
+        {"name": "plain", "command": ["python3", "-c", STOPWATCH]},
+        {
+            "name": "hooked",
+            "command": ["python3", "-c", STOPWATCH],
+            "lifecycle": {"preStop": {"sleep": {"seconds": 3}}},
+        },
+    ]
+    pod = bare_pod(name, containers[0])
+    pod["spec"]["containers"] = [{"image": "unused.example/app", **c} for c in containers]
+    pod["spec"]["terminationGracePeriodSeconds"] = 20
+    await v1.create_namespaced_pod(namespace, pod)
+
+    async def running() -> Any:
+        found = await v1.read_namespaced_pod(name, namespace)
+        statuses = found.status.container_statuses or []
+        up = len(statuses) == 2 and all(s.state.running for s in statuses)
+        logs = [
+            kube_cluster.container_log(namespace, name, c, found.metadata.uid) for c in ("plain", "hooked")
+        ]
+        return found if up and all("started" in log for log in logs) else None
+
+    uid = (await eventually(running, 30, "both containers running")).metadata.uid
+    await v1.delete_namespaced_pod(name, namespace)
+
+    def stopped_at(container: str) -> float | None:
+        for line in kube_cluster.container_log(namespace, name, container, uid).splitlines():
+            if line.startswith("SIGTERM at "):
+                return float(line.split()[-1])
+        return None
+
+    async def both_stopped() -> tuple[float, float] | None:
+        plain, hooked = stopped_at("plain"), stopped_at("hooked")
+        return None if plain is None or hooked is None else (plain, hooked)
+
+    plain, hooked = await eventually(both_stopped, 30, "both containers to get SIGTERM")
+    assert hooked - plain >= 2.5, f"SIGTERM: plain at {plain}, hooked at {hooked} (its hook sleeps 3 s)"
 
 
 async def test_container_ignoring_sigterm_is_killed_after_the_grace_period(

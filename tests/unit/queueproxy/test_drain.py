@@ -4,6 +4,7 @@ import asyncio
 import time
 
 from queueproxy.drain import Drainer, admin_routes
+from queueproxy.inflight import InFlight
 from serving.clock import FakeClock
 from serving.http.endpoints import endpoints
 from tests.unit.serving.http.rawhttp import RawClient, engine, get
@@ -57,7 +58,7 @@ async def test_reset_ends_waiters_and_health_passes_again() -> None:
 
 async def test_wait_for_drain_without_sigterm_is_reset() -> None:
     drainer = Drainer(60.0)
-    routes = admin_routes(drainer, asyncio.Event(), reset_after=0.02)
+    routes = admin_routes(drainer, asyncio.Event(), InFlight(), reset_after=0.02)
     async with engine(endpoints(routes)) as port:
         client = await RawClient.connect(port)
         response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
@@ -71,7 +72,7 @@ async def test_wait_for_drain_after_sigterm_waits_for_the_drain() -> None:
     terminating = asyncio.Event()
     terminating.set()
     started = time.monotonic()
-    async with engine(endpoints(admin_routes(drainer, terminating))) as port:
+    async with engine(endpoints(admin_routes(drainer, terminating, InFlight()))) as port:
         client = await RawClient.connect(port)
         response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
         await client.close()
@@ -79,3 +80,44 @@ async def test_wait_for_drain_after_sigterm_waits_for_the_drain() -> None:
     assert time.monotonic() - started >= 0.03
     assert drainer.draining
 
+
+class Request:
+    """An in-flight entry: cancellable, and no response started."""
+
+    response_started = False
+
+    def cancel(self) -> bool:
+        return True
+
+
+async def test_wait_for_drain_also_waits_for_the_requests_the_app_still_serves() -> None:
+    """The app gets SIGTERM when wait-for-drain returns: not while a request it was handed is in flight."""
+    drainer = Drainer(0.01)
+    terminating = asyncio.Event()
+    terminating.set()
+    in_flight = InFlight()
+    request = Request()
+    in_flight.add(request, request, upgrade=False, deadline=time.monotonic() + 60)
+    async with engine(endpoints(admin_routes(drainer, terminating, in_flight))) as port:
+        client = await RawClient.connect(port)
+        waiting = asyncio.create_task(client.request(get("/wait-for-drain")))
+        await asyncio.sleep(0.1)
+        assert drainer.draining
+        assert not waiting.done(), "drained of new requests, but one is still in flight"
+        in_flight.discard(request, upgrade=False)
+        response = await asyncio.wait_for(waiting, 5)
+        await client.close()
+    assert (response.status, response.body) == (200, b"drained\n")
+
+
+async def test_a_called_off_drain_does_not_wait_for_requests_in_flight() -> None:
+    drainer = Drainer(60.0)
+    in_flight = InFlight()
+    request = Request()
+    in_flight.add(request, request, upgrade=False, deadline=time.monotonic() + 60)
+    async with engine(endpoints(admin_routes(drainer, asyncio.Event(), in_flight, reset_after=0.02))) as port:
+        client = await RawClient.connect(port)
+        response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
+        await client.close()
+    assert response.status == 200
+    assert in_flight.plain == 1
