@@ -109,8 +109,14 @@ def pod_started_at(pod: Mapping[str, Any]) -> float:
 def pods_of(
     slices: Sequence[Mapping[str, Any]], started: Callable[[str, str], float] = lambda namespace, name: 0.0
 ) -> tuple[Pod, ...]:
-    """The pods the EndpointSlices of one private Service list (a terminating pod is not ready);
-    `started(namespace, pod)` gives each one's start time (unknown: 0)."""
+    """The pods the EndpointSlices of one private Service list, terminating ones left out (as the Endpoints
+    API leaves them out, and as the local platform does); `started(namespace, pod)` gives each one's start
+    time (unknown: 0).
+
+    A terminating pod must not be listed as merely not ready: not ready means *starting* to the activator,
+    which probes such a pod and may have let it in by its own probe before the platform called it ready.
+    Such a pod, deleted before it was ever reported ready, made no ready -> not ready transition, so it
+    stayed a target and its drain never ended while traffic kept coming."""
     found: dict[str, Pod] = {}
     for slice_ in slices:
         for endpoint in slice_.get("endpoints") or []:
@@ -121,7 +127,9 @@ def pods_of(
             name = str(ref.get("name") or addresses[0])
             namespace = str((slice_.get("metadata") or {}).get("namespace", ""))
             conditions = endpoint.get("conditions") or {}
-            ready = bool(conditions.get("ready")) and not conditions.get("terminating")
+            if conditions.get("terminating"):
+                continue
+            ready = bool(conditions.get("ready"))
             found[name] = Pod(
                 name=name,
                 host=str(addresses[0]),

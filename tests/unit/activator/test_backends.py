@@ -4,6 +4,7 @@ import asyncio
 
 from activator.backends import PROBE_PERIOD, Backends
 from serving.clock import FakeClock
+from serving.kube.platform import pods_of
 from serving.platform import Pod
 
 
@@ -225,3 +226,23 @@ async def test_pod_our_probe_let_in_before_the_platform_stays_while_the_platform
     h.backends.update([pod(2, ready=True)])
     h.backends.update([pod(2, ready=False)])  # now it saw the pod fail
     assert h.backends.healthy == []
+
+
+async def test_a_pod_let_in_by_probe_and_deleted_before_it_was_ever_ready_is_dropped() -> None:
+    """On Kubernetes: the pod starts (listed, not ready), passes our probe (healthy), and is deleted before
+    the platform ever calls it ready. Its endpoint turns terminating with no ready -> not ready transition; it
+    must stop taking traffic at once, or its drain never ends while requests keep coming."""
+
+    def slices(**conditions: bool) -> list[dict[str, object]]:
+        address = {"addresses": ["10.0.0.7"], "targetRef": {"name": "hello-7"}, "conditions": conditions}
+        return [{"metadata": {"namespace": "default"}, "endpoints": [address]}]
+
+    h = Harness()
+    h.probe.passing.add("10.0.0.7:8012")
+    h.backends.update(pods_of(slices(ready=False, serving=False, terminating=False)))
+    await settle()
+    assert h.backends.healthy == ["10.0.0.7:8012"]
+    h.backends.update(pods_of(slices(ready=False, serving=True, terminating=True)))
+    await settle()
+    assert (h.backends.healthy, h.backends.probing) == ([], [])
+    assert h.changes[-1] == []

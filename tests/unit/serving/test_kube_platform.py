@@ -27,14 +27,15 @@ def endpoint_slice(*endpoints: dict[str, Any]) -> dict[str, Any]:
 def test_pods_come_from_every_slice_with_their_readiness() -> None:
     slices = [
         endpoint_slice(endpoint("10.0.0.2", "b"), endpoint("10.0.0.3", "c", ready=False)),
-        endpoint_slice(endpoint("10.0.0.4", "d", terminating=True), {"addresses": [], "conditions": {}}),
+        endpoint_slice(
+            endpoint("10.0.0.4", "d", ready=False, terminating=True), {"addresses": [], "conditions": {}}
+        ),
     ]
     pods = pods_of(slices)
     assert [(p.name, p.host, p.port, p.ready) for p in pods] == [
         ("b", "10.0.0.2", QUEUE_PORT, True),
         ("c", "10.0.0.3", QUEUE_PORT, False),
-        ("d", "10.0.0.4", QUEUE_PORT, False),  # terminating: draining, not a target
-    ]
+    ], "a terminating pod (d) is not listed: it drains and takes nothing new, not even a probe"
     assert {p.started_at for p in pods} == {0.0}
 
 
