@@ -62,6 +62,11 @@ class Drainer:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def wait_reset(self) -> None:
+        """Return once the drain is called off (at once if it is not on)."""
+        while self.draining:
+            await self._changed.wait()
+
     async def wait(self) -> bool:
         """Begin draining and wait for the quiet period; True once drained, False if the drain was reset."""
         self.begin()
@@ -84,24 +89,34 @@ def admin_routes(
     drainer: Drainer, terminating: asyncio.Event, in_flight: InFlight, *, reset_after: float = RESET_AFTER
 ) -> dict[str, Endpoint]:
     """`GET /wait-for-drain`: the app container's preStop hook blocks here until the pod is drained: the
-    quiet period passed with no new request and no request handed to the app is still in flight (the app
-    gets SIGTERM when this returns, so it is never stopped under a request it was given)."""
+    quiet period passed with no new request, and no plain request handed to the app is still in flight
+    (websockets are not waited for: they get `DRAIN_WEBSOCKET_TIMEOUT` from the queue-proxy's own drain).
+
+    Without SIGTERM within `reset_after` the call was a liveness restart: the drain is called off, and the
+    call returns. That check outlives the call itself, so a hook whose client gave up early still leaves a
+    pod that serves again.
+    """
+    watchdogs: set[asyncio.Task[None]] = set()
+
+    async def reset_unless_terminating() -> None:
+        await asyncio.sleep(reset_after)
+        if not terminating.is_set():
+            drainer.reset()
 
     async def wait_for_drain(exchange: Exchange) -> None:
         logger.info("wait-for-drain called by %s", exchange.request.client[0])
-
-        async def reset_unless_terminating() -> None:
-            await asyncio.sleep(reset_after)
-            if not terminating.is_set():
-                drainer.reset()
-
         watchdog = asyncio.create_task(reset_unless_terminating())
-        try:
-            if await drainer.wait():
-                await in_flight.wait_plain()
-        finally:
-            if not watchdog.done():
-                watchdog.cancel()
+        watchdogs.add(watchdog)
+        watchdog.add_done_callback(watchdogs.discard)
+        if await drainer.wait():
+            # Drained of new requests; now the ones in flight, unless the drain is called off meanwhile.
+            idle = asyncio.ensure_future(in_flight.wait_plain())
+            called_off = asyncio.ensure_future(drainer.wait_reset())
+            try:
+                await asyncio.wait({idle, called_off}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+                called_off.cancel()
         await exchange.respond(200, (TEXT,), b"drained\n")
 
     return {WAIT_FOR_DRAIN_PATH: wait_for_drain}

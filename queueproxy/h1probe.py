@@ -2,17 +2,20 @@
 
 The request carries `Connection: close`; the status decides: 200-399 passes. Redirects are not followed, so a
 3xx passes (kubelet passes a redirect it does not follow, too). The response is read to its end, or to
-`MAX_BODY` bytes of body, or to the app closing the connection, whichever comes first, so that the app never
-writes into a connection reset under it. `https` probes use TLS without verifying the certificate, as
-kubelet's do.
+`MAX_BODY` bytes of body, or to the app closing the connection, whichever comes first: an app answering a
+probe as usual never writes into a reset connection (one with a longer body may, past `MAX_BODY`). The path
+is percent-encoded where it is not ASCII-safe, as kubelet's URL is. `https` probes use TLS without verifying
+the certificate, as kubelet's do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from typing import Final
+from urllib.parse import quote
 
 import httptools
 
@@ -22,6 +25,10 @@ MAX_BODY: Final = 10 * 1024
 """Body bytes read before the probe stops reading (kubelet keeps 10 KiB of a probe's body)."""
 
 _READ: Final = 64 * 1024
+_PATH_SAFE: Final = "/?=&%:@!$'()*+,;~-._"
+"""Kept as they are in a probe's path and query (`%`: an escape already made); anything else is escaped."""
+_CLOSE_WAIT: Final = 1.0
+"""Seconds an ended probe waits for its connection to close (a TLS close may wait for the peer)."""
 
 
 class ProbeFailed(Exception):
@@ -29,28 +36,40 @@ class ProbeFailed(Exception):
 
 
 class _Response:
-    """httptools callbacks: when the head and the whole message have arrived, and how much body."""
+    """httptools callbacks: the final status once its head arrived, whether the whole message did, and how
+    much body. Interim responses (1xx other than 101) are skipped, as Go's client, kubelet's, skips them."""
 
     def __init__(self) -> None:
-        self.head = False
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+        """The final response's status; 0 until its head arrived."""
+        self.interim = False
         self.complete = False
         self.body = 0
 
     def on_headers_complete(self) -> None:
-        self.head = True
+        assert self.parser is not None
+        status = int(self.parser.get_status_code())
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+        else:
+            self.status = status
 
     def on_body(self, data: bytes) -> None:
         self.body += len(data)
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if self.interim:
+            self.interim = False  # the final response follows on the same connection
+        else:
+            self.complete = True
 
 
 def request_head(host: str, port: int, path: str, headers: list[tuple[str, str]]) -> bytes:
     """The probe's request head. A `Host` among `headers` replaces the default `host:port` (kubelet does the
-    same); a path, name or value that would split the head raises ValueError."""
-    if any(c <= " " or c == "\x7f" for c in path):
-        raise ValueError(f"invalid probe path {path!r}")
+    same); the path is percent-encoded where needed, and a header name or value that would split the head
+    raises ValueError."""
+    path = quote(path, safe=_PATH_SAFE)
     authority = f"[{host}]" if ":" in host else host
     own = {name.lower() for name, _ in headers}
     fields = [] if "host" in own else [("Host", f"{authority}:{port}")]
@@ -66,10 +85,11 @@ async def http_get(
     OSError or ValueError when no status arrives."""
     head = request_head(host, port, path, headers)
     reader, writer = await asyncio.open_connection(host, port, ssl=_insecure() if tls else None)
+    ended = False
     try:
         writer.write(head)
         response = _Response()
-        parser = httptools.HttpResponseParser(response)
+        parser = response.parser = httptools.HttpResponseParser(response)
         while not response.complete and response.body < MAX_BODY:
             data = await reader.read(_READ)
             if not data:
@@ -77,20 +97,28 @@ async def http_get(
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
-                if not response.head:
+                if not response.status:
                     raise ProbeFailed(f"not an HTTP response: {exc}") from None
                 break  # a status arrived; what follows it does not change the outcome
-        if not response.head:
+        if not response.status:
             raise ProbeFailed("the connection closed before a response head")
-        return int(parser.get_status_code())
+        ended = True
+        return response.status
     finally:
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
+        if ended:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await writer.wait_closed()
+        else:  # failed, or cut off by the caller's deadline: nothing more to wait for
+            writer.transport.abort()
 
 
+@functools.cache
 def _insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    """One client context for every `https` probe, made on first use: it loads no CA bundle (nothing is
+    verified), and making a context per probe would block the loop on every attempt."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context

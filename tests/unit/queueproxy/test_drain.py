@@ -6,8 +6,17 @@ import time
 from queueproxy.drain import Drainer, admin_routes
 from queueproxy.inflight import InFlight
 from serving.clock import FakeClock
-from serving.http.endpoints import endpoints
-from tests.unit.serving.http.rawhttp import RawClient, engine, get
+from serving.http.endpoints import Endpoint, endpoints
+from tests.unit.serving.http.rawhttp import RawClient, Response, engine, get
+
+
+async def call_wait_for_drain(routes: dict[str, Endpoint]) -> Response:
+    """`GET /wait-for-drain` against `routes` served by the engine, as the app's preStop hook calls it."""
+    async with engine(endpoints(routes)) as port:
+        client = await RawClient.connect(port)
+        response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
+        await client.close()
+    return response
 
 
 async def test_health_fails_from_the_start_and_drain_ends_after_the_quiet_period() -> None:
@@ -59,10 +68,7 @@ async def test_reset_ends_waiters_and_health_passes_again() -> None:
 async def test_wait_for_drain_without_sigterm_is_reset() -> None:
     drainer = Drainer(60.0)
     routes = admin_routes(drainer, asyncio.Event(), InFlight(), reset_after=0.02)
-    async with engine(endpoints(routes)) as port:
-        client = await RawClient.connect(port)
-        response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
-        await client.close()
+    response = await call_wait_for_drain(routes)
     assert response.status == 200
     assert not drainer.draining
 
@@ -72,10 +78,7 @@ async def test_wait_for_drain_after_sigterm_waits_for_the_drain() -> None:
     terminating = asyncio.Event()
     terminating.set()
     started = time.monotonic()
-    async with engine(endpoints(admin_routes(drainer, terminating, InFlight()))) as port:
-        client = await RawClient.connect(port)
-        response = await asyncio.wait_for(client.request(get("/wait-for-drain")), 5)
-        await client.close()
+    response = await call_wait_for_drain(admin_routes(drainer, terminating, InFlight()))
     assert (response.status, response.body) == (200, b"drained\n")
     assert time.monotonic() - started >= 0.03
     assert drainer.draining
@@ -121,3 +124,31 @@ async def test_a_called_off_drain_does_not_wait_for_requests_in_flight() -> None
         await client.close()
     assert response.status == 200
     assert in_flight.plain == 1
+
+
+async def test_a_drain_called_off_while_waiting_for_requests_in_flight_returns_at_once() -> None:
+    """A quiet period shorter than the reset delay: drained first, then (no SIGTERM) called off while a
+    request is still in flight; the hook returns then, it does not wait for the app's traffic to pause."""
+    drainer = Drainer(0.0)
+    in_flight = InFlight()
+    request = Request()
+    in_flight.add(request, request, upgrade=False, deadline=time.monotonic() + 60)
+    routes = admin_routes(drainer, asyncio.Event(), in_flight, reset_after=0.05)
+    response = await call_wait_for_drain(routes)
+    assert response.status == 200
+    assert not drainer.draining
+    assert in_flight.plain == 1
+
+
+async def test_a_hook_that_gives_up_early_still_has_the_drain_called_off() -> None:
+    """The engine cancels a handler whose client left; the liveness-restart check must outlive it, or the
+    pod would fail its health checks for good."""
+    drainer = Drainer(60.0)
+    async with engine(endpoints(admin_routes(drainer, asyncio.Event(), InFlight(), reset_after=0.1))) as port:
+        client = await RawClient.connect(port)
+        await client.send(get("/wait-for-drain"))
+        await asyncio.sleep(0.03)
+        assert drainer.draining
+        await client.close()
+        await asyncio.sleep(0.3)
+    assert not drainer.draining, "the drain was called off although the hook's client had left"
