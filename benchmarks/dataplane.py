@@ -454,10 +454,27 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, connections: int, duration: float) -> tuple[float, float, float, int, int]:
-    """(requests/s, p50 ms, p99 ms, requests, errors) from one wrk run with one thread."""
+BROWSER_HEADERS: Final = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language: en-US,en;q=0.9",
+    "Accept-Encoding: gzip, deflate, br",
+    "Cookie: session=abcdef0123456789; theme=dark",
+    "Referer: http://example.com/start",
+    "Cache-Control: no-cache",
+    "X-Request-Id: 3f2a9c1e-8b7d-4e6f-a5c4-1b2d3e4f5a6b",
+)
+"""Eight fields a browser sends (about 400 bytes of head), for `--browser-headers`: wrk alone sends Host."""
+
+
+def run_wrk(
+    url: str, connections: int, duration: float, headers: tuple[str, ...] = ()
+) -> tuple[float, float, float, int, int]:
+    """(requests/s, p50 ms, p99 ms, requests, errors) from one wrk run with one thread; `headers` are added to
+    every request."""
+    extra = [arg for field in headers for arg in ("-H", field)]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", *extra, url],
         capture_output=True,
         text=True,
         check=True,
@@ -474,10 +491,10 @@ def run_wrk(url: str, connections: int, duration: float) -> tuple[float, float, 
     return rps, p50, p99, requests, errors
 
 
-def measure(target: Target, connections: int, duration: float) -> Measurement:
-    run_wrk(target.url, connections, 1.0)  # warm up connections and pools
+def measure(target: Target, connections: int, duration: float, headers: tuple[str, ...] = ()) -> Measurement:
+    run_wrk(target.url, connections, 1.0, headers)  # warm up connections and pools
     before = cpu_seconds(target.proxy_pid) if target.proxy_pid else (0.0, 0.0)
-    rps, p50, p99, requests, errors = run_wrk(target.url, connections, duration)
+    rps, p50, p99, requests, errors = run_wrk(target.url, connections, duration, headers)
     cpu_us = sys_us = None
     if target.proxy_pid:
         user, system = cpu_seconds(target.proxy_pid)
@@ -487,7 +504,9 @@ def measure(target: Target, connections: int, duration: float) -> Measurement:
     return Measurement(target.name, connections, rps, p50, p99, requests, errors, cpu_us, sys_us)
 
 
-def counted_instructions(path: PathFactory, app_port: int, load_seconds: float) -> tuple[int, int]:
+def counted_instructions(
+    path: PathFactory, app_port: int, load_seconds: float, headers: tuple[str, ...] = ()
+) -> tuple[int, int]:
     """(user-space instructions, requests served) of one proxy process run under cachegrind.
 
     Instruction counts do not depend on what else the machine runs, unlike CPU time; the kernel's share
@@ -503,7 +522,7 @@ def counted_instructions(path: PathFactory, app_port: int, load_seconds: float) 
             target = path(processes, app_port)
             time.sleep(1.0)
             if load_seconds:
-                requests = run_wrk(target.url, 10, load_seconds)[3]
+                requests = run_wrk(target.url, 10, load_seconds, headers)[3]
         finally:
             processes.stop(timeout=120)
         summary = re.search(r"^summary:\s+(\d+)", out.read_text(), re.M)
@@ -512,10 +531,12 @@ def counted_instructions(path: PathFactory, app_port: int, load_seconds: float) 
         return int(summary.group(1)), requests
 
 
-def instructions_per_request(path: PathFactory, app_port: int, load_seconds: float) -> float:
+def instructions_per_request(
+    path: PathFactory, app_port: int, load_seconds: float, headers: tuple[str, ...] = ()
+) -> float:
     """The slope between an idle run and a loaded run, so start-up and idle timers cancel out."""
     idle, _ = counted_instructions(path, app_port, 0.0)
-    loaded, requests = counted_instructions(path, app_port, load_seconds)
+    loaded, requests = counted_instructions(path, app_port, load_seconds, headers)
     return (loaded - idle) / max(requests, 1)
 
 
@@ -537,6 +558,8 @@ class Report:
     compiled: bool = field(default_factory=hot_path_compiled)
     """Whether the queue-proxy ran its mypyc-compiled hot path (setup.py) or pure Python."""
     baseline: Baseline | None = None
+    headers: tuple[str, ...] = ()
+    """Fields added to every request (`--browser-headers`)."""
 
     def has(self, target: str) -> bool:
         """Whether `target` was measured."""
@@ -589,6 +612,11 @@ def _environment(report: Report) -> Iterator[str]:
     yield f"- load average (1/5/15 min) at the start: {start}; at the end: {end}"
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     yield f"- {(wrk.stdout or wrk.stderr).splitlines()[0].strip()}"
+    if report.headers:
+        names = ", ".join(field.split(":", 1)[0] for field in report.headers)
+        yield f"- requests: wrk's Host and {len(report.headers)} fields of a browser's ({names})"
+    else:
+        yield "- requests: wrk's own, `GET /` with Host only"
     yield (
         "- queue-proxy hot path: "
         + (
@@ -897,6 +925,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     parser.add_argument(
+        "--browser-headers",
+        action="store_true",
+        help="every request carries the eight fields of BROWSER_HEADERS, not wrk's Host alone",
+    )
+    parser.add_argument(
         "--instructions",
         type=float,
         default=0.0,
@@ -921,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
     if "direct" not in names or any(name not in PATHS for name in names):
         parser.error(f"--paths must include direct and name only {sorted(PATHS)}")
     command = shlex.join(["python", "benchmarks/dataplane.py", *(argv if argv is not None else sys.argv[1:])])
-    report = Report(command)
+    report = Report(command, headers=BROWSER_HEADERS if args.browser_headers else ())
     paths = dict(PATHS)
     if args.baseline is not None:
         if not (args.baseline / "controller" / "cli" / "__main__.py").is_file():
@@ -949,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
             results = []
             for connections in CONNECTIONS:
                 for target in targets:
-                    m = measure(target, connections, args.duration)
+                    m = measure(target, connections, args.duration, report.headers)
                     results.append(m)
                     print(f"run {run + 1}: {m}", flush=True)
             report.runs.append(results)
@@ -958,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
                 # Python proxies only: nginx and Knative's queue-proxy are references for time and CPU, and
                 # Knative's binds fixed ports a second instance under cachegrind could not take.
                 if target.proxy_pid and name not in UNCOUNTED:
-                    count = instructions_per_request(paths[name], app_port, args.instructions)
+                    count = instructions_per_request(paths[name], app_port, args.instructions, report.headers)
                     report.instructions[target.name] = count
                     print(f"{target.name}: {count:,.0f} instructions/request", flush=True)
     finally:

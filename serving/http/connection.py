@@ -70,6 +70,10 @@ def _read_view() -> memoryview:
 # The usual methods, decoded once.
 _METHODS: Final = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 
+NativeFields = Callable[[list[tuple[bytes, bytes]]], list[tuple[str, str]]]
+_NATIVE_FIELDS: Final = cast("NativeFields | None", wire.native("fields"))
+"""Header fields decoded in C (`_head.c`): a tenth of the instructions of a decode and a lower per field."""
+
 # Handler outcomes, for `_finish_exchange`.
 _OK: Final = 0
 _FAILED: Final = 1
@@ -483,7 +487,11 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         method = "GET" if raw_method == b"GET" else _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise _Reject(400)  # a reverse proxy has no tunnel to offer
-        items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+        native = _NATIVE_FIELDS
+        if native is not None:
+            items = native(raw)
+        else:
+            items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
         target = self._url.decode("latin-1")
         hosts = 0
         connection = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from serving import header
 from serving.http import wire
@@ -457,6 +457,11 @@ class _BodyReader:
             self.done.set_result(True)
 
 
+NativeHead = Callable[[str, str, list[tuple[str, str]], frozenset[str]], "bytes | None"]
+_NATIVE_HEAD: Final = cast("NativeHead | None", wire.native("request"))
+"""The usual request head written in C (`_head.c`): about a fifth of the work of the f-strings below."""
+
+
 def _request_head(
     request: Request, headers: Headers, address: str, chunked: bool, length: str | None
 ) -> bytes:
@@ -469,6 +474,13 @@ def _request_head(
     the next hop read the body as another request.
     """
     items = headers._items
+    native = _NATIVE_HEAD
+    if native is not None and not (chunked or length is not None or request.upgrade):
+        # No body to frame: the head is the request line and the fields as they are, unless one is
+        # hop-by-hop, Host is missing or a text is beyond Latin-1, which the general way below handles.
+        head = native(request.method, request.target, items, _NOT_FORWARDED)
+        if head is not None:
+            return head
     lines = [f"{name}: {value}\r\n" for name, value in items if name not in _NOT_FORWARDED]
     if len(lines) != len(items):
         # Something hop-by-hop was dropped; a Connection header may name more headers to drop.

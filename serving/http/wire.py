@@ -6,13 +6,26 @@ Kept free of asyncio at run time so the framing rules can be read (and tested) o
 from __future__ import annotations
 
 import contextlib
+import importlib
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     import asyncio
+
+
+def native(name: str) -> Callable[..., object] | None:
+    """A function of `serving.http._head`, the C module setup.py builds beside the compiled ones; None in a
+    pure-Python build, whose callers do the same work in Python."""
+    try:
+        module = importlib.import_module("serving.http._head")
+    except ImportError:
+        return None
+    function: Callable[..., object] = getattr(module, name)
+    return function
+
 
 H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """The HTTP/2 client connection preface (RFC 9113 section 3.4): how a prior-knowledge h2c client starts. Here,

@@ -35,7 +35,21 @@ def test_hot_path_module_is_compiled_when_the_build_can_compile(path: str) -> No
     )
 
 
-@pytest.mark.parametrize("path", SETUP.COMPILED)
+@pytest.mark.parametrize("module", SETUP.NATIVE.values())
+def test_native_module_is_built_when_the_build_can_compile(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        built = False
+    else:
+        built = True
+    assert built == SETUP.can_compile(), (
+        f"{module}: built={built} but this build {'can' if SETUP.can_compile() else 'cannot'} compile;"
+        " reinstall with `pip install -e .`"
+    )
+
+
+@pytest.mark.parametrize("path", [*SETUP.COMPILED, *SETUP.NATIVE])
 def test_compiled_module_is_not_older_than_its_source(path: str) -> None:
     """An extension module shadows the .py beside it: after an edit it is rebuilt, or the old code runs."""
     source = ROOT / path
@@ -60,6 +74,7 @@ def test_no_extension_is_left_from_an_older_build() -> None:
         for package in packages
         for extension in (ROOT / package).rglob("*.so")
         if str(extension.relative_to(ROOT)).split(".", 1)[0] + ".py" not in SETUP.COMPILED
+        and str(extension.relative_to(ROOT)).split(".", 1)[0] + ".c" not in SETUP.NATIVE
     ]
     assert stale == [], f"remove these leftovers of an older build: {stale}"
 
@@ -73,9 +88,13 @@ def test_a_pure_build_removes_the_extensions_of_a_compiled_one(tmp_path: Path) -
         source.write_text("")
         source.with_name(source.stem + ".cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     (tmp_path / "abc__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    for path in SETUP.NATIVE:
+        source = tmp_path / path
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.with_name(source.stem + ".cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     (tmp_path / "serving" / "unrelated.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     removed = SETUP.remove_extensions(tmp_path)
-    assert len(removed) == 4
+    assert len(removed) == 4 + len(SETUP.NATIVE)
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.so"))
     assert left == ["serving/unrelated.cpython-311-x86_64-linux-gnu.so"]
 

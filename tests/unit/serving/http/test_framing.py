@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from serving import header
 from serving.http import framing
+from tests.unit.test_compiled import SETUP
 
 
 @pytest.mark.parametrize(
@@ -120,6 +121,72 @@ def response_heads(draw: st.DrawFn) -> tuple[bytes, int]:
 def test_both_scans_of_a_response_head_agree_with_reading_it_line_by_line(case: tuple[bytes, int]) -> None:
     pending, start = case
     expected = reference_scan(pending, start)
-    for scan in (framing._scan_bytes, framing._scan_calls, framing.scan):
+    for scan in (framing._scan_calls, framing.scan):
         end, found = scan(pending, start)
         assert (int(end), int(found)) == expected, scan.__name__
+
+
+def _built_scan() -> framing.NativeScan | None:
+    """The native scan; None only where the build cannot compile (then nothing built it)."""
+    native = framing._NATIVE
+    assert native is not None or not SETUP.can_compile(), (
+        "the build compiles, so serving.http._head must be there"
+    )
+    return native
+
+
+@pytest.mark.parametrize(
+    ("pending", "start", "expected"),
+    [
+        pytest.param(b"", 0, (-1, 0), id="empty"),
+        pytest.param(b"HTTP/1.1 200 OK", 0, (-1, 0), id="status-line-unfinished"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n\r", 0, (-1, 0), id="last-byte-missing"),
+        pytest.param(b"HTTP/1.1 204 No Content\r\n\r\n", 0, (23, 0), id="no-field"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n", 0, (21, 0), id="one-field"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 0\r\n\r\n", 0, (34, 1), id="upper-case"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nTe: x\r\n\r\n", 0, (22, 2), id="shortest-hop"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nA: b\r\n\r\n", 99, (-1, 0), id="start-past-end"
+        ),
+        pytest.param(b"xx" + b"HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\n\r\n", 2, (32, 2), id="after-start"),
+    ],
+)
+def test_the_scans_agree_on_edges(pending: bytes, start: int, expected: tuple[int, int]) -> None:
+    native = _built_scan()
+    scans = [framing._scan_calls] + ([] if native is None else [framing.scan])
+    for scan in scans:
+        end, found = scan(pending, start)
+        assert (int(end), int(found)) == expected, scan.__name__
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200), st.integers(min_value=-5, max_value=210))
+def test_the_native_scan_reads_any_bytes_without_failing(pending: bytes, start: int) -> None:
+    native = _built_scan()
+    if native is None:
+        return
+    end, found = native(pending, start, framing._SCAN_NAMES)
+    assert -1 <= end < len(pending)
+    assert found in (0, 1, 2, 3)
+    if end == -1:
+        assert found == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(("head", 0, (b"a",)), id="str-head"),
+        pytest.param((b"head", 0, ()), id="no-names"),
+        pytest.param((b"head", 0, ("a",)), id="str-name"),
+        pytest.param((b"head", 0, (b"",)), id="empty-name"),
+        pytest.param((b"head", 0), id="two-arguments"),
+    ],
+)
+def test_the_native_scan_refuses_arguments_it_cannot_read(args: tuple[object, ...]) -> None:
+    native = _built_scan()
+    if native is None:
+        return
+    with pytest.raises(TypeError):
+        native(*args)  # type: ignore[arg-type]  # deliberately wrong
+    with pytest.raises(TypeError):
+        native(b"head", "0", (b"a",))  # type: ignore[arg-type]  # deliberately wrong
