@@ -95,6 +95,10 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
     if (start < 0 || start >= size)
         return answer(-1, 0);
+    while (start < size && (data[start] == '\r' || data[start] == '\n'))
+        start++; /* empty lines before a response, which llhttp skips */
+    if (start == size)
+        return answer(-1, 0);
     long found = 0;
     const char *eol = memchr(data + start, '\n', (size_t)(size - start)); /* the status line */
     if (eol == NULL)
@@ -129,14 +133,19 @@ scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return answer(-1, 0);
 }
 
-/* Append the Latin-1 bytes of `text` at *out; 0 if it holds a character beyond Latin-1. */
+/* Whether `text` is read here: an exact str, already ready. Hashing and comparing one runs no Python code (a
+   subclass's __hash__ or __eq__ could change the fields while they are read), and its length is known before
+   it is copied. Anything else is left to the caller's Python. */
+static int
+plain(PyObject *text)
+{
+    return PyUnicode_CheckExact(text) && PyUnicode_IS_READY(text);
+}
+
+/* Append the Latin-1 bytes of the plain string `text` at *out; 0 if it holds a character beyond Latin-1. */
 static int
 put(char **out, PyObject *text)
 {
-    if (PyUnicode_READY(text) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
     if (PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
         return 0;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -156,18 +165,23 @@ request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *method = args[0], *target = args[1], *fields = args[2], *dropped = args[3];
+    if (!plain(method) || !plain(target) || !PyFrozenSet_CheckExact(dropped))
+        Py_RETURN_NONE;
     static const char version[] = " HTTP/1.1\r\n";
     int host = 0;
     Py_ssize_t count = PyList_GET_SIZE(fields);
-    Py_ssize_t size = PyUnicode_GET_LENGTH(method) + 1 + PyUnicode_GET_LENGTH(target) + (Py_ssize_t)strlen(version) + 2;
+    Py_ssize_t size = PyUnicode_GET_LENGTH(method) + 1 + PyUnicode_GET_LENGTH(target);
+    size += (Py_ssize_t)strlen(version) + 2;
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *field = PyList_GET_ITEM(fields, k);
-        if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0))
-            || !PyUnicode_Check(PyTuple_GET_ITEM(field, 1))) {
+        if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 2
+            || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0)) || !PyUnicode_Check(PyTuple_GET_ITEM(field, 1))) {
             PyErr_SetString(PyExc_TypeError, "request: fields must be (name, value) pairs of str");
             return NULL;
         }
-        PyObject *name = PyTuple_GET_ITEM(field, 0);
+        PyObject *name = PyTuple_GET_ITEM(field, 0), *value = PyTuple_GET_ITEM(field, 1);
+        if (!plain(name) || !plain(value))
+            Py_RETURN_NONE;
         int hop = PySet_Contains(dropped, name);
         if (hop < 0)
             return NULL;
@@ -175,7 +189,7 @@ request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_NONE;
         if (!host && PyUnicode_GET_LENGTH(name) == 4 && PyUnicode_CompareWithASCIIString(name, "host") == 0)
             host = 1;
-        size += PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(field, 0)) + 2 + PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(field, 1)) + 2;
+        size += PyUnicode_GET_LENGTH(name) + 2 + PyUnicode_GET_LENGTH(value) + 2;
     }
     if (!host)
         Py_RETURN_NONE;
@@ -280,8 +294,8 @@ static PyMethodDef methods[] = {
     {"request", (PyCFunction)(void (*)(void))request, METH_FASTCALL,
      "request(method, target, fields, dropped) -> bytes | None\n\n"
      "The request head `method target HTTP/1.1` with `fields` (name, value pairs) in order, in Latin-1; None "
-     "if a name is in `dropped`, none is `host` or a text holds a character beyond Latin-1 (the caller "
-     "writes the head then)."},
+     "if a name is in `dropped`, none is `host`, a text is not an exact str or holds a character beyond "
+     "Latin-1 (the caller writes the head then)."},
     {"fields", (PyCFunction)(void (*)(void))fields, METH_O,
      "fields(raw) -> list[tuple[str, str]]\n\n"
      "Header fields as llhttp read them, (name, value) pairs of bytes, decoded from Latin-1 with names in "

@@ -71,7 +71,8 @@ _NATIVE: Final = cast("NativeScan | None", wire.native("scan"))
 
 def scan(pending: bytes, start: i64) -> tuple[i64, i64]:
     """Where the response head that starts at `start` in `pending` ends (the index of the CRLF CRLF that ends
-    it, -1 if it has not ended) and what it holds (`HEAD_LENGTH`, `HEAD_HOP`).
+    it, -1 if it has not ended) and what it holds (`HEAD_LENGTH`, `HEAD_HOP`). Empty lines before it, which
+    llhttp accepts, are passed over.
 
     The usual head (Content-Length and nothing hop-by-hop) is relayed as received on this answer alone, so it
     is the per-response cost of reading one. Built, it is one pass of memchr over the bytes in C, comparing
@@ -85,6 +86,9 @@ def scan(pending: bytes, start: i64) -> tuple[i64, i64]:
 
 def _scan_calls(pending: bytes, start: i64) -> tuple[i64, i64]:
     """`scan` without the native module: the same answer from calls into C (`bytes.find`, `re`)."""
+    size = len(pending)
+    while start < size and (pending[start] == 13 or pending[start] == 10):
+        start += 1  # empty lines before a response, which llhttp skips
     end = pending.find(_END, start)
     if end == -1:
         return -1, 0

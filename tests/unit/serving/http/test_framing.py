@@ -149,6 +149,10 @@ def _built_scan() -> framing.NativeScan | None:
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nA: b\r\n\r\n", 99, (-1, 0), id="start-past-end"
         ),
         pytest.param(b"xx" + b"HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\n\r\n", 2, (32, 2), id="after-start"),
+        pytest.param(
+            b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, (38, 1), id="empty-lines-first"
+        ),
+        pytest.param(b"\r\n\r\n", 0, (-1, 0), id="empty-lines-only"),
     ],
 )
 def test_the_scans_agree_on_edges(pending: bytes, start: int, expected: tuple[int, int]) -> None:

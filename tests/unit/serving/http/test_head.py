@@ -33,6 +33,12 @@ def reference(method: str, target: str, fields: list[tuple[str, str]]) -> bytes 
         return None
 
 
+class _Name(str):
+    """A str subclass: its hashing or formatting may run Python code, so the native writer declines it."""
+
+    __slots__ = ()
+
+
 _TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF), max_size=12)
 _NAMES = st.sampled_from(
     ["host", "accept", "x-request-id", "connection", "te", "expect", "user-agent", "é", "hos"]
@@ -63,6 +69,8 @@ def test_the_native_head_is_the_python_one(method: str, target: str, fields: lis
         pytest.param([("host", "a:1"), ("x-y", "\u20ac")], None, id="beyond-latin-1"),
         pytest.param([("host", "a:1"), ("connection", "close")], None, id="hop-by-hop"),
         pytest.param([], None, id="no-field"),
+        pytest.param([("host", "h"), (_Name("x-a"), "1")], None, id="str-subclass-name"),
+        pytest.param([("host", "h"), ("x-a", _Name("1"))], None, id="str-subclass-value"),
     ],
 )
 def test_the_native_head_declines_what_python_must_write(
@@ -72,6 +80,8 @@ def test_the_native_head_declines_what_python_must_write(
     if native is None:
         return
     assert native("GET", "/p", fields, exchange._NOT_FORWARDED) == expected
+    assert native(_Name("GET"), "/p", fields, exchange._NOT_FORWARDED) is None
+    assert native("GET", "/p", fields, set(exchange._NOT_FORWARDED)) is None  # type: ignore[arg-type]  # a set, not frozen
 
 
 @pytest.mark.parametrize(

@@ -503,6 +503,27 @@ async def test_response_hop_by_hop_headers_are_dropped_and_close_is_honoured() -
     assert connections == 2  # the upstream said close: never reused
 
 
+async def test_empty_lines_before_a_response_keep_its_fields() -> None:
+    """llhttp skips empty lines before a status line: the head after them is relayed whole, not cut there."""
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            writer.write(b"\r\n\r\nHTTP/1.1 200 Fine\r\nX-Keep: 1\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(app) as port:
+        pool = UpstreamPool("127.0.0.1", port)
+        async with engine(forwarder(pool)) as eport:
+            client = await RawClient.connect(eport)
+            for _ in range(2):
+                response = await client.request(get())
+                assert (response.status, response.reason, response.body) == (200, "Fine", b"ok")
+                assert response.header("x-keep") == "1"
+            await client.close()
+        await pool.close()
+
+
 async def test_interim_responses_are_skipped_in_any_split() -> None:
     async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
