@@ -2,9 +2,8 @@
 
 They are ordinary, strictly typed Python; compiled, the forwarding engine and the queue-proxy's handler do
 about a third less work per request. One small C module (`NATIVE`) does what a mypyc loop still does byte by
-byte. Set SERVING_PURE_PYTHON=1 (or build where there is no C compiler) to
-install them as plain Python: behaviour is the same, only slower. Everything else is configured in
-pyproject.toml.
+byte. Set SERVING_PURE_PYTHON=1 (or build where there is no C compiler) to install them as plain Python:
+behaviour is the same, only slower. Everything else is configured in pyproject.toml.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 /* HTTP/1.1 heads on the forwarding path, read and written in C where a loop compiled by mypyc still works
    byte by byte or object by object: `scan` reads an upstream response head (serving/http/framing.py), `fields`
    decodes a request's header fields (serving/http/connection.py), `request` writes the usual upstream request
-   head (serving/http/exchange.py). Built beside the compiled modules by
-   setup.py; a pure-Python build does without it, with the same results. */
+   head (serving/http/exchange.py). Built beside the compiled modules by setup.py; a pure-Python build does
+   without it, with the same results. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>

@@ -72,7 +72,8 @@ _METHODS: Final = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", 
 
 NativeFields = Callable[[list[tuple[bytes, bytes]]], list[tuple[str, str]]]
 _NATIVE_FIELDS: Final = cast("NativeFields | None", wire.native("fields"))
-"""Header fields decoded in C (`_head.c`): a tenth of the instructions of a decode and a lower per field."""
+"""Header fields decoded in C (`_head.c`): four fifths of the instructions of a decode and a lower per field;
+what is left is allocating the strings."""
 
 # Handler outcomes, for `_finish_exchange`.
 _OK: Final = 0

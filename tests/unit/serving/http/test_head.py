@@ -3,6 +3,8 @@ the Python the engine falls back on."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,9 +13,12 @@ from serving.http import connection, exchange
 from serving.http.message import Headers, Request
 from tests.unit.test_compiled import SETUP
 
+F = TypeVar("F")
 
-def _built() -> exchange.NativeHead | None:
-    native = exchange._NATIVE_HEAD
+
+def built(native: F | None) -> F | None:
+    """A function of the C module, checked to be there wherever the build compiles (None only where it cannot,
+    and nothing built the module)."""
     assert native is not None or not SETUP.can_compile(), (
         "the build compiles, so serving.http._head must be there"
     )
@@ -52,7 +57,7 @@ _NAMES = st.sampled_from(
     st.lists(st.tuples(_NAMES, _TEXT), max_size=6),
 )
 def test_the_native_head_is_the_python_one(method: str, target: str, fields: list[tuple[str, str]]) -> None:
-    native = _built()
+    native = built(exchange._NATIVE_HEAD)
     if native is None:
         return
     assert native(method, target, fields, exchange._NOT_FORWARDED) == reference(method, target, fields)
@@ -76,7 +81,7 @@ def test_the_native_head_is_the_python_one(method: str, target: str, fields: lis
 def test_the_native_head_declines_what_python_must_write(
     fields: list[tuple[str, str]], expected: bytes | None
 ) -> None:
-    native = _built()
+    native = built(exchange._NATIVE_HEAD)
     if native is None:
         return
     assert native("GET", "/p", fields, exchange._NOT_FORWARDED) == expected
@@ -95,7 +100,7 @@ def test_the_native_head_declines_what_python_must_write(
     ],
 )
 def test_the_native_head_refuses_arguments_it_cannot_read(args: tuple[object, ...]) -> None:
-    native = _built()
+    native = built(exchange._NATIVE_HEAD)
     if native is None:
         return
     with pytest.raises(TypeError):
@@ -125,14 +130,6 @@ def test_the_upstream_head_is_the_same_either_way(fields: list[tuple[str, str]],
     assert exchange._request_head(request, request.headers, "up:80", False, None) == expected
 
 
-def _built_fields() -> connection.NativeFields | None:
-    native = connection._NATIVE_FIELDS
-    assert native is not None or not SETUP.can_compile(), (
-        "the build compiles, so serving.http._head must be there"
-    )
-    return native
-
-
 _RAW = st.binary(max_size=16)
 
 
@@ -141,7 +138,7 @@ _RAW = st.binary(max_size=16)
 def test_native_fields_are_decoded_and_lowered_as_python_does(raw: list[tuple[bytes, bytes]]) -> None:
     """Names are lowered in ASCII only: llhttp lets nothing else into a name, where `str.lower` would also
     lower Latin-1 letters; so the names compared are ASCII ones."""
-    native = _built_fields()
+    native = built(connection._NATIVE_FIELDS)
     if native is None:
         return
     expected = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
@@ -164,7 +161,7 @@ def test_native_fields_are_decoded_and_lowered_as_python_does(raw: list[tuple[by
     ],
 )
 def test_native_fields_refuse_what_llhttp_never_gives(raw: object) -> None:
-    native = _built_fields()
+    native = built(connection._NATIVE_FIELDS)
     if native is None:
         return
     with pytest.raises(TypeError):
