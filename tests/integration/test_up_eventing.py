@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from tests.integration.conftest import ServingUp, eventually
+from tests.records import json_lines
 
 pytestmark = pytest.mark.eventing
 Start = Callable[..., Awaitable[ServingUp]]
@@ -139,10 +140,7 @@ spec:
 
 
 def received(folder: Path) -> list[dict[str, str]]:
-    path = folder / "events.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return json_lines(folder / "events.jsonl")
 
 
 def broker_host(up: ServingUp) -> str:

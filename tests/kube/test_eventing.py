@@ -38,6 +38,7 @@ from serving.kube.api import (
     Kube,
 )
 from tests.kube.platform import SYSTEM_NAMESPACE, Platform, eventually, install_crds, ready, service_ready
+from tests.records import json_lines
 
 pytestmark = pytest.mark.kube
 
@@ -102,12 +103,6 @@ def eventing_object(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> 
 def condition(obj: dict[str, Any]) -> dict[str, Any]:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == "Ready"), {})
-
-
-def recorded(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 async def post_event(platform: Platform, event_id: str, event_type: str, data: str) -> int:
@@ -182,7 +177,7 @@ async def test_an_event_wakes_the_triggered_service_from_zero(
     assert await post_event(platform, unwanted, "dev.example.other", "for nobody") == 202
 
     async def delivered() -> list[dict[str, Any]]:
-        return [e for e in recorded(record) if e["attributes"].get("id") == wanted]
+        return [e for e in json_lines(record) if e["attributes"].get("id") == wanted]
 
     found = await eventually(delivered, 90, "the event delivered to the recorder", platform)
     assert found[0]["attributes"]["type"] == "dev.example.greeting"
@@ -190,7 +185,7 @@ async def test_an_event_wakes_the_triggered_service_from_zero(
     assert found[0]["host"] == f"recorder.{NS}.svc.cluster.local"
     deployment = await kube.get(DEPLOYMENTS, NS, "recorder-00001-deployment")
     assert int(deployment["spec"].get("replicas") or 0) >= 1, "the event woke the revision"
-    assert all(e["attributes"].get("id") != unwanted for e in recorded(record)), "the filter let it through"
+    assert all(e["attributes"].get("id") != unwanted for e in json_lines(record)), "the filter let it through"
 
 
 async def make_default_broker(kube: Kube) -> None:
@@ -311,7 +306,7 @@ def sink_of(container: dict[str, Any]) -> str | None:
 
 def started_with(path: Path, sink: str) -> list[dict[str, Any]]:
     """The lines of pods that started with `sink` as their K_SINK."""
-    return [line for line in recorded(path) if line.get("K_SINK") == sink]
+    return [line for line in json_lines(path) if line.get("K_SINK") == sink]
 
 
 async def test_a_container_source_runs_as_a_deployment_with_its_sink(

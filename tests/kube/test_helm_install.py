@@ -54,6 +54,7 @@ from tests.kube.platform import (
     ready,
     service_ready,
 )
+from tests.records import json_lines
 
 pytestmark = pytest.mark.kube
 
@@ -393,8 +394,7 @@ async def test_eventing_runs_with_the_charts_identity_and_token(
         await eventually(accepted, 30, "the Broker ingress accepting the event", platform)
 
     async def delivered() -> list[dict[str, Any]]:
-        lines = record.read_text().splitlines() if record.exists() else []
-        return [e for e in map(json.loads, lines) if e["attributes"].get("id") == event_id]
+        return [e for e in json_lines(record) if e["attributes"].get("id") == event_id]
 
     events = await eventually(delivered, 60, "the event delivered to Service recorder", platform)
     assert events[0]["data"] == "from the chart"
