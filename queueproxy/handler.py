@@ -31,7 +31,7 @@ from serving.breaker import Breaker
 from serving.concurrency import RequestStats
 from serving.contract.probe import token_matches
 from serving.http import Exchange, ForwardTimeouts, Headers, Request, UpstreamPool
-from serving.http.upstream import StaleConnection
+from serving.http.upstream import Completion, StaleConnection
 from serving.tally import RequestTally
 from serving.tracer import QUEUE_WAIT, Tracer
 
@@ -246,7 +246,7 @@ class QueueHandler:
             return False  # queued in the task, or refused there
         conn = None
         try:
-            conn = self._pool.take_idle(exchange.connection.loop)
+            conn = self._pool.take_idle()
             if conn is None:
                 if breaker is not None:
                     breaker.release()
@@ -301,7 +301,7 @@ class QueueHandler:
         if isinstance(error, StaleConnection) and not forwarded.retried:
             # A pooled connection the app had closed; nothing reached it: once more, as `forward` retries.
             forwarded.retried = True
-            conn = self._pool.take_idle(exchange.connection.loop)
+            conn = self._pool.take_idle()
             if conn is not None:
                 exchange.forward_now(conn, exchange.request.headers, self._timeouts, forwarded)
             else:
@@ -370,7 +370,7 @@ class QueueHandler:
         return response.status
 
 
-class _Forwarded:
+class _Forwarded(Completion):
     """A request on the fast path while it is forwarded: told its end by the engine (the `Completion` of
     `Exchange.forward_now`), and its in-flight entry, which the deadline sweeper cancels (`InFlight`)."""
 

@@ -165,10 +165,16 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         """The exchange the fast path took, until it calls `Exchange.finished`."""
         self._limits = limits
         self._registry = registry
+        self._clock: Callable[[], float] = self.loop.time
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self.send: Callable[[bytes], None] | None = None
+        """The transport's `write`, bound once connected: the upstream side relays responses with it."""
+        self._new_parser()
         self._client: tuple[str, int] = ("", 0)
         self._queue: deque[Exchange] = deque()
+        # The queue's methods the hot path calls, bound once, as the parser's are (`_new_parser`).
+        self._enqueue: Callable[[Exchange], None] = self._queue.append
+        self._dequeue: Callable[[], Exchange] = self._queue.popleft
         self._parsing: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None  # the task waits on it for the next request
@@ -206,16 +212,27 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._declined_upgrade = False
         self._raw_body_left = 0  # body bytes of a declined upgrade, which the parser does not see
 
+    def _new_parser(self) -> None:
+        """A request parser for what the client sends from now on, and the methods of it the hot path calls,
+        bound once: compiled code looks a method called on the parser up by name on every call."""
+        parser = httptools.HttpRequestParser(self)
+        self._parser = parser
+        self._feed: Callable[[bytes | memoryview], None] = parser.feed_data
+        self._parsed_method: Callable[[], bytes] = parser.get_method
+        self._keeps_alive: Callable[[], bool] = parser.should_keep_alive
+        self._upgrades: Callable[[], bool] = parser.should_upgrade
+
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.send = self.transport.write
         wire.set_nodelay(transport.get_extra_info("socket"))
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (str(peer[0]), int(peer[1]))
         self._registry.add(self)
-        self._head_started = self.loop.time()
+        self._head_started = self._clock()
         self._set_deadline(self._head_started + self._limits.header_read_timeout)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -246,7 +263,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         if in_head or len(data) > self._max_header_bytes:
             self._head_unchecked = True  # this head may be larger than the limit: measure it when complete
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as exc:
             self._dispatch_parsed(fast=False)
             rest = bytes(data[exc.args[0] :])
@@ -256,7 +273,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             if self._declined_upgrade:
                 # Served over HTTP/1.1 instead: parsing starts over on what follows (its body first).
                 self._declined_upgrade = False
-                self._parser = httptools.HttpRequestParser(self)
+                self._new_parser()
                 if rest:
                     self.data_received(rest)
                 return
@@ -284,7 +301,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             if not in_head:
                 # A head began in this read and is still incomplete: from now on it is timed (slowloris).
                 # Heads that arrive whole, the usual case, are never timed and cost no clock read.
-                self._head_started = now = self.loop.time()
+                self._head_started = now = self._clock()
                 if not self._queue:
                     self._set_deadline(now + self._header_read_timeout)
             if len(self._raw_headers) > self._max_headers:
@@ -446,7 +463,8 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         self._head_method = False
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        # The usual target comes in one piece: kept as it is, without a concatenation's new object.
+        self._url = self._url + url if self._url else url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Collect raw pairs; checking and decoding them all at the end of the head is cheaper.
@@ -471,8 +489,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
 
     def _head_complete(self) -> None:
         self._in_head = False
-        parser = self._parser
-        raw_method = parser.get_method()
+        raw_method = self._parsed_method()
         self._head_method = raw_method == b"HEAD"
         raw = self._raw_headers
         if len(raw) > self._max_headers:
@@ -501,12 +518,12 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
                 hosts += 1
             elif name == header.CONNECTION or name == header.PROXY_CONNECTION:
                 connection = True
-        keep_alive = parser.should_keep_alive()
+        keep_alive = self._keeps_alive()
         # llhttp keeps a connection alive without a Connection field (it reads Proxy-Connection as one)
         # only for a version with a major and a minor above 0, and of the versions it accepts that is
         # HTTP/1.1 alone: the usual request is known to be 1.1 without asking for the version, a string
         # llhttp's binding formats anew each time.
-        version = "1.1" if keep_alive and not connection else parser.get_http_version()
+        version = "1.1" if keep_alive and not connection else self._parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise _Reject(400)
         if hosts > 1 or (hosts == 0 and version == "1.1"):
@@ -520,7 +537,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             Headers._trusted(items),
             self._client,
             keep_alive,
-            parser.should_upgrade(),
+            self._upgrades(),
         )
         if request.upgrade and _upgrade_token(request.headers) == "h2c":
             upgraded = self._upgrade_h2c(request)
@@ -535,7 +552,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         ex = Exchange(self, request)
         self._parsing = ex
         queue = self._queue
-        queue.append(ex)
+        self._enqueue(ex)
         self._deadline = None  # the handler's time is the handler's business
         if len(queue) == 1:
             if self._fast is not None:
@@ -664,14 +681,14 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
             and not self._error_status
         ):
             # The usual case: a complete response, nothing pipelined behind it; wait for the next request.
-            queue.popleft()
+            self._dequeue()
             self._parsing = None
             if self._paused:
                 self.resume(wire.PAUSE_PIPELINE)
             if self._in_head:
                 self._deadline = self._head_started + self._header_read_timeout
             else:
-                self._deadline = self.loop.time() + self._keep_alive_timeout
+                self._deadline = self._clock() + self._keep_alive_timeout
             if self._timer is None:
                 self._set_deadline(self._deadline)
             return True
@@ -694,7 +711,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         if not ex.keep or not ex.body_complete or self.draining:
             self._close(linger=not ex.body_complete and not self._upgraded)
             return False
-        queue.popleft()
+        self._dequeue()
         if self._error_status:
             if not (queue and queue[0].body_complete):
                 self._write_error(self._error_status, self._head_method)
@@ -712,7 +729,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         if self._in_head:
             self._deadline = self._head_started + self._header_read_timeout
         else:
-            self._deadline = self.loop.time() + self._limits.keep_alive_timeout
+            self._deadline = self._clock() + self._limits.keep_alive_timeout
         if self._timer is None:
             self._set_deadline(self._deadline)
         return True
@@ -827,7 +844,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         """
         self._deadline = deadline
         if self._timer is None:
-            at = min(deadline, self.loop.time() + self._timer_step)
+            at = min(deadline, self._clock() + self._timer_step)
             self._timer = self.loop.call_at(at, self._on_deadline)
 
     def _on_deadline(self) -> None:
@@ -835,7 +852,7 @@ class ServerConnection(wire.ReadPause, asyncio.BufferedProtocol):
         deadline = self._deadline
         if deadline is None or self._closed:
             return
-        now = self.loop.time()
+        now = self._clock()
         if now < deadline:
             self._timer = self.loop.call_at(min(deadline, now + self._timer_step), self._on_deadline)
             return

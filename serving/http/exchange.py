@@ -17,7 +17,7 @@ from serving.http.error import UpstreamConnectError, UpstreamError
 from serving.http.message import Headers, Request, connection_tokens
 from serving.http.pool import UpstreamPool
 from serving.http.state import ABORTED, DONE, NEW, STARTED, keeps_alive
-from serving.http.upstream import Completion, ForwardTimeouts, StaleConnection, UpstreamConnection
+from serving.http.upstream import Awaited, Completion, ForwardTimeouts, StaleConnection, UpstreamConnection
 
 if TYPE_CHECKING:
     from serving.http.connection import ServerConnection
@@ -194,11 +194,11 @@ class Exchange:
         loop = self._conn.loop
         retried = False
         while True:
-            conn = pool.take_idle(loop)
+            conn = pool.take_idle()
             if conn is None:
                 conn = await pool.connect(timeouts.connect)
             done: asyncio.Future[int] = loop.create_future()
-            conn.start(self, head, extra, timeouts, done)
+            conn.start(self, head, extra, timeouts, Awaited(done))
             try:
                 return await done
             except StaleConnection as exc:

@@ -45,12 +45,12 @@ class UpstreamPool:
     def idle_stream_count(self) -> int:
         return len(self._streams)
 
-    def take_idle(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection | None:
+    def take_idle(self) -> UpstreamConnection | None:
         """The most recently used idle connection that is still open and not expired, if any."""
         idle = self._idle
         if not idle:
             return None
-        cutoff = loop.time() - self.idle_expiry
+        cutoff = idle[-1].clock() - self.idle_expiry  # the loop's clock (each connection holds it bound)
         while idle:
             conn = idle.pop()
             if conn.open and conn.idle_since > cutoff:
@@ -75,7 +75,7 @@ class UpstreamPool:
             conn.close()
             return
         conn.reused = True
-        conn.idle_since = conn.loop.time()
+        conn.idle_since = conn.clock()
         self._idle.append(conn)
         if self._timer is None:
             self._timer = conn.loop.call_at(self._idle[0].idle_since + self.idle_expiry, self._sweep)

@@ -9,8 +9,9 @@ the other side's socket drains. No task, future or await is created per chunk.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -48,16 +49,42 @@ class StaleConnection(UpstreamError):
     """A pooled connection turned out closed before any response byte came back; safe to retry once."""
 
 
-class Completion(Protocol):
+class Completion:
     """Told how a forwarded exchange ended: the upstream status once the response was relayed whole, or the
-    error that ended it. An `asyncio.Future[int]` for a handler that awaits it; a plain object for a handler
-    that forwards from a callback (`Exchange.forward_now`), which no task waits for."""
+    error that ended it. `Awaited` for a handler that awaits the end (`Exchange.forward`); a subclass of its
+    own for a handler that forwards from a callback (`Exchange.forward_now`), which no task waits for.
 
-    def done(self) -> bool: ...
+    A class, not a protocol: compiled, telling it is a call through the class's table, where a call on any
+    object with these methods is a lookup by name (the end of every request on the fast path)."""
 
-    def set_result(self, result: int, /) -> None: ...
+    __slots__ = ()
 
-    def set_exception(self, exception: type | BaseException, /) -> None: ...
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def set_result(self, result: int, /) -> None:
+        raise NotImplementedError
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        raise NotImplementedError
+
+
+class Awaited(Completion):
+    """A `Completion` that a task awaits: it passes the end on to a future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[int]) -> None:
+        self.future = future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, result: int, /) -> None:
+        self.future.set_result(result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.future.set_exception(exception)
 
 
 class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
@@ -66,15 +93,18 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
         self.loop = loop
+        self.clock: Callable[[], float] = loop.time
+        """The loop's clock, bound once: compiled code looks a method of the loop up by name on every call."""
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
+        self._send: Callable[[bytes], None] | None = None  # the transport's `write`, once connected
+        self._new_parser()
         self.open = False
         self.reused = False
         self.idle_since = 0.0
         self._paused = 0
         self._ex: Exchange | None = None
         self._client: ServerConnection | None = None
-        self._client_transport: asyncio.Transport | None = None
+        self._client_send: Callable[[bytes], None] | None = None
         self._done: Completion | None = None
         self.relay: relay.Relay | None = None
         self._out: list[bytes] = []
@@ -102,6 +132,14 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self._last_read = 0.0
         self._timed = False  # response-start or idle timeouts are being watched
 
+    def _new_parser(self) -> None:
+        """A response parser for what the upstream sends from now on, and the methods of it the hot path
+        calls, bound once."""
+        parser = httptools.HttpResponseParser(self)
+        self._feed: Callable[[bytes], None] = parser.feed_data
+        self._status_code: Callable[[], int] = parser.get_status_code
+        self._keeps_alive: Callable[[], bool] = parser.should_keep_alive
+
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
 
     @property
@@ -111,6 +149,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._send = self.transport.write
         self.open = True
         wire.set_nodelay(transport.get_extra_info("socket"))
 
@@ -122,7 +161,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
                 self.close()  # bytes on an idle connection: the upstream is confused; never reuse it
             return
         if self._idle is not None:
-            self._last_read = self.loop.time()
+            self._last_read = self.clock()
         if not self._head_seen:
             pending = self._pending = self._pending + data if self._pending else data
             if len(pending) > _MAX_HEAD:
@@ -133,7 +172,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
                 )
                 return
         try:
-            self._parser.feed_data(data)
+            self._feed(data)
         except httptools.HttpParserUpgrade as exc:
             self._flush()
             if self._complete:
@@ -155,9 +194,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             return
         out = self._out
         if out:
-            transport = self._client_transport
-            if transport is not None:
-                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            send = self._client_send
+            if send is not None:
+                send(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self._complete:
             self._finish()
@@ -209,8 +248,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             # request. It is dropped, and the connection with it.
             self._reusable = False
             return
-        parser = self._parser
-        status = parser.get_status_code()
+        status = self._status_code()
         pending, start = self._pending, self._skip
         end, found = framing.scan(pending, start)
         if status < 200:
@@ -235,7 +273,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
             raise refused
         self._head_seen = True
         self._status = status
-        self._keep_alive = parser.should_keep_alive()
+        self._keep_alive = self._keeps_alive()
         self._pending = b""
         self._skip = 0
         self._out.append(self._response_head(ex, status, raw, found))
@@ -277,7 +315,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         client = ex.connection
         self._ex = ex
         self._client = client
-        self._client_transport = client.transport
+        self._client_send = client.send
         self._done = done
         self._extra = extra
         self._head_seen = self._interim = self._complete = self._until_eof = False
@@ -289,12 +327,14 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         if not ex.has_body:
             ex.sent_without_body()
             self._body_sent = True
-            transport.write(head)
+            send = self._send
+            assert send is not None
+            send(head)
         else:
             self._send_request_body(ex, head, transport)
         if timeouts.response_start is not None or timeouts.idle is not None:
             self._timed = True
-            now = self.loop.time()
+            now = self.clock()
             rs = timeouts.response_start
             self._start_deadline = None if rs is None else now + rs
             self._idle = timeouts.idle
@@ -380,9 +420,9 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
 
     def _flush(self) -> None:
         out = self._out
-        transport = self._client_transport
-        if out and transport is not None:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        send = self._client_send
+        if out and send is not None:
+            send(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
     def _start_relay(self, rest: bytes) -> None:
@@ -410,7 +450,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         ex.mark_done()
         if self._reset_parser:
             self._reset_parser = False
-            self._parser = httptools.HttpResponseParser(self)
+            self._new_parser()
         reusable = self._keep_alive and self._reusable and self._body_sent
         self._detach()
         if reusable:
@@ -451,11 +491,11 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
                 client.resume(wire.PAUSE_PEER)
         if self._paused:
             self.resume(wire.PAUSE_PEER)
-        self._ex = self._client = self._client_transport = self._done = None
+        self._ex = self._client = self._client_send = self._done = None
 
     def unbind(self) -> None:
         """Forget the exchange after a relay ended (the relay closes this connection)."""
-        self._ex = self._client = self._client_transport = self._done = None
+        self._ex = self._client = self._client_send = self._done = None
 
     def cancel(self, ex: Exchange) -> None:
         """The forwarding task was cancelled: drop the connection, abort a started response."""
@@ -494,7 +534,7 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
         self._timer = None
         if self._ex is None or self.relay is not None:
             return
-        now = self.loop.time()
+        now = self.clock()
         if not self._head_seen and self._start_deadline is not None and now >= self._start_deadline:
             self._fail(ResponseStartTimeout(f"no response from {self._pool.address} in time"))
         elif self._idle is not None and now - self._last_read >= self._idle:
