@@ -7,6 +7,7 @@ The caller chooses the event loop: entry points pass `uvloop.new_event_loop`, an
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -27,7 +28,24 @@ EXIT_INVALID_ENVIRONMENT: Final = 1
 EXIT_USAGE: Final = 2
 """Unexpected command-line arguments: the components are configured by environment variables only."""
 
+YOUNG_COLLECTION: Final = 20_000
+"""Net allocations of container objects between two collections of the cyclic collector's youngest
+generation (CPython's default: 700). A busy component has thousands of objects in flight (a request's
+coroutines, futures, headers); at 700, each collection walks them, promotes the live ones, and the older
+generations walk them again: the eventing component spent 18% of its CPU there under load, `serving up`
+5%. 20,000 is a few MB of cyclic garbage at most between collections."""
+
 logger = logging.getLogger(__name__)
+
+
+def settle_collector() -> None:
+    """Keep the cyclic garbage collector off the request path: what exists when a component starts (its
+    modules, classes, configuration) leaves the collector's generations for good (`gc.freeze`), so a full
+    collection walks only what the component made since, and the young generation is collected every
+    `YOUNG_COLLECTION` allocations. Called once per process, before its loop starts."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION, middle, old)
 
 
 class LogChoice(Protocol):
@@ -130,6 +148,7 @@ def run_component(
     async def root() -> None:
         await main(config, termination_event())
 
+    settle_collector()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(root())

@@ -37,6 +37,7 @@ from controller.local.system import LocalSystem, Options, bind_ingress, load_loc
 from controller.local.view import statefile
 from controller.local.view.filewatch import FileWatcher
 from controller.reconcile.reconciler import apply_problems
+from serving import lifecycle
 from serving.autoscaling import AutoscalingError, parse_config
 from serving.config import ConfigError, load, parse_non_negative_duration
 from serving.contract.tracing import Tracing
@@ -307,6 +308,7 @@ def launch(prepared: Prepared, *, live: bool, log_level: str) -> int:
             print(f"serving up: cannot write logs in {log_dir}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         system = LocalSystem(options, live=live, watcher=prepared.watcher)
+        lifecycle.settle_collector()
         return uvloop.run(system.run(prepared.manifests, sock))
 
 

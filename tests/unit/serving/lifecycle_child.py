@@ -1,12 +1,14 @@
 """A component that does nothing but follow `serving.lifecycle`, run as a real process by test_lifecycle.py.
 
 `CHILD_MODE` picks what its root coroutine does: `wait` runs until SIGTERM/SIGINT and drains, `fail` has a
-background task raise, `listen` fails before its tasks start as a busy port would.
+background task raise, `listen` fails before its tasks start as a busy port would, `collector` prints how the
+cyclic garbage collector is set up (young threshold, objects frozen) and returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from dataclasses import dataclass
 from typing import Literal
@@ -39,6 +41,9 @@ async def drain() -> None:
 
 
 async def run(config: ChildConfig, terminating: asyncio.Event) -> None:
+    if config.mode == "collector":
+        print(gc.get_threshold()[0], gc.get_freeze_count(), flush=True)
+        return
     if config.mode == "listen":
         raise OSError(98, f"main server cannot listen on port {config.port}: Address already in use")
     background = [forever(), fail()] if config.mode == "fail" else [forever()]

@@ -85,6 +85,23 @@ def test_an_invalid_environment_exits_1_listing_every_problem() -> None:
     assert result.stdout == ""
 
 
+def test_a_component_runs_with_startup_objects_frozen_and_young_collections_spaced() -> None:
+    """What a component imported and built before its loop starts is out of the collector's generations, and
+    the young generation is collected every `YOUNG_COLLECTION` allocations instead of CPython's 700."""
+    result = run_child(CHILD_MODE="collector", CHILD_PORT="8080")
+    assert result.returncode == lifecycle.EXIT_OK, result.stderr
+    threshold, frozen = map(int, result.stdout.split())
+    assert threshold == lifecycle.YOUNG_COLLECTION > 700
+    assert frozen > 10_000  # the modules of asyncio, logging and serving at the least
+
+
+def test_serving_up_settles_the_collector_before_its_loop() -> None:
+    """`serving up` is not a `run_component` process: it settles the collector itself, before `uvloop.run`."""
+    source = (ROOT / "controller" / "cli" / "up.py").read_text()
+    settled, loop = source.find("lifecycle.settle_collector()"), source.find("uvloop.run(")
+    assert 0 <= settled < loop
+
+
 @pytest.mark.parametrize(
     ("args", "code", "stream"),
     [
