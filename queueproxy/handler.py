@@ -395,10 +395,9 @@ class _Forwarded(Completion):
         if not self.finished:
             self.handler._forward_ended(self, result)
 
-    def set_exception(self, exception: type | BaseException, /) -> None:
+    def set_exception(self, exception: BaseException, /) -> None:
         if not self.finished:
-            error = exception() if isinstance(exception, type) else exception
-            self.handler._forward_failed(self, error)
+            self.handler._forward_failed(self, exception)
 
     def cancel(self) -> bool:
         """The request's deadline passed: stop forwarding and answer 504 (if nothing was sent yet)."""
