@@ -1,5 +1,6 @@
 """One lifecycle for the component processes (queue-proxy, activator, autoscaler): arguments, environment,
-logging, signals, the long-lived tasks and the exit code, so that each component's `main` only wires.
+logging, signals, the garbage collector's settings, the long-lived tasks and the exit code, so that each
+component's `main` only wires.
 
 The caller chooses the event loop: entry points pass `uvloop.new_event_loop`, and only they import uvloop.
 """
@@ -32,8 +33,9 @@ YOUNG_COLLECTION: Final = 20_000
 """Net allocations of container objects between two collections of the cyclic collector's youngest
 generation (CPython's default: 700). A busy component has thousands of objects in flight (a request's
 coroutines, futures, headers); at 700, each collection walks them, promotes the live ones, and the older
-generations walk them again: the eventing component spent 18% of its CPU there under load, `serving up`
-5%. 20,000 is a few MB of cyclic garbage at most between collections."""
+generations walk them again: under 100 producers the eventing component spent about 13% of its CPU in the
+collector (sampled with perf), 4% with this setting. 20,000 is a few MB of cyclic garbage at most between
+collections."""
 
 logger = logging.getLogger(__name__)
 
