@@ -192,12 +192,8 @@ class UpstreamConnection(wire.ReadPause, asyncio.Protocol):
                     )
                 )
             return
-        out = self._out
-        if out:
-            send = self._client_send
-            if send is not None:
-                send(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+        if self._out:
+            self._flush()
         if self._complete:
             self._finish()
 
