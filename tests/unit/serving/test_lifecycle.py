@@ -23,9 +23,9 @@ def child_env(**values: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), **values}
 
 
-def run_child(*args: str, **values: str) -> subprocess.CompletedProcess[str]:
+def run_python(*args: str, **values: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *CHILD, *args],
+        [sys.executable, *args],
         env=child_env(**values),
         cwd=ROOT,
         capture_output=True,
@@ -33,6 +33,10 @@ def run_child(*args: str, **values: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def run_child(*args: str, **values: str) -> subprocess.CompletedProcess[str]:
+    return run_python(*CHILD, *args, **values)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
@@ -95,11 +99,33 @@ def test_a_component_runs_with_startup_objects_frozen_and_young_collections_spac
     assert frozen > 10_000  # the modules of asyncio, logging and serving at the least
 
 
-def test_serving_up_settles_the_collector_before_its_loop() -> None:
-    """`serving up` is not a `run_component` process: it settles the collector itself, before `uvloop.run`."""
-    source = (ROOT / "controller" / "cli" / "up.py").read_text()
-    settled, loop = source.find("lifecycle.settle_collector()"), source.find("uvloop.run(")
-    assert 0 <= settled < loop
+def test_serving_up_settles_the_collector_before_its_loop(tmp_path: Path) -> None:
+    """`serving up` is not a `run_component` process: `launch` settles the collector itself. Run in a child
+    process with the loop replaced by a probe that reports the collector's settings it would start under."""
+    code = "\n".join(
+        [
+            "import gc, sys",
+            "from pathlib import Path",
+            "from controller.cli import up",
+            "from tests.unit.serving.servicedoc import base_service, write",
+            "def report(coroutine):",
+            "    coroutine.close()",
+            "    print(gc.get_threshold()[0], gc.get_freeze_count(), flush=True)",
+            "    return 0",
+            "up.uvloop.run = report",
+            "folder = Path(sys.argv[1])",
+            "service = write(folder, 'hello.yaml', base_service())",
+            "argv = [str(service), '--port', '0', '--state-dir', str(folder / 'state')]",
+            "prepared = up.prepare(up.parser().parse_args(argv))",
+            "assert isinstance(prepared, up.Prepared), prepared",
+            "sys.exit(up.launch(prepared, live=False, log_level='info'))",
+        ]
+    )
+    result = run_python("-c", code, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    threshold, frozen = map(int, result.stdout.split())
+    assert threshold == lifecycle.YOUNG_COLLECTION
+    assert frozen > 10_000
 
 
 @pytest.mark.parametrize(
