@@ -266,6 +266,18 @@ def path_minimal_task(processes: Processes, app_port: int) -> Target:
     return _forwarder(processes, app_port, "minimal-task", MINIMAL_TASK)
 
 
+def path_router(processes: Processes, app_port: int) -> Target:
+    """The ingress router (what `serving up` runs) with one revision in Serve mode whose pod is the app: the
+    router's own cost, with no queue-proxy behind it."""
+    return _forwarder(processes, app_port, "router", ROUTER)
+
+
+def path_router_task(processes: Processes, app_port: int) -> Target:
+    """The same router without its fast path: every request in the engine's handler task (not in the
+    default paths)."""
+    return _forwarder(processes, app_port, "router-task", ROUTER_TASK)
+
+
 NGINX_CONF: Final = """\
 daemon off;
 master_process off;
@@ -411,12 +423,16 @@ def path_knative(processes: Processes, app_port: int, container_concurrency: int
 
 MINIMAL: Final = "minimal forwarder"
 MINIMAL_TASK: Final = "minimal forwarder, task per connection"
+ROUTER: Final = "router (Serve mode)"
+ROUTER_TASK: Final = "router (Serve mode), handler task only"
 PathFactory = Callable[[Processes, int], Target]
 PATHS: Final[dict[str, PathFactory]] = {
     "direct": path_direct,
     "minimal": path_minimal,
     "minimal-task": path_minimal_task,
     "engine": path_engine,
+    "router": path_router,
+    "router-task": path_router_task,
     "nginx": path_nginx,
     # One Knative queue-proxy at a time: its admin and metrics ports are fixed, so a CC=100 instance could
     # not run beside it.
@@ -426,7 +442,7 @@ PATHS: Final[dict[str, PathFactory]] = {
 }
 UNCOUNTED: Final = frozenset({"nginx", "knative-cc0"})
 """Paths whose instructions are not counted under cachegrind."""
-DEFAULT_PATHS: Final = "direct,minimal,engine,nginx,knative-cc0,qp-cc0,qp-cc100"
+DEFAULT_PATHS: Final = "direct,minimal,engine,router,nginx,knative-cc0,qp-cc0,qp-cc100"
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,54 @@ def run_forwarder(port: int, upstream_port: int) -> None:
         runner.run(main())
 
 
+def run_router(port: int, upstream_port: int, *, task: bool = False) -> None:
+    """The ingress router (`serving up`'s and the Kubernetes ingress's) routing every request to one revision
+    in Serve mode whose one ready pod is the app: the router's own cost per request, with no queue-proxy
+    behind it. With `task`, without its fast path: every request in the engine's handler task."""
+    import uvloop
+
+    from controller.ingress.router import Router
+    from controller.local.store import Store
+    from controller.reconcile.routetable import HostRoute, RouteTable, Split
+    from serving.http import serve
+    from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
+
+    async def main() -> None:
+        key = RevisionKey("default", "hello-00001")
+        store = Store()
+        store.put_revision(Revision(key=key, service="hello", configuration="hello"))
+        app = Pod(
+            name="hello-00001-app",
+            host="127.0.0.1",
+            port=upstream_port,
+            stats_port=1,
+            admin_port=2,
+            ready=True,
+            started_at=0.0,
+        )
+        store.set_pods(key, (app,))
+        store.set_status(
+            key,
+            ScalerStatus(
+                desired_pods=1,
+                mode="Serve",
+                stable_concurrency=0.0,
+                panic_concurrency=0.0,
+                panic=False,
+                excess_burst_capacity=0.0,
+                activators=1,
+            ),
+        )
+        router = Router(store, upstream_port, ingress_port=port)
+        split = (Split(key, 100),)
+        router.set_table(RouteTable([HostRoute("default", "hello", "127.0.0.1", None, split)]))
+        await serve(router.handle, "127.0.0.1", port, fast=None if task else router.fast)
+        await asyncio.Event().wait()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 def run_minimal(port: int, upstream_port: int, *, task: bool = False) -> None:
     """A calibration point, not a product: the least a forwarder can do per request (httptools on uvloop,
     pooled keep-alive upstream connections, GET only, no limits, no flow control, no error handling).
@@ -308,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--role", choices=["bench", "app", "forwarder", "minimal", "minimal-task"], default="bench"
+        "--role",
+        choices=["bench", "app", "forwarder", "minimal", "minimal-task", "router", "router-task"],
+        default="bench",
     )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream-port", type=int, default=0)
@@ -322,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "forwarder":
         run_forwarder(args.port, args.upstream_port)
+        return 0
+    if args.role in ("router", "router-task"):
+        run_router(args.port, args.upstream_port, task=args.role == "router-task")
         return 0
     if args.role in ("minimal", "minimal-task"):
         run_minimal(args.port, args.upstream_port, task=args.role == "minimal-task")

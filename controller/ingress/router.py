@@ -7,10 +7,18 @@ connection, or whose app refused it (the queue-proxy's marked 502; nothing reach
 through the activator instead. Readiness is read from the platform's state on every request, so a pod the
 platform marks not ready gets no new request from here. Every failure of the router's own is a 502, 503 or
 504.
+
+Two ways in, one behaviour, as in the queue-proxy. The usual request (HTTP/1.1, arrived whole, no upgrade,
+to an HTTP/1.1 revision or a platform host whose pool has an idle connection, tracing off) is forwarded from
+the read that completed it (`fast`, the engine's `FastPath`) and ended from the callback that relays the last
+byte of its response. Everything else runs in the engine's handler task (`handle`), and so does what follows a
+fast request's failure (a stale pooled connection, a pod whose app refused, an activator that failed): the
+same steps the task would have taken after that failure, from a task of the fast path's own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import random
@@ -28,12 +36,16 @@ from serving.http import (
     UpstreamError,
     UpstreamPool,
 )
+from serving.http.upstream import Delegated, ForwardTimeouts, StaleConnection
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 from serving.tracer import NAMESPACE, REVISION, UPSTREAM, Tracer
 
 log = logging.getLogger(__name__)
 
 _TEXT = (("content-type", "text/plain; charset=utf-8"),)
+_TIMEOUTS: Final = ForwardTimeouts()
+"""The router's forwards have no deadline of their own: the activator and the queue-proxy enforce the
+revision's."""
 
 
 @dataclass(slots=True)
@@ -61,6 +73,75 @@ class _Trip:
     headers: Headers
     traffic: RevisionTraffic
     hops: list[str]
+
+
+class _Routed:
+    """A request on the router's fast path: told its first forward's end by the engine (through the
+    `Delegated` `Completion` of `Exchange.forward_now`), and the client's leaving while a task carries on
+    after a failure. `trip` is None for a platform host's request, which has no revision."""
+
+    __slots__ = ("address", "again", "ex", "finished", "platform", "pod", "router", "trip")
+
+    def __init__(
+        self,
+        router: Router,
+        ex: Exchange,
+        trip: _Trip | None,
+        pod: Pod | None,
+        address: str,
+        platform: UpstreamPool | None = None,
+    ) -> None:
+        self.router = router
+        self.ex = ex
+        self.trip = trip
+        self.pod = pod
+        self.address = address
+        """Where the first forward went (the pod's, the activator's or the platform host's)."""
+        self.platform = platform
+        self.finished = False
+        self.again: asyncio.Task[None] | None = None
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: int, /) -> None:
+        if not self.finished:
+            self.attempt_over()
+            self.end()
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if self.finished:
+            return
+        again = self.again
+        if again is not None:
+            # The client left while the task carried on: it stops; the request ends here.
+            again.cancel()
+            self.end()
+            return
+        self.attempt_over()
+        if isinstance(exception, asyncio.CancelledError):
+            self.end()  # the client left; nothing can be answered
+            return
+        self.again = self.ex.connection.loop.create_task(self.router._again(self, exception))
+
+    def attempt_over(self) -> None:
+        """The first forward ended: what it counted while in flight is released."""
+        trip = self.trip
+        if trip is not None:
+            if self.pod is None:
+                trip.traffic.via_activator -= 1
+            else:
+                self.router._in_flight[self.address] -= 1
+
+    def end(self) -> None:
+        """The request's end, whichever way it ended."""
+        self.finished = True
+        trip = self.trip
+        try:
+            if trip is not None:
+                trip.traffic.in_flight -= 1
+        finally:
+            self.ex.finished()
 
 
 class RoutingState(Protocol):
@@ -115,19 +196,21 @@ class Router:
 
     async def handle(self, ex: Exchange) -> None:
         request = ex.request
-        route = self.table.lookup(request.host)
-        if route is None and self._platform_hosts and request.host:
-            platform = self._platform_hosts.get(normalize_host(request.host))
-            if platform is not None:
-                await self._to_platform(ex, platform)
+        key = ex.note
+        if not isinstance(key, RevisionKey):  # else the fast path picked it, and left the request here
+            route = self.table.lookup(request.host)
+            if route is None and self._platform_hosts and request.host:
+                platform = self._platform_hosts.get(normalize_host(request.host))
+                if platform is not None:
+                    await self._to_platform(ex, platform)
+                    return
+            if route is None:
+                await self._unknown_host(ex, request.host)
                 return
-        if route is None:
-            await self._unknown_host(ex, request.host)
-            return
-        key = route.pick(self._rng)
-        if key is None:
-            await ex.respond(503, _TEXT, f"{route.host} has no revision with traffic yet\n".encode())
-            return
+            key = route.pick(self._rng)
+            if key is None:
+                await ex.respond(503, _TEXT, f"{route.host} has no revision with traffic yet\n".encode())
+                return
         traffic = self.traffic_of(key)
         traffic.requests += 1
         traffic.in_flight += 1
@@ -140,32 +223,179 @@ class Router:
             sanitize(headers, request.client[0], self._trusted)
             if self._tracer is not None:
                 span = self._tracer.start(headers, request.method, request.target, request.client[0])
-            pod = self._pod_for(key)
-            if pod is not None:
-                try:
-                    status = await self._to_pod(trip, pod)
-                    return
-                except UpstreamConnectError as exc:
-                    log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
-            traffic.via_activator += 1
-            try:
-                status = await self._to_activator(trip, retry=pod is not None)
-            finally:
-                traffic.via_activator -= 1
+            status = await self._route(trip, self._pod_for(key))
         except Exception:
             # The request's boundary: a bug must not reach the client as the engine's 500 (a proxy's failure
             # is a bad gateway); it is logged with its traceback.
             if ex.response_started:
                 raise
-            log.exception("routing %s %s to %s failed", request.method, request.target, key)
-            traffic.errors += 1
-            status = 502
-            await ex.respond(502, _TEXT, b"the router failed the request\n")
+            status = await self._failed_unexpectedly(ex, key, traffic)
         finally:
             traffic.in_flight -= 1
             if span is not None:
                 upstream = hops[-1] if hops else ""  # the last hop tried: the one that answered, if any did
                 span.finish(status or 499, {REVISION: key.name, NAMESPACE: key.namespace, UPSTREAM: upstream})
+
+    async def _route(self, trip: _Trip, pod: Pod | None) -> int:
+        """To `pod` (a ready pod in Serve mode), or through the activator when there is none or it refused."""
+        if pod is not None:
+            try:
+                return await self._to_pod(trip, pod)
+            except UpstreamConnectError as exc:
+                log.info("pod %s refused a connection (%s); sending through the activator", pod.name, exc)
+        return await self._via_activator(trip, retry=pod is not None)
+
+    async def _via_activator(self, trip: _Trip, *, retry: bool) -> int:
+        trip.traffic.via_activator += 1
+        try:
+            return await self._to_activator(trip, retry=retry)
+        finally:
+            trip.traffic.via_activator -= 1
+
+    async def _failed_unexpectedly(self, ex: Exchange, key: RevisionKey, traffic: RevisionTraffic) -> int:
+        request = ex.request
+        log.exception("routing %s %s to %s failed", request.method, request.target, key)
+        traffic.errors += 1
+        await ex.respond(502, _TEXT, b"the router failed the request\n")
+        return 502
+
+    # -- the fast path ------------------------------------------------------------------------------------
+
+    def fast(self, ex: Exchange) -> bool:
+        """The engine's `FastPath`: forward a plain request now, from the read that completed it, on an idle
+        connection; False (nothing done but the pick of a revision, kept in `ex.note`) leaves it to `handle`
+        in the handler task."""
+        if self._tracer is not None or not ex.forwardable_now:
+            return False
+        request = ex.request
+        route = self.table.lookup(request.host)
+        if route is None:
+            if self._platform_hosts and request.host:
+                platform = self._platform_hosts.get(normalize_host(request.host))
+                if platform is not None:
+                    return self._to_platform_now(ex, platform)
+            return False
+        key = route.pick(self._rng)
+        if key is None:
+            return False
+        # From here on the task routes to this revision too: one pick per request, so the split holds.
+        ex.note = key
+        store = self._store
+        revision = store.revision(key)
+        if revision is None or revision.protocol == "h2c":
+            return False  # the task translates to HTTP/2
+        status = store.status(key)
+        pod = None if status is None or status.mode != "Serve" else self._ready_in(revision)
+        if pod is None:
+            address = self._activator.address
+            pool = self._activator
+        else:
+            address = pod.address
+            found = self._pods.get(address)
+            if not isinstance(found, UpstreamPool):
+                return False  # no pool yet: the task makes it, and connects
+            pool = found
+        conn = pool.take_idle()
+        if conn is None:
+            return False  # a new connection is awaited in the task
+        headers = request.headers.copy()
+        traffic = self.traffic_of(key)
+        trip = _Trip(ex, key, headers, traffic, [address])
+        routed = _Routed(self, ex, trip, pod, address)
+        try:
+            sanitize(headers, request.client[0], self._trusted)
+            if pod is None:
+                headers.set(header.REVISION, key.name)
+                headers.set(header.NAMESPACE, key.namespace)
+            ex.forward_now(conn, headers, _TIMEOUTS, Delegated(routed), retry_refused=pod is not None)
+        except BaseException:
+            # A bug: the engine answers 500. Nothing is left taken.
+            ex.abandon()
+            conn.close()
+            raise
+        # Counted once the request is on its way: its end cannot come before this callback returns.
+        traffic.requests += 1
+        traffic.in_flight += 1
+        if pod is None:
+            traffic.via_activator += 1
+        else:
+            in_flight = self._in_flight
+            in_flight[address] = in_flight.get(address, 0) + 1
+        return True
+
+    def _to_platform_now(self, ex: Exchange, upstream: UpstreamPool) -> bool:
+        conn = upstream.take_idle()
+        if conn is None:
+            return False
+        headers = ex.request.headers.copy()
+        try:
+            sanitize(headers, ex.request.client[0], self._trusted)
+            routed = _Routed(self, ex, None, None, upstream.address, upstream)
+            ex.forward_now(conn, headers, _TIMEOUTS, Delegated(routed), retry_refused=True)
+        except BaseException:
+            ex.abandon()
+            conn.close()
+            raise
+        return True
+
+    async def _again(self, routed: _Routed, error: BaseException) -> None:
+        """What follows a fast request's failure (in a task of its own): the steps `handle` takes after the
+        same failure."""
+        ex = routed.ex
+        trip = routed.trip
+        if not ex.response_started and not ex.has_body:
+            ex.rewind()  # as `forward` does after a failure: whether to send it again is decided below
+        try:
+            if trip is None:
+                assert routed.platform is not None
+                await self._platform_again(ex, routed.platform, error)
+            elif routed.pod is not None:
+                await self._pod_again(trip, routed.pod, error)
+            else:
+                await self._activator_again(trip, error)
+        except asyncio.CancelledError:
+            return  # the client left: `_Routed` ended the request
+        except Exception:
+            # The request's boundary, as in `handle`; an upstream's failure after the response started is
+            # the engine's to end (it aborts the client connection).
+            if ex.response_started:
+                log.debug("routing failed after the response started", exc_info=True)
+            elif trip is not None:
+                await self._failed_unexpectedly(ex, trip.key, trip.traffic)
+            else:
+                log.exception("routing %s %s failed", ex.request.method, ex.request.target)
+                await ex.respond(502, _TEXT, b"the router failed the request\n")
+        if not routed.finished:
+            routed.end()
+
+    async def _pod_again(self, trip: _Trip, pod: Pod, error: BaseException) -> int:
+        if isinstance(error, StaleConnection):
+            return await self._route(trip, pod)  # on a fresh connection, as `forward` retries
+        if isinstance(error, UpstreamConnectError):
+            log.info("pod %s refused a connection (%s); sending through the activator", pod.name, error)
+            return await self._via_activator(trip, retry=True)
+        if isinstance(error, UpstreamError):
+            return await self._pod_failed(trip, pod, error)
+        raise error
+
+    async def _activator_again(self, trip: _Trip, error: BaseException) -> int:
+        if isinstance(error, StaleConnection):
+            return await self._via_activator(trip, retry=False)
+        if isinstance(error, (UpstreamError, UpstreamConnectError)):
+            trip.traffic.via_activator += 1
+            try:
+                return await self._activator_failed(trip, error, retry=False)
+            finally:
+                trip.traffic.via_activator -= 1
+        raise error
+
+    async def _platform_again(self, ex: Exchange, upstream: UpstreamPool, error: BaseException) -> None:
+        if isinstance(error, StaleConnection):
+            await self._to_platform(ex, upstream)
+        elif isinstance(error, (UpstreamError, UpstreamConnectError)):
+            await self._platform_failed(ex, upstream, error)
+        else:
+            raise error
 
     def _pod_for(self, key: RevisionKey) -> Pod | None:
         """A ready pod in Serve mode (fewest in flight, ties broken at random); None means the activator."""
@@ -177,8 +407,9 @@ class Router:
     def _ready_pod(self, key: RevisionKey) -> Pod | None:
         """A ready pod of the revision whatever its mode (fewest in flight, ties broken at random)."""
         revision = self._store.revision(key)
-        if revision is None:
-            return None
+        return None if revision is None else self._ready_in(revision)
+
+    def _ready_in(self, revision: Revision) -> Pod | None:
         ready = [p for p in revision.pods if p.ready]
         if len(ready) < 2:
             return ready[0] if ready else None
@@ -198,7 +429,7 @@ class Router:
 
     async def _to_pod(self, trip: _Trip, pod: Pod) -> int:
         """Forward to the pod; the status the client got."""
-        ex, key, headers, traffic = trip.ex, trip.key, trip.headers, trip.traffic
+        ex, key, headers = trip.ex, trip.key, trip.headers
         address = pod.address
         trip.hops.append(address)
         pool = self._pods.get(address)
@@ -208,17 +439,20 @@ class Router:
         try:
             return await ex.forward(pool, headers, retry_refused=True)
         except UpstreamError as exc:
-            if exc.response_started or ex.response_started:
-                raise
-            traffic.errors += 1
-            await ex.respond(502, _TEXT, f"pod {pod.name} failed the request: {exc}\n".encode())
-            return 502
+            return await self._pod_failed(trip, pod, exc)
         finally:
             self._in_flight[address] -= 1
 
+    async def _pod_failed(self, trip: _Trip, pod: Pod, exc: UpstreamError) -> int:
+        if exc.response_started or trip.ex.response_started:
+            raise exc
+        trip.traffic.errors += 1
+        await trip.ex.respond(502, _TEXT, f"pod {pod.name} failed the request: {exc}\n".encode())
+        return 502
+
     async def _to_activator(self, trip: _Trip, *, retry: bool) -> int:
         """Forward through the activator (`retry`: a pod refused this exchange first); the client's status."""
-        ex, key, headers, traffic = trip.ex, trip.key, trip.headers, trip.traffic
+        ex, key, headers = trip.ex, trip.key, trip.headers
         trip.hops.append(self._activator.address)
         headers.set(header.REVISION, key.name)
         headers.set(header.NAMESPACE, key.namespace)
@@ -229,10 +463,18 @@ class Router:
             # (a request body already streamed to the pod cannot be sent to the activator).
             if not retry or ex.response_started:
                 raise
-            traffic.errors += 1
+            trip.traffic.errors += 1
             await ex.respond(502, _TEXT, f"the request cannot be sent again: {exc}\n".encode())
             return 502
-        except UpstreamConnectError as exc:
+        except (UpstreamConnectError, UpstreamError) as exc:
+            return await self._activator_failed(trip, exc, retry=retry)
+
+    async def _activator_failed(
+        self, trip: _Trip, exc: UpstreamConnectError | UpstreamError, *, retry: bool
+    ) -> int:
+        """The activator could not take the request (`retry`: a pod refused it first); the client's status."""
+        ex, traffic = trip.ex, trip.traffic
+        if isinstance(exc, UpstreamConnectError):
             # Nothing was sent: with the activator down (restarting), a revision that has a ready pod is
             # served by it directly; its queue-proxy still bounds the pod's concurrency.
             failure: Exception | int = exc
@@ -247,19 +489,18 @@ class Router:
             )
             await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
             return 503
-        except UpstreamError as exc:
-            if exc.response_started or ex.response_started:
-                raise
-            # The activator died (or hung up) before answering: an idempotent request without a body goes to
-            # a ready pod directly, as a proxy retries on its next upstream.
-            failure = exc
-            if not retry and ex.request.method in _IDEMPOTENT:
-                failure = await self._around_the_activator(trip, exc)
-            if isinstance(failure, int):
-                return failure
-            traffic.errors += 1
-            await ex.respond(502, _TEXT, f"the activator failed the request: {failure}\n".encode())
-            return 502
+        if exc.response_started or ex.response_started:
+            raise exc
+        # The activator died (or hung up) before answering: an idempotent request without a body goes to a
+        # ready pod directly, as a proxy retries on its next upstream.
+        failure = exc
+        if not retry and ex.request.method in _IDEMPOTENT:
+            failure = await self._around_the_activator(trip, exc)
+        if isinstance(failure, int):
+            return failure
+        traffic.errors += 1
+        await ex.respond(502, _TEXT, f"the activator failed the request: {failure}\n".encode())
+        return 502
 
     async def _around_the_activator(self, trip: _Trip, why: Exception) -> Exception | int:
         """Send a request the activator could not take to a ready pod of its revision; the status the client
@@ -283,11 +524,16 @@ class Router:
         sanitize(headers, ex.request.client[0], self._trusted)
         try:
             await ex.forward(upstream, headers, retry_refused=True)
-        except UpstreamError as exc:
-            if exc.response_started or ex.response_started:
-                raise
-            body = f"{ex.request.host} at {upstream.address} is not reachable ({exc}); retry in a moment\n"
-            await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
+        except (UpstreamError, UpstreamConnectError) as exc:
+            await self._platform_failed(ex, upstream, exc)
+
+    async def _platform_failed(
+        self, ex: Exchange, upstream: UpstreamPool, exc: UpstreamError | UpstreamConnectError
+    ) -> None:
+        if (isinstance(exc, UpstreamError) and exc.response_started) or ex.response_started:
+            raise exc
+        body = f"{ex.request.host} at {upstream.address} is not reachable ({exc}); retry in a moment\n"
+        await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
 
     async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
         known = self.table.hosts()

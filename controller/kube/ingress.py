@@ -119,11 +119,14 @@ async def run(config: RouterConfig, terminating: asyncio.Event) -> None:
                 return
         await router.handle(exchange)
 
+    def fast(exchange: Exchange) -> bool:
+        return ready.is_set() and router.fast(exchange)
+
     admin = web.AppRunner(_admin(ready, draining), access_log=None, shutdown_timeout=1.0)
     await admin.setup()
     try:
         await web.TCPSite(admin, config.bind_address, config.admin_port).start()
-        server = await serve(handle, config.bind_address, config.port)
+        server = await serve(handle, config.bind_address, config.port, fast=fast)
         log.info(
             "router serving on %s:%d (domain %s, cluster domain %s)",
             config.bind_address,

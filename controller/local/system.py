@@ -427,7 +427,8 @@ class LocalSystem:
                 print(f"serving up: {problem}", file=sys.stderr, flush=True)
             return False
         ingress_port = sock.getsockname()[1]
-        parts.server = await serve(parts.router.handle, "127.0.0.1", ingress_port, sock=sock)
+        router = parts.router
+        parts.server = await serve(router.handle, "127.0.0.1", ingress_port, sock=sock, fast=router.fast)
         statefile.write(
             opts.state_dir,
             statefile.UpState(

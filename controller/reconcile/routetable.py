@@ -22,6 +22,7 @@ from serving.platform import RevisionKey
 log = logging.getLogger(__name__)
 
 DOMAIN: Final = "localhost"
+_HEADERS_REMEMBERED: Final = 1024
 """The default domain: `serving up`'s."""
 
 
@@ -127,6 +128,9 @@ class RouteTable:
                 continue
             self._routes[route.host] = route
         self._by_name = dict(self._routes)
+        self._by_header: dict[str, HostRoute] = {}
+        """Routes by the Host header as clients spell it (with a port, in capitals): most requests skip
+        `normalize_host`. Only hosts that route are remembered, up to `_HEADERS_REMEMBERED` spellings."""
         for route in listed:
             if self._routes.get(route.host) is not route:
                 continue
@@ -143,7 +147,12 @@ class RouteTable:
     def lookup(self, host_header: str | None) -> HostRoute | None:
         if not host_header:
             return None
-        return self._by_name.get(normalize_host(host_header))
+        route = self._by_header.get(host_header)
+        if route is None:
+            route = self._by_name.get(normalize_host(host_header))
+            if route is not None and len(self._by_header) < _HEADERS_REMEMBERED:
+                self._by_header[host_header] = route
+        return route
 
     def hosts(self) -> list[str]:
         return sorted(self._routes)

@@ -67,6 +67,9 @@ class Exchange:
     # A forward started by `forward_now`, while it runs.
     _upstream: UpstreamConnection | None = None
     _done: Completion | None = None
+    note: object = None
+    """The handler's own: what its `FastPath` decided about this exchange before leaving it to the handler
+    task, so that the task does not decide again (the router's pick of a revision)."""
 
     def __init__(self, conn: ServerConnection, request: Request) -> None:
         self.request = request
@@ -233,22 +236,40 @@ class Exchange:
         )
 
     def forward_now(
-        self, conn: UpstreamConnection, headers: Headers, timeouts: ForwardTimeouts, done: Completion
+        self,
+        conn: UpstreamConnection,
+        headers: Headers,
+        timeouts: ForwardTimeouts,
+        done: Completion,
+        *,
+        retry_refused: bool = False,
     ) -> None:
         """Relay the request on `conn` (an idle connection of the upstream's pool) from the calling callback,
         with no task: `done` is told how it ended, the upstream status or the error. Only for an exchange that
-        is `forwardable_now`, or again after a `StaleConnection` (nothing reached the upstream).
+        is `forwardable_now`, or again after `rewind`. `retry_refused` is `forward`'s.
 
         The caller owns the exchange's end: once `done` is told, or after `abandon`, it answers locally
-        (`respond_now`) if nothing of a response started, then calls `finished`. If the client leaves first,
-        `done` is told `CancelledError` (the connection is closing; nothing can be answered).
+        (`respond_now`) if nothing of a response started, or forwards it again (`rewind`, then `forward` from
+        a task of its own, or `forward_now`), then calls `finished`. If the client leaves first, `done` is
+        told `CancelledError` (the connection is closing; nothing can be answered), also while that task
+        forwards.
         """
+        self._retry_refused = retry_refused
         if self._body is not None:
             self._scan_framing()
         head = _request_head(self.request, headers, conn.address, self._chunked, self._length)
         self._upstream = conn
         self._done = done
         conn.start(self, head, b"", timeouts, done)
+
+    def rewind(self) -> None:
+        """After a `forward_now` that failed before any of its response reached the client: an exchange
+        without a body may be forwarded again, as `forward` allows after its failures. Whether it should be
+        (the upstream may have processed it, unless it was a `StaleConnection` or, with `retry_refused`, an
+        `UpstreamConnectError`) is the handler's call."""
+        if self._state != NEW or self._has_body:
+            raise RuntimeError("only an unanswered exchange without a body can be forwarded again")
+        self._body_taken = False
 
     def abandon(self) -> None:
         """Give up a forward started by `forward_now` (its deadline passed): the upstream connection is closed

@@ -55,6 +55,8 @@ class H2Exchange:
     """One request stream and the means to answer it; what a handler gets for an HTTP/2 request."""
 
     http2 = True
+    note: object = None
+    """`Exchange.note`; an HTTP/2 stream never takes a fast path, so nothing is decided before its handler."""
 
     def __init__(self, conn: H2ServerConnection, stream_id: int, request: Request, ended: bool) -> None:
         self.request = request

@@ -12,6 +12,9 @@ from serving.http import ForwardTimeouts, Headers, Request, UpstreamPool
 
 
 class FakeExchange:
+    note: object = None
+    """`Exchange.note`: nothing decided by a fast path (these exchanges go to the handler directly)."""
+
     def __init__(self, host: str, *errors: BaseException, headers: Iterable[tuple[str, str]] = ()) -> None:
         self.request = Request(
             "GET", "/", "1.1", Headers([("host", host), *headers]), ("127.0.0.1", 5000), True, False

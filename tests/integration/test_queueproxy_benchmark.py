@@ -24,7 +24,7 @@ def test_paths_start_and_answer_hello() -> None:
     processes = dataplane.Processes()
     try:
         app_port = dataplane.start_app(processes)
-        for name in ("direct", "minimal", "qp-cc100"):
+        for name in ("direct", "minimal", "router", "qp-cc100"):
             target = dataplane.PATHS[name](processes, app_port)
             with urllib.request.urlopen(target.url, timeout=30) as response:
                 assert response.read() == b"hello world"

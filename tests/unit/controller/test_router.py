@@ -26,6 +26,7 @@ from serving.http import (
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 from tests.fakes.exchange import FakeExchange
 from tests.fakes.otlp import FakeCollector
+from tests.unit.serving.http.rawh2 import H2Peer
 from tests.unit.serving.test_tracer import close, tracer_for
 
 KEY = RevisionKey("default", "hello-00001")
@@ -110,15 +111,18 @@ class Rig:
             return resp.status, await resp.text()
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
+@pytest.fixture(params=["fast-path", "handler-task"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """The router serving on 127.0.0.1, with its fast path (requests after the first to a pod or the
+    activator take it, once their pool has an idle connection) and without (every request in the task)."""
     activator = Upstream("activator")
     await activator.start()
     store = Store()
     store.put_revision(Revision(key=KEY, service="hello", configuration="hello"))
     router = Router(store, activator.port, ingress_port=8080)
     router.set_table(RouteTable(service_routes("default", "hello", [Target("hello-00001", 100)])))
-    server = await serve(router.handle, "127.0.0.1", 0)
+    fast = router.fast if request.param == "fast-path" else None
+    server = await serve(router.handle, "127.0.0.1", 0, fast=fast)
     yield Rig(store, router, server.sockets[0].getsockname()[1], activator)
     server.close()
     await router.close()
@@ -154,6 +158,26 @@ async def test_serve_mode_goes_straight_to_a_ready_pod(rig: Rig) -> None:
             assert await rig.get("hello.default.localhost") == (200, "pod /x?y=1")
         assert rig.activator.seen == []
     finally:
+        await app.stop()
+
+
+@pytest.mark.parametrize("mode", ["Serve", "Proxy"])
+async def test_an_http2_client_is_routed_as_an_http11_one(rig: Rig, mode: str) -> None:
+    """HTTP/2 streams never take the fast path; they are routed (and translated to HTTP/1.1) in the task."""
+    app = Upstream("pod")
+    await app.start()
+    peer = await H2Peer.connect(rig.port)
+    try:
+        rig.store.set_pods(KEY, (pod(app.port),))
+        rig.store.set_status(KEY, status(mode))
+        for _ in range(2):
+            stream_id = peer.request("/x?y=1", authority="hello.default.localhost")
+            stream = await peer.response(stream_id)
+            assert stream.status == 200
+            assert bytes(stream.data) == (b"pod /x?y=1" if mode == "Serve" else b"activator /x?y=1")
+        assert rig.router.traffic[KEY].requests == 2
+    finally:
+        await peer.close()
         await app.stop()
 
 

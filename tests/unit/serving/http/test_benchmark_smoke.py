@@ -24,11 +24,11 @@ async def get_when_up(session: aiohttp.ClientSession, url: str) -> tuple[int, st
 
 
 async def test_benchmark_forwarders_relay_the_app() -> None:
-    app_port, engine_port, minimal_port = free_port(), free_port(), free_port()
+    app_port = free_port()
+    upstream = ["--upstream-port", str(app_port)]
     roles = [
         ("app", app_port, []),
-        ("forwarder", engine_port, ["--upstream-port", str(app_port)]),
-        ("minimal", minimal_port, ["--upstream-port", str(app_port)]),
+        *((role, free_port(), upstream) for role in ("forwarder", "minimal", "router", "router-task")),
     ]
     processes = [
         await asyncio.create_subprocess_exec(
