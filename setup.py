@@ -15,10 +15,10 @@ from pathlib import Path
 
 from setuptools import setup
 
-# The per-request path: the HTTP engine, the queue-proxy's handler and what it calls on every request. A
-# compiled module must not subclass a class of a third-party library: the build environment has none of their
-# types, and mypyc cannot lay out a native class over an unknown base (queueproxy/metrics.py stays
-# interpreted for that reason).
+# The per-request path: the HTTP engine, the queue-proxy's handler, the ingress router and what they call on
+# every request. A compiled module must not subclass a class of a third-party library: the build environment
+# has none of their types, and mypyc cannot lay out a native class over an unknown base (queueproxy/metrics.py
+# stays interpreted for that reason).
 COMPILED = [
     "serving/http/connection.py",
     "serving/http/error.py",
@@ -37,6 +37,7 @@ COMPILED = [
     "queueproxy/handler.py",
     "queueproxy/inflight.py",
     "queueproxy/rewrite.py",
+    "controller/ingress/router.py",
 ]
 
 # Hand-written C beside them, for what a loop compiled by mypyc still does per byte: source -> module.

@@ -240,6 +240,25 @@ class Baseline:
 
         return start
 
+    def router_path(self) -> PathFactory:
+        """Its ingress router in front of the app, as `path_router` runs this checkout's, in the handler task
+        only (a checkout from before the router's fast path has none)."""
+
+        def start(processes: Processes, app_port: int) -> Target:
+            port = free_port()
+            forwarder = ROOT / "benchmarks" / "engine_forwarder.py"
+            argv = ["engine_forwarder", "--role", "router-task", "--port", str(port)]
+            code = (
+                f"import runpy, sys; sys.path.insert(0, {str(self.checkout)!r}); "
+                f"sys.argv = {[*argv, '--upstream-port', str(app_port)]!r}; "
+                f"runpy.run_path({str(forwarder)!r}, run_name='__main__')"
+            )
+            process = processes.start([self.python, "-c", code])
+            wait_listening(port)
+            return Target(f"{ROUTER_TASK} at {self.label}", f"http://127.0.0.1:{port}/", process.pid)
+
+        return start
+
 
 def _forwarder(processes: Processes, app_port: int, role: str, name: str) -> Target:
     """One of benchmarks/engine_forwarder.py's forwarders in front of the app."""
@@ -634,7 +653,7 @@ def _environment(report: Report) -> Iterator[str]:
     else:
         yield "- requests: wrk's own, `GET /` with Host only"
     yield (
-        "- queue-proxy hot path: "
+        "- hot path (engine, queue-proxy, router): "
         + (
             "compiled with mypyc (setup.py)"
             if report.compiled
@@ -654,8 +673,8 @@ def _environment(report: Report) -> Iterator[str]:
         base = report.baseline
         compiled = "compiled" if hot_path_compiled(base.checkout) else "**pure Python**"
         yield (
-            f"- baseline (rows `at {base.label}`): the queue-proxy of {base.checkout} ({compiled}),"
-            f" run by {base.python}"
+            f"- baseline (rows `at {base.label}`): the queue-proxy and router of {base.checkout}"
+            f" ({compiled}), run by {base.python}"
         )
     for name, why in report.skipped.items():
         yield f"- skipped `{name}`: {why}"
@@ -979,6 +998,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in [n for n in names if n.startswith("qp-cc")]:
             paths[f"{name}-baseline"] = baseline.path(int(name.removeprefix("qp-cc")))
             names.insert(names.index(name), f"{name}-baseline")
+        for name in [n for n in names if n.startswith("router")][:1]:
+            paths["router-baseline"] = baseline.router_path()
+            names.insert(names.index(name), "router-baseline")
     processes = Processes()
     try:
         app_port = start_app(processes)

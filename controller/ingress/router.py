@@ -14,6 +14,9 @@ the read that completed it (`fast`, the engine's `FastPath`) and ended from the 
 byte of its response. Everything else runs in the engine's handler task (`handle`), and so does what follows a
 fast request's failure (a stale pooled connection, a pod whose app refused, an activator that failed): the
 same steps the task would have taken after that failure, from a task of the fast path's own.
+
+Compiled with mypyc (setup.py), like the queue-proxy's handler: the task's side takes any exchange that has
+what `RoutedExchange` names (HTTP/2 streams too), and no coroutine awaits inside an `except` block.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from serving.http import (
     Exchange,
     H2UpstreamPool,
     Headers,
+    Request,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
 )
-from serving.http.upstream import Delegated, ForwardTimeouts, StaleConnection
+from serving.http.upstream import Completion, ForwardTimeouts, StaleConnection
 from serving.platform import Pod, Revision, RevisionKey, ScalerStatus
 from serving.tracer import NAMESPACE, REVISION, UPSTREAM, Tracer
 
@@ -63,22 +67,48 @@ class RevisionTraffic:
     """Requests sent straight to a ready pod because the activator was unreachable."""
 
 
+class RoutedExchange(Protocol):
+    """What the router's handler task uses of an exchange: the engine's `Exchange`, an HTTP/2 stream's."""
+
+    note: object
+
+    @property
+    def request(self) -> Request: ...
+
+    @property
+    def response_started(self) -> bool: ...
+
+    async def respond(
+        self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b""
+    ) -> None: ...
+
+    async def forward(
+        self,
+        pool: UpstreamPool | H2UpstreamPool,
+        headers: Headers,
+        *,
+        timeouts: ForwardTimeouts = _TIMEOUTS,
+        response_headers: Iterable[tuple[str, str]] = (),
+        retry_refused: bool = False,
+    ) -> int: ...
+
+
 @dataclass(slots=True)
 class _Trip:
     """One request on its way: the exchange, its revision, the headers it is forwarded with, the revision's
     counters, and every address it was sent to (the last is the one that answered, if any did)."""
 
-    ex: Exchange
+    ex: RoutedExchange
     key: RevisionKey
     headers: Headers
     traffic: RevisionTraffic
     hops: list[str]
 
 
-class _Routed:
-    """A request on the router's fast path: told its first forward's end by the engine (through the
-    `Delegated` `Completion` of `Exchange.forward_now`), and the client's leaving while a task carries on
-    after a failure. `trip` is None for a platform host's request, which has no revision."""
+class _Routed(Completion):
+    """A request on the router's fast path: told its first forward's end by the engine (the `Completion` of
+    `Exchange.forward_now`), and the client's leaving while a task carries on after a failure. `trip` is None
+    for a platform host's request, which has no revision."""
 
     __slots__ = ("address", "again", "ex", "finished", "platform", "pod", "router", "trip")
 
@@ -194,7 +224,7 @@ class Router:
             found = self.traffic[key] = RevisionTraffic()
         return found
 
-    async def handle(self, ex: Exchange) -> None:
+    async def handle(self, ex: RoutedExchange) -> None:
         request = ex.request
         key = ex.note
         if not isinstance(key, RevisionKey):  # else the fast path picked it, and left the request here
@@ -218,18 +248,22 @@ class Router:
         span = None
         hops: list[str] = []
         try:
-            headers = request.headers.copy()
-            trip = _Trip(ex, key, headers, traffic, hops)
-            sanitize(headers, request.client[0], self._trusted)
-            if self._tracer is not None:
-                span = self._tracer.start(headers, request.method, request.target, request.client[0])
-            status = await self._route(trip, self._pod_for(key))
-        except Exception:
-            # The request's boundary: a bug must not reach the client as the engine's 500 (a proxy's failure
-            # is a bad gateway); it is logged with its traceback.
-            if ex.response_started:
-                raise
-            status = await self._failed_unexpectedly(ex, key, traffic)
+            bug: Exception | None = None
+            try:
+                headers = request.headers.copy()
+                trip = _Trip(ex, key, headers, traffic, hops)
+                sanitize(headers, request.client[0], self._trusted)
+                if self._tracer is not None:
+                    span = self._tracer.start(headers, request.method, request.target, request.client[0])
+                status = await self._route(trip, self._pod_for(key))
+            except Exception as error:
+                # The request's boundary: a bug must not reach the client as the engine's 500 (a proxy's
+                # failure is a bad gateway); it is logged with its traceback, and answered after this block.
+                if ex.response_started:
+                    raise
+                bug = error
+            if bug is not None:
+                status = await self._failed_unexpectedly(ex, key, traffic, bug)
         finally:
             traffic.in_flight -= 1
             if span is not None:
@@ -252,10 +286,14 @@ class Router:
         finally:
             trip.traffic.via_activator -= 1
 
-    async def _failed_unexpectedly(self, ex: Exchange, key: RevisionKey, traffic: RevisionTraffic) -> int:
+    async def _failed_unexpectedly(
+        self, ex: RoutedExchange, key: RevisionKey | None, traffic: RevisionTraffic | None, bug: Exception
+    ) -> int:
         request = ex.request
-        log.exception("routing %s %s to %s failed", request.method, request.target, key)
-        traffic.errors += 1
+        where = "" if key is None else f" to {key}"
+        log.error("routing %s %s%s failed", request.method, request.target, where, exc_info=bug)
+        if traffic is not None:
+            traffic.errors += 1
         await ex.respond(502, _TEXT, b"the router failed the request\n")
         return 502
 
@@ -307,7 +345,7 @@ class Router:
             if pod is None:
                 headers.set(header.REVISION, key.name)
                 headers.set(header.NAMESPACE, key.namespace)
-            ex.forward_now(conn, headers, _TIMEOUTS, Delegated(routed), retry_refused=pod is not None)
+            ex.forward_now(conn, headers, _TIMEOUTS, routed, retry_refused=pod is not None)
         except BaseException:
             # A bug: the engine answers 500. Nothing is left taken.
             ex.abandon()
@@ -331,7 +369,7 @@ class Router:
         try:
             sanitize(headers, ex.request.client[0], self._trusted)
             routed = _Routed(self, ex, None, None, upstream.address, upstream)
-            ex.forward_now(conn, headers, _TIMEOUTS, Delegated(routed), retry_refused=True)
+            ex.forward_now(conn, headers, _TIMEOUTS, routed, retry_refused=True)
         except BaseException:
             ex.abandon()
             conn.close()
@@ -345,6 +383,7 @@ class Router:
         trip = routed.trip
         if not ex.response_started and not ex.has_body:
             ex.rewind()  # as `forward` does after a failure: whether to send it again is decided below
+        bug: Exception | None = None
         try:
             if trip is None:
                 assert routed.platform is not None
@@ -355,16 +394,16 @@ class Router:
                 await self._activator_again(trip, error)
         except asyncio.CancelledError:
             return  # the client left: `_Routed` ended the request
-        except Exception:
+        except Exception as failure:
             # The request's boundary, as in `handle`; an upstream's failure after the response started is
             # the engine's to end (it aborts the client connection).
             if ex.response_started:
                 log.debug("routing failed after the response started", exc_info=True)
-            elif trip is not None:
-                await self._failed_unexpectedly(ex, trip.key, trip.traffic)
             else:
-                log.exception("routing %s %s failed", ex.request.method, ex.request.target)
-                await ex.respond(502, _TEXT, b"the router failed the request\n")
+                bug = failure
+        if bug is not None:
+            key = None if trip is None else trip.key
+            await self._failed_unexpectedly(ex, key, None if trip is None else trip.traffic, bug)
         if not routed.finished:
             routed.end()
 
@@ -436,12 +475,14 @@ class Router:
         if pool is None:
             pool = self._pods[address] = self._pool_for(key, pod)
         self._in_flight[address] = self._in_flight.get(address, 0) + 1
+        failed: UpstreamError
         try:
             return await ex.forward(pool, headers, retry_refused=True)
         except UpstreamError as exc:
-            return await self._pod_failed(trip, pod, exc)
+            failed = exc
         finally:
             self._in_flight[address] -= 1
+        return await self._pod_failed(trip, pod, failed)
 
     async def _pod_failed(self, trip: _Trip, pod: Pod, exc: UpstreamError) -> int:
         if exc.response_started or trip.ex.response_started:
@@ -456,6 +497,7 @@ class Router:
         trip.hops.append(self._activator.address)
         headers.set(header.REVISION, key.name)
         headers.set(header.NAMESPACE, key.namespace)
+        failed: UpstreamConnectError | UpstreamError | None = None
         try:
             return await ex.forward(self._activator_h2 if self._h2c(key) else self._activator, headers)
         except RuntimeError as exc:
@@ -463,11 +505,14 @@ class Router:
             # (a request body already streamed to the pod cannot be sent to the activator).
             if not retry or ex.response_started:
                 raise
-            trip.traffic.errors += 1
-            await ex.respond(502, _TEXT, f"the request cannot be sent again: {exc}\n".encode())
-            return 502
-        except (UpstreamConnectError, UpstreamError) as exc:
-            return await self._activator_failed(trip, exc, retry=retry)
+            reused = str(exc)
+        except (UpstreamConnectError, UpstreamError) as upstream_failed:
+            failed = upstream_failed
+        if failed is not None:
+            return await self._activator_failed(trip, failed, retry=retry)
+        trip.traffic.errors += 1
+        await ex.respond(502, _TEXT, f"the request cannot be sent again: {reused}\n".encode())
+        return 502
 
     async def _activator_failed(
         self, trip: _Trip, exc: UpstreamConnectError | UpstreamError, *, retry: bool
@@ -519,23 +564,26 @@ class Router:
                 raise
             return again
 
-    async def _to_platform(self, ex: Exchange, upstream: UpstreamPool) -> None:
+    async def _to_platform(self, ex: RoutedExchange, upstream: UpstreamPool) -> None:
         headers = ex.request.headers.copy()
         sanitize(headers, ex.request.client[0], self._trusted)
+        failed: UpstreamError | UpstreamConnectError
         try:
             await ex.forward(upstream, headers, retry_refused=True)
+            return
         except (UpstreamError, UpstreamConnectError) as exc:
-            await self._platform_failed(ex, upstream, exc)
+            failed = exc
+        await self._platform_failed(ex, upstream, failed)
 
     async def _platform_failed(
-        self, ex: Exchange, upstream: UpstreamPool, exc: UpstreamError | UpstreamConnectError
+        self, ex: RoutedExchange, upstream: UpstreamPool, exc: UpstreamError | UpstreamConnectError
     ) -> None:
         if (isinstance(exc, UpstreamError) and exc.response_started) or ex.response_started:
             raise exc
         body = f"{ex.request.host} at {upstream.address} is not reachable ({exc}); retry in a moment\n"
         await ex.respond(503, (*_TEXT, (header.RETRY_AFTER, "1")), body.encode())
 
-    async def _unknown_host(self, ex: Exchange, host: str | None) -> None:
+    async def _unknown_host(self, ex: RoutedExchange, host: str | None) -> None:
         known = self.table.hosts()
         lines = [f"no Service answers to Host {host!r} on {self._where}.", ""]
         if known:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -85,33 +85,6 @@ class Awaited(Completion):
 
     def set_exception(self, exception: BaseException, /) -> None:
         self.future.set_exception(exception)
-
-
-class CompletionLike(Protocol):
-    """A `Completion`'s three methods, on an object of an interpreted class (`Delegated` tells it)."""
-
-    def done(self) -> bool: ...
-    def set_result(self, result: int, /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-
-class Delegated(Completion):
-    """A `Completion` that passes the end on to an object of an interpreted handler's (which cannot subclass
-    a compiled class): the router's fast path."""
-
-    __slots__ = ("to",)
-
-    def __init__(self, to: CompletionLike) -> None:
-        self.to = to
-
-    def done(self) -> bool:
-        return self.to.done()
-
-    def set_result(self, result: int, /) -> None:
-        self.to.set_result(result)
-
-    def set_exception(self, exception: BaseException, /) -> None:
-        self.to.set_exception(exception)
 
 
 class UpstreamConnection(wire.ReadPause, asyncio.Protocol):

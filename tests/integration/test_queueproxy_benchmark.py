@@ -161,29 +161,33 @@ def test_nginx_path_starts_and_answers_hello() -> None:
     assert not Path(scratch).exists()
 
 
-def test_a_baseline_checkouts_queue_proxy_runs_from_its_own_modules(tmp_path: Path) -> None:
-    """`--baseline`: another checkout's queue-proxy, its modules ahead of the working directory's (this
-    one's). The baseline is a copy of this checkout whose queue-proxy leaves a mark beside itself."""
+def test_a_baseline_checkouts_queue_proxy_and_router_run_from_its_own_modules(tmp_path: Path) -> None:
+    """`--baseline`: another checkout's queue-proxy and router, its modules ahead of the working directory's
+    (this one's). The baseline is a copy of this checkout whose modules leave a mark beside themselves."""
     dataplane = load()
     checkout = tmp_path / "base"
     ignored = shutil.ignore_patterns(".git", ".venv", "*.so", "__pycache__", "node_modules", "build")
     shutil.copytree(dataplane.ROOT, checkout, ignore=ignored)
-    main = checkout / "queueproxy" / "main.py"
-    main.write_text(
-        main.read_text() + '\n\n__import__("pathlib").Path(__file__).with_name("ran-here").touch()\n'
-    )
+    marked = [checkout / "queueproxy" / "main.py", checkout / "controller" / "ingress" / "router.py"]
+    for module in marked:
+        module.write_text(
+            module.read_text() + '\n\n__import__("pathlib").Path(__file__).with_name("ran-here").touch()\n'
+        )
     baseline = dataplane.Baseline(checkout, sys.executable)
     processes = dataplane.Processes()
     try:
         app_port = dataplane.start_app(processes)
-        target = baseline.path(0)(processes, app_port)
-        with urllib.request.urlopen(target.url, timeout=30) as response:
-            assert response.read() == b"hello world"
-        assert target.name == "queue-proxy CC=0 at base"  # not a git checkout: its folder's name
+        targets = [baseline.path(0)(processes, app_port), baseline.router_path()(processes, app_port)]
+        for target in targets:
+            with urllib.request.urlopen(target.url, timeout=30) as response:
+                assert response.read() == b"hello world"
+        # Not a git checkout: its folder's name.
+        assert [t.name for t in targets] == ["queue-proxy CC=0 at base", f"{dataplane.ROUTER_TASK} at base"]
     finally:
         processes.stop()
-    assert (checkout / "queueproxy" / "ran-here").exists()
-    assert not (dataplane.ROOT / "queueproxy" / "ran-here").exists()
+    for module in marked:
+        assert module.with_name("ran-here").exists()
+        assert not (dataplane.ROOT / module.relative_to(checkout)).with_name("ran-here").exists()
 
 
 def test_knative_queue_proxy_answers_hello_when_built() -> None:
