@@ -15,10 +15,12 @@ from pathlib import Path
 
 from setuptools import setup
 
-# The per-request path: the HTTP engine, the queue-proxy's handler, the ingress router and what they call on
-# every request. A compiled module must not subclass a class of a third-party library: the build environment
-# has none of their types, and mypyc cannot lay out a native class over an unknown base (queueproxy/metrics.py
-# stays interpreted for that reason).
+# The per-request path: the HTTP engine, the queue-proxy's handler, the ingress router, the eventing
+# component's per-event path (its ingress, CloudEvents reading, delivery client and Trigger dispatcher) and
+# what they call on every request. A compiled module must not subclass a class of a third-party library: the
+# build environment has none of their types, and mypyc cannot lay out a native class over an unknown base
+# (queueproxy/metrics.py and eventing/session.py stay interpreted for that reason), nor over most built-in
+# types (OSError among them).
 COMPILED = [
     "serving/http/connection.py",
     "serving/http/error.py",
@@ -38,6 +40,11 @@ COMPILED = [
     "queueproxy/inflight.py",
     "queueproxy/rewrite.py",
     "controller/ingress/router.py",
+    "eventing/cloudevent.py",
+    "eventing/client.py",
+    "eventing/delivery.py",
+    "eventing/dispatcher.py",
+    "eventing/ingress.py",
 ]
 
 # Hand-written C beside them, for what a loop compiled by mypyc still does per byte: source -> module.

@@ -19,9 +19,9 @@ MAX_IDLE: Final = 256
 """Idle keep-alive connections kept per address: as many as a Trigger's deliveries in flight, with room."""
 
 
-class ClientError(OSError):
+class ClientError(Exception):
     """The exchange failed: no connection, the connection closed before a whole response, a malformed or
-    oversized response."""
+    oversized response. (Not an `OSError`: a compiled class cannot subclass it.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ class Target:
         return cls(host, port, parts.netloc, path)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
     status: int
     headers: dict[str, str]
@@ -180,7 +180,7 @@ class Client:
         *,
         timeout: float | None = None,  # noqa: ASYNC109  # a timer per request costs less than asyncio.timeout
     ) -> Response:
-        """One POST; raises `ClientError` (an OSError) when no whole response came, `TimeoutError` when none
+        """One POST; raises `ClientError` when no whole response came, `TimeoutError` when none
         came within `timeout` seconds (connecting included). A request that found its reused connection
         closed before any response byte is sent once more on a new connection (the server closed an idle
         keep-alive connection as it went out: it never saw the request)."""
@@ -200,32 +200,37 @@ class Client:
         start = f"POST {target.path} HTTP/1.1\r\nHost: {target.authority}\r\nContent-Length: {len(body)}\r\n"
         data = (start + fields + "\r\n").encode("latin-1") + body
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        conn, reused = await self._connection(target, deadline)
+        conn = self._idle_connection(target)
+        reused = conn is not None
+        if conn is None:
+            conn = await self._connect(target, deadline)
+        response: Response | None = None
         try:
             response = await conn.request(data, deadline)
         except ClientError:
             conn.abort()
             if not reused or conn.received:
                 raise
+        except BaseException:  # cancelled (a timeout): the connection is in an unknown state
+            conn.abort()
+            raise
+        if response is None:  # sent again outside the except block (compiled: see setup.py)
             conn = await self._connect(target, deadline)
             try:
                 response = await conn.request(data, deadline)
             except BaseException:
                 conn.abort()
                 raise
-        except BaseException:  # cancelled (a timeout): the connection is in an unknown state
-            conn.abort()
-            raise
         self._release(target, conn)
         return response
 
-    async def _connection(self, target: Target, deadline: float | None) -> tuple[_Connection, bool]:
+    def _idle_connection(self, target: Target) -> _Connection | None:
         idle = self._idle.get((target.host, target.port))
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                return conn, True
-        return await self._connect(target, deadline), False
+                return conn
+        return None
 
     async def _connect(self, target: Target, deadline: float | None) -> _Connection:
         loop = asyncio.get_running_loop()

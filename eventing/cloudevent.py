@@ -116,8 +116,8 @@ def _structured(body: bytes) -> tuple[dict[str, str], bytes]:
             raise EventError("data_base64 must be a string")
         try:
             return attributes, base64.b64decode(encoded, validate=True)
-        except binascii.Error as exc:
-            raise EventError(f"data_base64 is not base64: {exc}") from None
+        except binascii.Error as bad:
+            raise EventError(f"data_base64 is not base64: {bad}") from None
     if "data" not in doc or doc["data"] is None:
         return attributes, b""
     data = doc["data"]

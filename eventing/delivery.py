@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,9 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
-from eventing.client import Client, Target
+from eventing.client import Client, ClientError, Target
 from eventing.cloudevent import EventError, binary_headers, is_event, read_event
 from eventing.event import Event
 from serving.contract.eventing import DeliverySpec
@@ -49,7 +47,7 @@ ERROR_DATA_MAX: Final = 1024
 """Bytes of a failed response's body carried base64 in `knativeerrordata` (the rest is cut)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
     status: int | None
     """None: no response (refused, reset, timed out)."""
@@ -73,7 +71,7 @@ class Attempt:
         return self.status in OVERLOAD
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     delivered: bool
     """The subscriber took it (2xx)."""
@@ -82,41 +80,6 @@ class Outcome:
     retries: int = 0
     reply: Event | None = None
     last: Attempt | None = None
-
-
-class LocalResolver(AbstractResolver):
-    """`localhost` and `*.localhost` are 127.0.0.1 (as curl and browsers treat them), so that Service
-    addresses `http://name.namespace.localhost:8080` work with no DNS set-up; other names resolve normally."""
-
-    def __init__(self) -> None:
-        self._default = aiohttp.ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host == "localhost" or host.endswith(".localhost"):
-            return [
-                {
-                    "hostname": host,
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "family": socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            ]
-        return await self._default.resolve(host, port, family)
-
-    async def close(self) -> None:
-        await self._default.close()
-
-
-def client_session(limit: int = 1000) -> aiohttp.ClientSession:
-    """The session every delivery goes through: keep-alive, `*.localhost` on loopback, no cookies."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, resolver=LocalResolver())
-    return aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
-    )
 
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -144,10 +107,20 @@ class Gate:
     def _room(self) -> bool:
         return self.active < max(1, int(self.limit))
 
-    async def __aenter__(self) -> None:
+    def take(self) -> bool:
+        """Take a place at once if one is free and nobody waits for one (give it back with `leave`); False:
+        `wait` for one."""
         if not self._waiters and self._room():
             self.active += 1
-            return
+            return True
+        return False
+
+    async def __aenter__(self) -> None:
+        if not self.take():
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Until a place is handed on (first come, first served); it is taken for the caller."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -161,6 +134,9 @@ class Gate:
             raise
 
     async def __aexit__(self, *exc: object) -> None:
+        self.leave()
+
+    def leave(self) -> None:
         self.active -= 1
         self._hand_on()
 
@@ -227,20 +203,20 @@ class Deliverer:
                 return Attempt(resp.status, body, reply=reply, retry_after=_retry_after(resp.headers))
         except TimeoutError:
             return Attempt(None, error=f"no response within {timeout:g}s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Attempt(None, error=f"{type(exc).__name__}: {exc}")
-        except (ValueError, UnicodeError) as exc:  # what cannot be sent at all: final, to the dead letters
-            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {exc}")
+        except (aiohttp.ClientError, OSError) as failed:
+            return Attempt(None, error=f"{type(failed).__name__}: {failed}")
+        except (ValueError, UnicodeError) as unsendable:  # cannot be sent at all: final, to the dead letters
+            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {unsendable}")
 
     async def _lean_attempt(self, target: Target, url: str, event: Event, limit_s: float) -> Attempt:
         try:
             resp = await self._client.post(target, binary_headers(event), event.data, timeout=limit_s)
         except TimeoutError:
             return Attempt(None, error=f"no response within {limit_s:g}s")
-        except OSError as exc:
-            return Attempt(None, error=str(exc))
-        except (ValueError, UnicodeError) as exc:  # what cannot be sent at all: final, to the dead letters
-            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {exc}")
+        except (ClientError, OSError) as failed:
+            return Attempt(None, error=str(failed))
+        except (ValueError, UnicodeError) as unsendable:  # cannot be sent at all: final, to the dead letters
+            return Attempt(UNSENDABLE, error=f"the request cannot be sent: {unsendable}")
         reply = None
         if 200 <= resp.status < 300 and is_event(resp.headers):
             try:
@@ -264,9 +240,13 @@ class Deliverer:
             attempts += 1
             if gate is None:
                 result = await self.attempt(url, event, policy.timeout)
-            else:
-                async with gate:
+            else:  # `async with gate`, without its two coroutines when a place is free
+                if not gate.take():
+                    await gate.wait()
+                try:
                     result = await self.attempt(url, event, policy.timeout)
+                finally:
+                    gate.leave()
                 gate.observe(result)
             if result.ok:
                 return Outcome(True, attempts=attempts, retries=retries, reply=result.reply, last=result)

@@ -91,6 +91,7 @@ class Dispatcher:
             failures = 0
             while True:
                 await self._resolved.wait()  # an unresolved subscriber: events wait in the log
+                records: list[Record] | None
                 try:
                     records = await self._subscription.fetch(FETCH)
                 except BackendError as exc:  # the log is unreachable for now: nothing is lost, try again
@@ -98,6 +99,8 @@ class Dispatcher:
                     delay = min(FETCH_RETRY * 2 ** min(failures - 1, 6), FETCH_RETRY_MAX)
                     self.counts.last_error = f"reading the broker's log: {exc}"
                     log.warning("trigger %s/%s: %s; reading again in %gs", *self.spec.key, exc, delay)
+                    records = None
+                if records is None:  # waited outside the except block (compiled: see setup.py)
                     await asyncio.sleep(delay)
                     continue
                 failures = 0
@@ -123,14 +126,14 @@ class Dispatcher:
                 await self._reply(reply)
             except BackendError as exc:
                 self.counts.last_error = f"publishing reply {reply.id}: {exc}"
-                if attempt + 1 < REPLY_ATTEMPTS:
-                    await asyncio.sleep(FETCH_RETRY * 2**attempt)
-                    continue
-                log.error("trigger %s/%s: reply %s lost: %s", *self.spec.key, reply.id, exc)
-                self.counts.dropped_replies += 1
+                if attempt + 1 == REPLY_ATTEMPTS:
+                    log.error("trigger %s/%s: reply %s lost: %s", *self.spec.key, reply.id, exc)
+                    self.counts.dropped_replies += 1
+                    return
+            else:
+                self.counts.replies += 1
                 return
-            self.counts.replies += 1
-            return
+            await asyncio.sleep(FETCH_RETRY * 2**attempt)  # outside the except block (compiled: see setup.py)
 
     async def _deliver(self, record: Record) -> None:
         counts = self.counts
@@ -138,7 +141,8 @@ class Dispatcher:
         counts.in_flight += 1
         started = time.monotonic()
         try:
-            await self._resolved.wait()
+            if not self._resolved.is_set():
+                await self._resolved.wait()
             spec = self.spec
             assert spec.subscriber is not None
             outcome = await self._deliverer.deliver(spec.subscriber, record.event, spec.delivery, self.gate)

@@ -8,11 +8,10 @@ with keep-alive and pipelining, and h2c (prior knowledge or `Upgrade`) on the sa
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import unquote
 
 from eventing.backend import BackendError
@@ -20,7 +19,7 @@ from eventing.cloudevent import MAX_EVENT_BYTES, EventError, read_event
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry, UnknownBroker
 from serving.contract.eventing import WEBHOOK_HOST
-from serving.http import Exchange, Headers
+from serving.http import Headers, Request
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,20 @@ RETRY_AFTER: Final = "1"
 """Seconds a producer is told to wait after a `503` (the backend could not keep the event)."""
 _TEXT: Final = ("Content-Type", "text/plain; charset=utf-8")
 _WEBHOOK_PREFIX: Final = WEBHOOK_HOST.split(".", 1)[0] + "."
+
+
+class ServedExchange(Protocol):
+    """What the ingress uses of an exchange: the engine's `Exchange`, an HTTP/2 stream's (compiled code takes
+    a protocol for either, not the engine's class)."""
+
+    @property
+    def request(self) -> Request: ...
+
+    async def respond(
+        self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b""
+    ) -> None: ...
+
+    async def read_body(self, limit: int) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +58,7 @@ class Incoming:
 
     __slots__ = ("_exchange", "headers", "method", "name", "namespace")
 
-    def __init__(self, exchange: Exchange, namespace: str, name: str) -> None:
+    def __init__(self, exchange: ServedExchange, namespace: str, name: str) -> None:
         self._exchange = exchange
         self.method = exchange.request.method
         self.headers: Headers = exchange.request.headers
@@ -63,7 +76,7 @@ class Incoming:
 Webhook = Callable[[Incoming], Awaitable[Answer]]
 
 
-async def send(exchange: Exchange, answer: Answer) -> None:
+async def send(exchange: ServedExchange, answer: Answer) -> None:
     headers: list[tuple[str, str]] = list(answer.headers)
     body = b""
     if answer.text:
@@ -92,7 +105,7 @@ def lower_dict(headers: Headers) -> dict[str, str]:
     return dict(reversed(headers.items()))
 
 
-async def read_limited(exchange: Exchange, limit: int) -> bytes | None:
+async def read_limited(exchange: ServedExchange, limit: int) -> bytes | None:
     """The request body, or None when it is longer than `limit` bytes: refused unread when its
     Content-Length says so, otherwise as soon as it passes the limit."""
     length = _content_length(exchange.request.headers)
@@ -107,11 +120,11 @@ class Ingress:
         self._metrics = metrics
         self._webhook = webhook
 
-    async def __call__(self, exchange: Exchange) -> None:
+    async def __call__(self, exchange: ServedExchange) -> None:
         """The engine's handler: one request, answered whole."""
         await send(exchange, await self.answer(exchange))
 
-    async def answer(self, exchange: Exchange) -> Answer:
+    async def answer(self, exchange: ServedExchange) -> Answer:
         request = exchange.request
         route = _route(request.target)
         if route is None:
@@ -134,21 +147,21 @@ class Ingress:
             return Answer(413, f"event is larger than the {MAX_EVENT_BYTES} bytes allowed")
         try:
             event = read_event(lower_dict(request.headers), body)
-        except EventError as exc:
+        except EventError as invalid:
             self._metrics.broker(namespace, name, "rejected")
-            return Answer(exc.status, str(exc))
+            return Answer(invalid.status, str(invalid))
         try:
-            # Shielded: a producer that goes away mid-write (the engine cancels its handler) does not learn
-            # the outcome, but the event is stored and counted all the same (it may send it again: at least
-            # once), and a Kafka send is never abandoned half-way.
-            await asyncio.shield(self._registry.store(key, [event]))
-        except UnknownBroker as exc:
-            return Answer(404, str(exc))
-        except BackendError as exc:
+            # A producer that goes away mid-write (the engine cancels its handler) does not learn the outcome,
+            # but the event is stored and counted all the same (it may send it again: at least once), and a
+            # Kafka send is never abandoned half-way: cancelling this future stops only the waiting.
+            await self._registry.store(key, [event])
+        except UnknownBroker as unknown:
+            return Answer(404, str(unknown))
+        except BackendError as failure:
             self._metrics.broker(namespace, name, "unavailable")
-            log.error("broker %s/%s could not keep event %s: %s", namespace, name, event.id, exc)
+            log.error("broker %s/%s could not keep event %s: %s", namespace, name, event.id, failure)
             return Answer(
-                503, f"the broker could not store the event: {exc}", (("Retry-After", RETRY_AFTER),)
+                503, f"the broker could not store the event: {failure}", (("Retry-After", RETRY_AFTER),)
             )
         self._metrics.broker(namespace, name, "accepted")
         return _ACCEPTED

@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 from eventing.admin import admin_app
 from eventing.backend import Backend
 from eventing.config import EventingConfig, load_config
-from eventing.delivery import Deliverer, client_session
+from eventing.delivery import Deliverer
 from eventing.ingress import Ingress
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry
+from eventing.session import client_session
 from eventing.sources import Sources
 from eventing.store import EventStore
 from eventing.watch import watch_spec

@@ -1,71 +1,93 @@
-"""Prometheus metrics of Brokers and Triggers, on an injected registry (the admin port's `/metrics`)."""
+"""Prometheus metrics of Brokers and Triggers, on an injected registry (the admin port's `/metrics`).
+
+`EventingMetrics` is a collector: events are counted in plain numbers per Broker and per Trigger (no lock and
+no label lookup per event, as one event loop records them) and turned into metric families when scraped, as
+the queue-proxy's request metrics are.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from eventing.delivery import Outcome
 from serving.contract.eventing import TriggerSpec
+from serving.tally import LatencyTally
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_LATENCY_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+)  # fmt: skip
+OUTCOMES: Final = ("delivered", "dead_lettered", "dropped")
 
 
-class EventingMetrics:
+class _TriggerTally:
+    __slots__ = ("latency", "outcomes", "retries")
+
+    def __init__(self) -> None:
+        self.outcomes = [0, 0, 0]
+        """By `OUTCOMES`."""
+        self.retries = 0
+        self.latency = LatencyTally(_LATENCY_BUCKETS)
+
+
+class EventingMetrics(Collector):
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.broker_events = Counter(
-            "eventing_broker_events",
-            "Events a Broker's ingress answered, by result (accepted, rejected, unavailable).",
-            ["namespace", "broker", "result"],
-            registry=registry,
-        )
-        self.trigger_events = Counter(
-            "eventing_trigger_events",
-            "Events of a Trigger by outcome (delivered, dead_lettered, dropped).",
-            ["namespace", "trigger", "outcome"],
-            registry=registry,
-        )
-        self.trigger_retries = Counter(
-            "eventing_trigger_retries",
-            "Attempts after the first, per Trigger (overload waits included).",
-            ["namespace", "trigger"],
-            registry=registry,
-        )
-        self.delivery_seconds = Histogram(
-            "eventing_trigger_delivery_seconds",
-            "From a Trigger taking an event to its delivery or dead-lettering, retries included.",
-            ["namespace", "trigger"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-
-        # Label children are bound once per label set, not looked up per event.
-        self._brokers: dict[tuple[str, str, str], Any] = {}
-        self._triggers: dict[tuple[str, str], tuple[dict[str, Any], Any, Any]] = {}
+        self._brokers: dict[tuple[str, str, str], int] = {}
+        """Answers of the ingress by (namespace, broker, result)."""
+        self._triggers: dict[tuple[str, str], _TriggerTally] = {}
+        registry.register(self)
 
     def broker(self, namespace: str, broker: str, result: str) -> None:
+        """An answer of a Broker's ingress: `result` is accepted, rejected or unavailable."""
         key = (namespace, broker, result)
-        child = self._brokers.get(key)
-        if child is None:
-            child = self._brokers[key] = self.broker_events.labels(namespace, broker, result)
-        child.inc()
+        self._brokers[key] = self._brokers.get(key, 0) + 1
 
     def observe(self, trigger: TriggerSpec, outcome: Outcome, seconds: float) -> None:
         key = (trigger.namespace, trigger.name)
-        bound = self._triggers.get(key)
-        if bound is None:
-            outcomes = {
-                o: self.trigger_events.labels(*key, o) for o in ("delivered", "dead_lettered", "dropped")
-            }
-            bound = self._triggers[key] = (
-                outcomes,
-                self.trigger_retries.labels(*key),
-                self.delivery_seconds.labels(*key),
-            )
-        outcomes, retries, latency = bound
-        name = "delivered" if outcome.delivered else "dead_lettered" if outcome.dead_lettered else "dropped"
-        outcomes[name].inc()
-        if outcome.retries:
-            retries.inc(outcome.retries)
-        latency.observe(seconds)
+        tally = self._triggers.get(key)
+        if tally is None:
+            tally = self._triggers[key] = _TriggerTally()
+        tally.outcomes[0 if outcome.delivered else 1 if outcome.dead_lettered else 2] += 1
+        tally.retries += outcome.retries
+        tally.latency.time(seconds)
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(empty=True)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(empty=False)
+
+    def _families(self, *, empty: bool) -> Iterator[Metric]:
+        brokers = CounterMetricFamily(
+            "eventing_broker_events",
+            "Events a Broker's ingress answered, by result (accepted, rejected, unavailable).",
+            labels=["namespace", "broker", "result"],
+        )
+        events = CounterMetricFamily(
+            "eventing_trigger_events",
+            "Events of a Trigger by outcome (delivered, dead_lettered, dropped).",
+            labels=["namespace", "trigger", "outcome"],
+        )
+        retries = CounterMetricFamily(
+            "eventing_trigger_retries",
+            "Attempts after the first, per Trigger (overload waits included).",
+            labels=["namespace", "trigger"],
+        )
+        latency = HistogramMetricFamily(
+            "eventing_trigger_delivery_seconds",
+            "From a Trigger taking an event to its delivery or dead-lettering, retries included.",
+            labels=["namespace", "trigger"],
+        )
+        if not empty:
+            for key, count in list(self._brokers.items()):
+                brokers.add_metric(list(key), count)
+            for (namespace, name), tally in list(self._triggers.items()):
+                for outcome, count in zip(OUTCOMES, tally.outcomes, strict=True):
+                    events.add_metric([namespace, name, outcome], count)
+                retries.add_metric([namespace, name], tally.retries)
+                latency.add_metric([namespace, name], tally.latency.samples(), tally.latency.sum)
+        yield from (brokers, events, retries, latency)

@@ -99,22 +99,32 @@ class Registry:
         self._count(key, len(events))
 
     def store(self, key: BrokerKey, events: list[Event]) -> asyncio.Future[None]:
-        """`publish`, started now and carried through whoever awaits the future (or stops awaiting it): the
-        events are stored and counted all the same. An open embedded log takes them without a task."""
+        """`publish`, started now: the future is done once the events are kept (or failed with the backend's
+        error). Cancelling it, as a producer that goes away does, cancels only the waiting: the events are
+        stored and counted all the same (a shield of its own). An open embedded log takes them without a
+        task."""
         broker = self.brokers.get(key)
         if broker is None:
             raise UnknownBroker(f"broker {key[0]}/{key[1]} not found")
-        done = self._embedded.submit(key, events) if _in_embedded_store(broker) and events else None
-        if done is None:
-            return asyncio.ensure_future(self.publish(key, events))
+        stored = self._embedded.submit(key, events) if _in_embedded_store(broker) and events else None
+        if stored is None:
+            return asyncio.shield(asyncio.ensure_future(self.publish(key, events)))
         count = len(events)
+        told: asyncio.Future[None] = stored.get_loop().create_future()
 
-        def counted(stored: asyncio.Future[None]) -> None:
-            if not stored.cancelled() and stored.exception() is None:
+        def settled(stored: asyncio.Future[None]) -> None:
+            error = stored.exception()  # the store never cancels it: nobody else holds it
+            if error is None:
                 self._count(key, count)
+            if told.done():  # its waiter went away
+                return
+            if error is None:
+                told.set_result(None)
+            else:
+                told.set_exception(error)
 
-        done.add_done_callback(counted)
-        return done
+        stored.add_done_callback(settled)
+        return told
 
     def _count(self, key: BrokerKey, events: int) -> None:
         self.accepted[key] = self.accepted.get(key, 0) + events

@@ -67,11 +67,7 @@ class RequestMetrics(Collector):
             "Time from arrival to the end of the response, queue wait included.",
             labels=_REVISION_LABELS,
         )
-        cumulative = [
-            ("+Inf" if bound == float("inf") else repr(bound), float(total))
-            for bound, total in tally.cumulative()
-        ]
-        latency.add_metric(revision, cumulative, tally.sum)
+        latency.add_metric(revision, tally.samples(), tally.sum)
         yield latency
         depth = GaugeMetricFamily(
             "queue_depth",

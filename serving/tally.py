@@ -1,8 +1,8 @@
-"""Request counts by status and a latency histogram, kept as plain numbers on the request path.
+"""Counts and latency histograms kept as plain numbers on the request path.
 
-A `RequestTally` costs a list increment, a short scan of the bucket bounds and a float addition per request
-(compiled, no lock: one event loop records); a metrics collector turns it into Prometheus families when
-scraped.
+A `LatencyTally` costs a short scan of the bucket bounds and a float addition per observation (compiled, no
+lock: one event loop records); a `RequestTally` adds a list increment for the status code. A metrics
+collector turns them into Prometheus families when scraped.
 """
 
 from __future__ import annotations
@@ -13,20 +13,54 @@ from typing import Final
 _CODES: Final = 600
 
 
-class RequestTally:
-    """Requests answered, by status code, and their durations in `le` buckets (the last one is +Inf)."""
+class LatencyTally:
+    """Durations in `le` buckets (the last one is +Inf) and their sum."""
 
-    __slots__ = ("_codes", "_others", "bounds", "buckets", "sum")
+    __slots__ = ("bounds", "buckets", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         if list(bounds) != sorted(set(bounds)):
             raise ValueError("bucket bounds must be increasing")
         self.bounds: tuple[float, ...] = tuple(bounds)
+        self.buckets: list[int] = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def time(self, seconds: float) -> None:
+        index = 0
+        for bound in self.bounds:  # short requests leave at the first bounds
+            if seconds <= bound:  # `le` buckets include their bound
+                break
+            index += 1
+        self.buckets[index] += 1
+        self.sum += seconds
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it) per bucket, +Inf last."""
+        out: list[tuple[float, int]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.buckets, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+    def samples(self) -> list[tuple[str, float]]:
+        """`cumulative` as a Prometheus histogram family takes its buckets: (`le` label, count)."""
+        return [
+            ("+Inf" if bound == float("inf") else repr(bound), float(total))
+            for bound, total in self.cumulative()
+        ]
+
+
+class RequestTally(LatencyTally):
+    """Requests answered, by status code, and their durations."""
+
+    __slots__ = ("_codes", "_others")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        super().__init__(bounds)
         # Counts of the status codes HTTP has (100-599) by index: cheaper per request than a dictionary.
         self._codes: list[int] = [0] * _CODES
         self._others: dict[int, int] = {}
-        self.buckets: list[int] = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
 
     @property
     def by_status(self) -> dict[int, int]:
@@ -40,19 +74,4 @@ class RequestTally:
             self._codes[status] += 1
         else:
             self._others[status] = self._others.get(status, 0) + 1
-        index = 0
-        for bound in self.bounds:  # short requests leave at the first bounds
-            if seconds <= bound:  # `le` buckets include their bound
-                break
-            index += 1
-        self.buckets[index] += 1
-        self.sum += seconds
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, requests at or below it) per bucket, +Inf last."""
-        out: list[tuple[float, int]] = []
-        total = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.buckets, strict=True):
-            total += count
-            out.append((bound, total))
-        return out
+        self.time(seconds)

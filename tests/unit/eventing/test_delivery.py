@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from eventing.delivery import Attempt, Deliverer, Gate, backoff, client_session
+from eventing.delivery import Attempt, Deliverer, Gate, backoff
 from eventing.event import Event
+from eventing.session import client_session
 from serving.contract.eventing import DeliverySpec
 
 EVENT = Event(

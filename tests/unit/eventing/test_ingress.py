@@ -17,11 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventing.cloudevent import MAX_EVENT_BYTES
-from eventing.delivery import Deliverer, client_session
+from eventing.delivery import Deliverer
 from eventing.event import Event
 from eventing.ingress import Answer, Incoming, Ingress
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry
+from eventing.session import client_session
 from eventing.store import EventStore, StoreSubscription
 from serving.contract.eventing import BrokerSpec, EventingSpec
 from serving.events import KAFKA_CLASS

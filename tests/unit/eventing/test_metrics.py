@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from eventing.delivery import Outcome
 from eventing.metrics import EventingMetrics
@@ -33,3 +34,20 @@ def test_broker_and_trigger_outcomes_are_counted() -> None:
         assert value("eventing_trigger_events_total", namespace="default", trigger="t", outcome=outcome) == 1
     assert value("eventing_trigger_retries_total", namespace="default", trigger="t") == 2
     assert value("eventing_trigger_delivery_seconds_count", namespace="default", trigger="t") == 3
+    seconds = "eventing_trigger_delivery_seconds"
+    assert value(f"{seconds}_sum", namespace="default", trigger="t") == pytest.approx(1.01)
+    bucket = f"{seconds}_bucket"
+    assert value(bucket, namespace="default", trigger="t", le="0.005") == 0
+    assert value(bucket, namespace="default", trigger="t", le="0.01") == 1  # `le` includes its bound
+    assert value(bucket, namespace="default", trigger="t", le="0.5") == 3
+    assert value(bucket, namespace="default", trigger="t", le="+Inf") == 3
+    text = generate_latest(registry).decode()
+    assert "# TYPE eventing_trigger_delivery_seconds histogram" in text
+    assert 'eventing_broker_events_total{broker="default",namespace="default",result="accepted"} 3.0' in text
+
+
+def test_a_second_collector_of_the_same_names_is_refused() -> None:
+    registry = CollectorRegistry()
+    EventingMetrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        EventingMetrics(registry)

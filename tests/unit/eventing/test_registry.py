@@ -14,10 +14,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventing.backend import BackendError, BrokerKey, TriggerKey
-from eventing.delivery import Deliverer, client_session
+from eventing.delivery import Deliverer
 from eventing.event import Event
 from eventing.metrics import EventingMetrics
 from eventing.registry import Registry
+from eventing.session import client_session
 from eventing.store import EventStore, StoreSubscription
 from serving.contract.eventing import BrokerSpec, EventingSpec, TriggerSpec
 from serving.events import EMBEDDED_CLASS, KAFKA_CLASS
