@@ -224,18 +224,23 @@ class Router:
             found = self.traffic[key] = RevisionTraffic()
         return found
 
+    def _platform_for(self, host: str | None) -> UpstreamPool | None:
+        """The pool of a platform host (a Broker's ingress) that no Service route claims, if `host` is one."""
+        if not self._platform_hosts or not host:
+            return None
+        return self._platform_hosts.get(normalize_host(host))
+
     async def handle(self, ex: RoutedExchange) -> None:
         request = ex.request
         key = ex.note
         if not isinstance(key, RevisionKey):  # else the fast path picked it, and left the request here
             route = self.table.lookup(request.host)
-            if route is None and self._platform_hosts and request.host:
-                platform = self._platform_hosts.get(normalize_host(request.host))
+            if route is None:
+                platform = self._platform_for(request.host)
                 if platform is not None:
                     await self._to_platform(ex, platform)
-                    return
-            if route is None:
-                await self._unknown_host(ex, request.host)
+                else:
+                    await self._unknown_host(ex, request.host)
                 return
             key = route.pick(self._rng)
             if key is None:
@@ -308,11 +313,8 @@ class Router:
         request = ex.request
         route = self.table.lookup(request.host)
         if route is None:
-            if self._platform_hosts and request.host:
-                platform = self._platform_hosts.get(normalize_host(request.host))
-                if platform is not None:
-                    return self._to_platform_now(ex, platform)
-            return False
+            platform = self._platform_for(request.host)
+            return False if platform is None else self._to_platform_now(ex, platform)
         key = route.pick(self._rng)
         if key is None:
             return False
