@@ -21,7 +21,8 @@ class LatencyTally:
     def __init__(self, bounds: Sequence[float]) -> None:
         if list(bounds) != sorted(set(bounds)):
             raise ValueError("bucket bounds must be increasing")
-        self.bounds: tuple[float, ...] = tuple(bounds)
+        # Floats, so that a bound given as 1 is labelled `le="1.0"`, as prometheus_client's own histograms do.
+        self.bounds: tuple[float, ...] = tuple(float(bound) for bound in bounds)
         self.buckets: list[int] = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
 

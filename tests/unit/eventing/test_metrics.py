@@ -40,6 +40,8 @@ def test_broker_and_trigger_outcomes_are_counted() -> None:
     assert value(bucket, namespace="default", trigger="t", le="0.005") == 0
     assert value(bucket, namespace="default", trigger="t", le="0.01") == 1  # `le` includes its bound
     assert value(bucket, namespace="default", trigger="t", le="0.5") == 3
+    assert value(bucket, namespace="default", trigger="t", le="1.0") == 3  # as prometheus_client labels 1
+    assert value(bucket, namespace="default", trigger="t", le="300.0") == 3
     assert value(bucket, namespace="default", trigger="t", le="+Inf") == 3
     text = generate_latest(registry).decode()
     assert "# TYPE eventing_trigger_delivery_seconds histogram" in text
